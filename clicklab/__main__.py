@@ -1,0 +1,7 @@
+"""``python -m clicklab``."""
+
+import sys
+
+from clicklab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,221 @@
+"""Starting Flink and running statements: the Java check, the table environment, jobs.
+
+PyFlink starts a JVM on first use. Before that we check Java ourselves, so that a missing or old
+Java gives one clear sentence instead of a Java stack trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from clicklab import settings
+from clicklab.exceptions import JavaError, SqlError
+
+if TYPE_CHECKING:
+    from pyflink.table import TableEnvironment, TableResult
+
+_INSTALL_HINT = (
+    f"PyFlink needs Java {settings.MIN_JAVA} or newer. Install OpenJDK 17 "
+    "(Debian/Ubuntu: `sudo apt-get install openjdk-17-jre-headless`; macOS: `brew install openjdk@17`), "
+    "or create the conda environment from environment.yml, which provides it; "
+    "then make sure `java -version` works or JAVA_HOME points at it."
+)
+
+
+def java_command() -> str | None:
+    """The java executable PyFlink will use: ``$JAVA_HOME/bin/java`` if set, else ``java`` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = os.path.join(home, "bin", "java")
+        return candidate if os.access(candidate, os.X_OK) else None
+    return shutil.which("java")
+
+
+def parse_java_version(text: str) -> int:
+    """Major version from ``java -version`` output: ``"17.0.15"`` -> 17, ``"1.8.0_402"`` -> 8.
+
+    >>> parse_java_version('openjdk version "1.8.0_402"')
+    8
+    >>> parse_java_version('openjdk version "21" 2023-09-19')
+    21
+    """
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if not m:
+        raise ValueError(f"cannot read a Java version from: {text.strip()[:200]!r}")
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major
+
+
+def check_java() -> int:
+    """Return the Java major version, or raise :class:`JavaError` saying what to install."""
+    java = java_command()
+    if java is None:
+        where = f"JAVA_HOME={os.environ['JAVA_HOME']} has no bin/java" if os.environ.get("JAVA_HOME") else (
+            "no `java` on PATH"
+        )
+        raise JavaError(f"Java not found ({where}). {_INSTALL_HINT}")
+    try:
+        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+        version = parse_java_version(proc.stderr + proc.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise JavaError(f"`{java} -version` failed ({exc}). {_INSTALL_HINT}") from exc
+    if version < settings.MIN_JAVA:
+        raise JavaError(f"Java {version} found at {java}, too old. {_INSTALL_HINT}")
+    return version
+
+
+def create_table_env(parallelism: int = 1, config: dict[str, str] | None = None) -> TableEnvironment:
+    """A streaming table environment on a local mini-cluster, in UTC.
+
+    Parallelism 1 by default: the replay is small and one worker keeps every stream file in time
+    order, which the CTR join's watermarks rely on.
+    """
+    check_java()
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    conf = t_env.get_config()
+    conf.set("parallelism.default", str(parallelism))
+    conf.set("table.local-time-zone", "UTC")
+    conf.set("table.display.max-column-width", "80")
+    for key, value in (config or {}).items():
+        conf.set(key, value)
+    return t_env
+
+
+def error_message(exc: BaseException) -> str:
+    """Flink's reason for a failure, without the Java stack trace.
+
+    PyFlink's exceptions carry the whole Java trace; the useful part is the first line of the
+    exception and of its deepest ``Caused by``.
+    """
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines()]
+    heads = [ln for ln in lines if ln and not ln.startswith(("at ", "...", "\tat "))]
+    if not heads:
+        return text.strip() or type(exc).__name__
+    first = heads[0]
+    causes = [ln for ln in heads if ln.startswith("Caused by:")]
+    if causes and causes[-1] != first:
+        return f"{first} (caused by {causes[-1][len('Caused by:'):].strip()})"
+    return first
+
+
+def execute(t_env: TableEnvironment, sql: str) -> TableResult:
+    """``execute_sql`` with Flink's error turned into a one-line :class:`SqlError`."""
+    try:
+        return t_env.execute_sql(sql)
+    except Exception as exc:  # PyFlink raises many exception classes for SQL errors
+        raise SqlError(error_message(exc)) from None
+
+
+def _job_status(result: TableResult) -> str | None:
+    client = result.get_job_client()
+    if client is None:
+        return None
+    try:
+        return client.get_job_status().result().name
+    except Exception:  # a local job's mini-cluster shuts down when the job ends
+        return None
+
+
+def cancel(result: TableResult) -> None:
+    """Cancel the result's job if it is still running."""
+    client = result.get_job_client()
+    if client is None:
+        return
+    with contextlib.suppress(Exception):  # a job that already ended has nothing to cancel
+        client.cancel().result()
+
+
+def wait(result: TableResult, poll_s: float = 0.2) -> float:
+    """Wait for the job of an INSERT to end; Ctrl-C (a kernel interrupt) cancels it.
+
+    Returns the seconds waited. A failed job raises :class:`SqlError` with Flink's reason.
+    """
+    start = time.monotonic()
+    try:
+        while _job_status(result) not in (None, "FINISHED", "FAILED", "CANCELED"):
+            time.sleep(poll_s)
+        result.wait()
+    except KeyboardInterrupt:
+        cancel(result)
+        raise
+    except SqlError:
+        raise
+    except Exception as exc:
+        raise SqlError(error_message(exc)) from None
+    return time.monotonic() - start
+
+
+@dataclass
+class Collected:
+    """Rows a query returned: ``changes`` as (row kind, values); why collection stopped."""
+
+    columns: list[str]
+    changes: list[tuple[str, tuple]] = field(default_factory=list)
+    stopped: str = "end of stream"
+    seconds: float = 0.0
+
+
+_ROW_KINDS = {"INSERT": "+I", "UPDATE_BEFORE": "-U", "UPDATE_AFTER": "+U", "DELETE": "-D"}
+
+
+def collect(
+    result: TableResult,
+    max_changes: int,
+    timeout_s: float,
+    convert: Callable[[Any], Any] = lambda v: v,
+) -> Collected:
+    """Collect a query's rows until it ends, ``max_changes`` rows or ``timeout_s`` seconds.
+
+    Rows are read in a background thread, so a source that goes quiet cannot block the notebook:
+    at the deadline, or on Ctrl-C, the job is cancelled.
+    """
+    columns = list(result.get_resolved_schema().get_column_names())
+    out = Collected(columns=columns)
+    failure: list[BaseException] = []
+    full = threading.Event()
+
+    def reader() -> None:
+        try:
+            with result.collect() as rows:
+                for row in rows:
+                    kind = _ROW_KINDS.get(row.get_row_kind().name, "+I")
+                    out.changes.append((kind, tuple(convert(v) for v in row)))
+                    if len(out.changes) >= max_changes:
+                        full.set()
+                        return
+        except Exception as exc:
+            failure.append(exc)
+
+    start = time.monotonic()
+    thread = threading.Thread(target=reader, name="flink-collect", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.2)
+            if time.monotonic() - start > timeout_s:
+                out.stopped = f"time limit of {timeout_s:g} s"
+                cancel(result)
+                thread.join(10)
+                break
+    except KeyboardInterrupt:
+        cancel(result)
+        raise
+    out.seconds = time.monotonic() - start
+    if full.is_set():
+        out.stopped = f"row limit of {max_changes}"
+        cancel(result)
+    elif failure and out.stopped == "end of stream":
+        raise SqlError(error_message(failure[0]))
+    return out

@@ -1,0 +1,131 @@
+"""``clicklab run``: execute the lab's notebooks headless with papermill, in order.
+
+Executed copies go to ``<build>/executed/``; the notebooks in ``notebooks/`` stay without outputs.
+A failing cell raises :class:`NotebookError` naming the notebook, the cell (``In [N]``) and the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from clicklab import settings
+from clicklab.exceptions import ClicklabError, NotebookError
+from clicklab.results import check_dataset, compare_ctr, read_events, read_stream, reference_ctr
+
+
+def lab_notebooks(folder: Path = settings.NOTEBOOKS_DIR) -> list[Path]:
+    """The numbered notebooks (``NN_topic.ipynb``), in order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
+    """Keep the notebooks whose number is in ``only`` (``["04", "6"]``); all when ``only`` is empty."""
+    if not only:
+        return notebooks
+    wanted = {o.zfill(2) for o in only}
+    chosen = [p for p in notebooks if p.name[:2] in wanted]
+    missing = wanted - {p.name[:2] for p in chosen}
+    if missing:
+        have = ", ".join(p.name[:2] for p in notebooks)
+        raise ClicklabError(f"no notebook numbered {', '.join(sorted(missing))} (there are {have})")
+    return chosen
+
+
+@contextlib.contextmanager
+def _stderr_to(log: Path) -> Iterator[None]:
+    """Send this process's stderr (file descriptor 2), and so the kernel's and Flink's, to a log."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "ab") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def execute_notebook(notebook: Path, output: Path, parameters: dict[str, str]) -> None:
+    """Run one notebook with papermill; a failing cell becomes a :class:`NotebookError`.
+
+    The kernel's own log (Flink's start-up lines, Jupyter's warnings) goes to ``<output>.log``.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        with _stderr_to(output.with_suffix(".log")):
+            papermill.execute_notebook(
+                str(notebook), str(output), parameters=parameters, cwd=str(notebook.parent),
+                progress_bar=False, log_output=False, kernel_name="python3",
+            )
+    except PapermillExecutionError as exc:
+        cell = f"In [{exc.exec_count}]" if exc.exec_count else f"cell {exc.cell_index}"
+        evalue = str(exc.evalue).strip().splitlines()[0] if str(exc.evalue).strip() else ""
+        raise NotebookError(notebook.name, cell, f"{exc.ename}: {evalue} (executed copy: {output})") from None
+
+
+@dataclass
+class RunReport:
+    """What a run did, for the summary."""
+
+    executed: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run(
+    dataset: Path = settings.DEFAULT_DATASET,
+    build: Path = settings.DEFAULT_BUILD,
+    only: list[str] | None = None,
+    notebooks_dir: Path = settings.NOTEBOOKS_DIR,
+    echo: Callable[[str], None] = print,
+) -> RunReport:
+    """Execute the notebooks in order into ``<build>/executed/``, showing progress."""
+    dataset = check_dataset(Path(dataset)).resolve()
+    build = Path(build).resolve()
+    out_dir = build / "executed"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chosen = select(lab_notebooks(notebooks_dir), only)
+    params = {"dataset": str(dataset), "build": str(build)}
+    report = RunReport()
+    start = time.monotonic()
+    for k, notebook in enumerate(chosen, 1):
+        echo(f"[{k}/{len(chosen)}] {notebook.name} ...")
+        t0 = time.monotonic()
+        output = out_dir / notebook.name
+        execute_notebook(notebook, output, params)
+        report.executed.append(output)
+        now = time.monotonic()
+        echo(f"[{k}/{len(chosen)}] {notebook.name} done in {now - t0:.1f} s (elapsed {now - start:.0f} s)")
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def summary(dataset: Path, build: Path) -> str:
+    """Events replayed, windows per stream, CTR range per site, and the check of ctrstream."""
+    lines: list[str] = []
+    events = read_events(dataset)
+    lines.append(f"events replayed: {len(events):,} from {dataset}")
+    for name in ("impressionstream", "clickstream", "ctrstream"):
+        lines.append(f"{name}: {len(read_stream(build, name)):,} windows")
+    ctr = read_stream(build, "ctrstream")
+    if not ctr.empty:
+        stats = ctr.groupby("site")["ctr"].agg(["min", "median", "max"])
+        lines.append("CTR per site (%):  min  median  max")
+        for site, row in stats.iterrows():
+            lines.append(f"  {site}: {row['min']:.1f}  {row['median']:.1f}  {row['max']:.1f}")
+        problems = compare_ctr(ctr, reference_ctr(dataset))
+        if problems:
+            raise ClicklabError("ctrstream differs from the CTR computed from the replay file:\n  "
+                                + "\n  ".join(problems))
+        lines.append(f"ctrstream matches the CTR computed independently from the replay file ({len(ctr):,} windows)")
+    return "\n".join(lines)
+
+

@@ -1,0 +1,185 @@
+"""The six streams of the lab, defined once.
+
+The AWS lab creates six Kinesis data streams and one Flink table on each. Here every stream is a
+table on Flink's filesystem connector (JSON lines) under ``build/streams/<stream>/``, except
+``tickerstream``, which reads the replay file. Notebooks, the CLI, the tests and the Zeppelin export
+all take names, columns and DDL from this module.
+
+Example::
+
+    >>> from clicklab.streams import STREAMS
+    >>> [c.name for c in STREAMS["ctrstream"].columns]
+    ['site', 'time', 'ctr', 'clickcount', 'impressioncount']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clicklab import settings
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a stream: its name, Flink SQL type and meaning."""
+
+    name: str
+    type: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One of the lab's streams.
+
+    ``watermark`` is the column that carries event time when the stream is read (or ``None``),
+    ``watermark_delay_s`` how late rows may be. ``computed`` columns are derived when reading
+    (tickerstream's ``rowtime``) and never written.
+    """
+
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    computed: tuple[tuple[str, str], ...] = ()
+    watermark: str | None = None
+    watermark_delay_s: int = 0
+    filled_by: str = ""
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns] + [name for name, _ in self.computed]
+
+
+W = settings.WINDOW_SECONDS
+
+#: How tickerstream reads ``event_time`` (quotes doubled for SQL): ISO-8601, UTC, milliseconds.
+EVENT_TIME_PATTERN = "yyyy-MM-dd''T''HH:mm:ss.SSS''Z''"
+
+STREAMS: dict[str, Stream] = {
+    s.name: s
+    for s in (
+        Stream(
+            name="tickerstream",
+            doc="Raw click and impression events, as the Kinesis Data Generator sends them.",
+            columns=(
+                Column("browseraction", "STRING", "'Click' or 'Impression'"),
+                Column("site", "STRING", "the site the event belongs to"),
+                Column("event_time", "STRING", "when the event happened, ISO-8601 UTC: 2023-08-23T13:46:30.123Z"),
+            ),
+            computed=(("rowtime", f"TO_TIMESTAMP(event_time, '{EVENT_TIME_PATTERN}')"),),
+            watermark="rowtime",
+            watermark_delay_s=settings.WATERMARK_DELAY_SECONDS,
+            filled_by="the replay dataset",
+        ),
+        Stream(
+            name="impressionstream",
+            doc=f"Impressions per site in {W}-second tumbling windows.",
+            columns=(
+                Column("site", "STRING", "site"),
+                Column("rowtime", "TIMESTAMP(3)", "window start (UTC)"),
+                Column("impressioncount", "BIGINT", "impressions in the window"),
+            ),
+            watermark="rowtime",
+            watermark_delay_s=settings.WINDOW_STREAM_WATERMARK_SECONDS,
+            filled_by="04_impression_stream",
+        ),
+        Stream(
+            name="clickstream",
+            doc=f"Clicks per site in {W}-second tumbling windows.",
+            columns=(
+                Column("site", "STRING", "site"),
+                Column("rowtime", "TIMESTAMP(3)", "window start (UTC)"),
+                Column("clickcount", "BIGINT", "clicks in the window"),
+            ),
+            watermark="rowtime",
+            watermark_delay_s=settings.WINDOW_STREAM_WATERMARK_SECONDS,
+            filled_by="05_click_stream",
+        ),
+        Stream(
+            name="ctrstream",
+            doc="Click-through rate per site and window: clicks / impressions * 100.",
+            columns=(
+                Column("site", "STRING", "site"),
+                Column("time", "BIGINT", "window start, epoch seconds (as in the lab's output)"),
+                Column("ctr", "DOUBLE", "click-through rate in percent"),
+                Column("clickcount", "BIGINT", "clicks in the window (0 when there were none)"),
+                Column("impressioncount", "BIGINT", "impressions in the window (0 when none)"),
+            ),
+            filled_by="06_ctr_stream",
+        ),
+        Stream(
+            name="destinationstream",
+            doc="Every CTR with its Random Cut Forest anomaly score.",
+            columns=(
+                Column("site", "STRING", "site"),
+                Column("time", "BIGINT", "window start, epoch seconds"),
+                Column("ctr", "DOUBLE", "click-through rate in percent"),
+                Column("score", "DOUBLE", "anomaly score (about 1 for normal points)"),
+            ),
+            filled_by="08_anomaly_scores",
+        ),
+        Stream(
+            name="anomalydetectionstream",
+            doc="The CTRs whose anomaly score is over the threshold.",
+            columns=(
+                Column("site", "STRING", "site"),
+                Column("rowtime", "TIMESTAMP(3)", "window start (UTC)"),
+                Column("ctrpercent", "DOUBLE", "click-through rate in percent"),
+                Column("anomaly_score", "DOUBLE", "anomaly score"),
+            ),
+            filled_by="09_anomaly_stream",
+        ),
+    )
+}
+
+#: The streams in the lab's order.
+STREAM_NAMES: tuple[str, ...] = tuple(STREAMS)
+
+
+def stream_path(build: Path, name: str) -> Path:
+    """Directory of a local stream."""
+    if name not in STREAMS:
+        raise ValueError(f"unknown stream {name!r}; the lab's streams are {', '.join(STREAMS)}")
+    return settings.streams_dir(build) / name
+
+
+#: Column names that are reserved words in Flink SQL and must be quoted with backticks.
+RESERVED = frozenset({"time", "timestamp", "value", "date", "user", "year", "month", "day"})
+
+
+def _quote(name: str) -> str:
+    return f"`{name}`" if name.lower() in RESERVED else name
+
+
+def local_ddl(name: str, build: Path, dataset: Path) -> str:
+    """``CREATE TABLE`` for one stream on the local filesystem connector (JSON lines).
+
+    ``tickerstream`` reads ``dataset`` (a JSON-lines file, optionally gzip-compressed); the others
+    live in ``<build>/streams/<name>/``.
+    """
+    stream = STREAMS[name]
+    path = Path(dataset) if name == "tickerstream" else stream_path(build, name)
+    lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
+    lines += [f"  {_quote(col)} AS {expr}" for col, expr in stream.computed]
+    if stream.watermark:
+        lines.append(
+            f"  WATERMARK FOR {_quote(stream.watermark)} AS {_quote(stream.watermark)}"
+            f" - INTERVAL '{stream.watermark_delay_s}' SECOND"
+        )
+    options = {
+        "connector": "filesystem",
+        "path": str(Path(path).resolve()),
+        "format": "json",
+        "json.timestamp-format.standard": "SQL",
+        "json.fail-on-missing-field": "true" if name == "tickerstream" else "false",
+        "json.ignore-parse-errors": "false",
+    }
+    with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
+    body = ",\n".join(lines)
+    return f"CREATE TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
+
+
+def all_local_ddl(build: Path, dataset: Path) -> str:
+    """The DDL of all six streams, as one script of statements separated by semicolons."""
+    return ";\n\n".join(local_ddl(name, build, dataset) for name in STREAMS) + ";"
