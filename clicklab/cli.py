@@ -33,7 +33,8 @@ def _cmd_generate(args: argparse.Namespace) -> None:
                       progress=progress if args.progress else None)
     if args.progress:
         print(file=sys.stderr)
-    print(f"{result.events:,} events in {result.seconds:.1f} s ({result.events_per_s:,.0f} events/s) -> {result.out_path}")
+    rate = f"{result.events_per_s:,.0f} events/s"
+    print(f"{result.events:,} events in {result.seconds:.1f} s ({rate}) -> {result.out_path}")
     print(f"labels -> {result.labels_path}")
 
 

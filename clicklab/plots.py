@@ -34,9 +34,12 @@ def events_per_second(per_minute: pd.DataFrame, labels: pd.DataFrame | None = No
     fig, axes = plt.subplots(len(sites), 1, figsize=(11, 2.4 * len(sites)), sharex=True, squeeze=False)
     for ax, site in zip(axes[:, 0], sites, strict=True):
         part = per_minute[per_minute["site"] == site]
+        minutes = pd.date_range(_naive(per_minute["minute"]).min(), _naive(per_minute["minute"]).max(), freq="min")
         for action, rows in part.groupby("browseraction"):
-            rows = rows.sort_values("minute")
-            ax.plot(_naive(rows["minute"]), rows["events_per_s"].astype(float), label=action, lw=1)
+            # a minute without events of this type has no row: it is a zero, not a gap to draw across
+            rate = pd.Series(rows["events_per_s"].astype(float).to_numpy(), index=_naive(rows["minute"]))
+            rate = rate.groupby(level=0).sum().reindex(minutes, fill_value=0.0)
+            ax.plot(rate.index, rate.to_numpy(), label=action, lw=1)
         _shade(ax, labels, site, legend=True)
         ax.set_title(site, fontsize=9, loc="left")
         ax.set_ylabel("events/s")
@@ -58,9 +61,14 @@ def ctr_by_site(ctr: pd.DataFrame, labels: pd.DataFrame | None = None) -> Figure
         _shade(ax, labels, site, legend=True)
         ax.set_title(site, fontsize=9, loc="left")
         ax.set_ylabel("CTR %")
-        ax.set_yscale("symlog", linthresh=100)
+        top = float(rows["ctr"].max()) if len(rows) else 0.0
+        if top > 100:  # keep normal CTRs readable next to a 500 % burst
+            ax.set_yscale("symlog", linthresh=100, linscale=2)
+            ticks = [t for t in (0, 25, 50, 100, 200, 500, 1000, 2000, 5000) if t <= top * 1.2]
+            ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+            ax.set_yticks([], minor=True)
         ax.legend(loc="upper left", fontsize=8)
     axes[-1, 0].set_xlabel("window start (UTC)")
-    fig.suptitle("Click-through rate per 10-second window (linear up to 100 %, logarithmic above)")
+    fig.suptitle("Click-through rate per 10-second window (panels over 100 %: logarithmic above 100)")
     fig.tight_layout()
     return fig

@@ -57,6 +57,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, str]) -
 
     The kernel's own log (Flink's start-up lines, Jupyter's warnings) goes to ``<output>.log``.
     """
+    import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -67,7 +68,11 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, str]) -
                 progress_bar=False, log_output=False, kernel_name="python3",
             )
     except PapermillExecutionError as exc:
-        cell = f"In [{exc.exec_count}]" if exc.exec_count else f"cell {exc.cell_index}"
+        # papermill inserts a cell of injected parameters: count cells as in the user's notebook file
+        executed = nbformat.read(str(output), as_version=4).cells[: exc.cell_index]
+        injected = sum("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in executed)
+        position = f"cell {exc.cell_index + 1 - injected} of the notebook"
+        cell = f"In [{exc.exec_count}], {position}" if exc.exec_count else position
         evalue = str(exc.evalue).strip().splitlines()[0] if str(exc.evalue).strip() else ""
         raise NotebookError(notebook.name, cell, f"{exc.ename}: {evalue} (executed copy: {output})") from None
 

@@ -149,7 +149,7 @@ def test_dataset_errors_name_the_path(tmp_path: Path):
         results.check_dataset(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
-    with pytest.raises(DatasetError, match="bad.jsonl.*not readable"):
+    with pytest.raises(DatasetError, match=r"bad.jsonl.*not readable"):
         results.check_dataset(bad)
     other = tmp_path / "other.jsonl"
     other.write_text('{"site": "x"}\n')

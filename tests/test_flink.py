@@ -40,11 +40,11 @@ def test_old_java_is_one_clear_message(tmp_path, monkeypatch):
 
 def test_missing_java_is_one_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nowhere"))
-    with pytest.raises(JavaError, match="Java not found.*JAVA_HOME"):
+    with pytest.raises(JavaError, match=r"Java not found.*JAVA_HOME"):
         flink.check_java()
     monkeypatch.delenv("JAVA_HOME")
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(JavaError, match="no `java` on PATH.*environment.yml"):
+    with pytest.raises(JavaError, match=r"no `java` on PATH.*environment.yml"):
         flink.check_java()
 
 

@@ -1,0 +1,125 @@
+"""The notebooks as a user meets them: committed clean, and all of them run headless with papermill."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from clicklab import nbfiles, results, runner, settings
+from clicklab.exceptions import DatasetError, NotebookError
+from clicklab.generator import generate
+from clicklab.scenario import load_scenario
+
+NOTEBOOKS = runner.lab_notebooks()
+
+
+def test_the_lab_notebooks_are_there_in_order():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers == sorted(numbers)
+    assert {"00", "01", "03", "04", "05", "06", "07"} <= set(numbers)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs_and_with_a_parameters_cell(path: Path):
+    assert nbfiles.cells_with_outputs(path) == [], f"{path.name}: clear outputs before committing"
+    nb = nbfiles.read(path)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs one cell tagged 'parameters'"
+    assert "dataset =" in tagged[0].source and "build =" in tagged[0].source
+    assert nb.cells[0].cell_type == "markdown", f"{path.name}: starts with prose"
+
+
+def test_no_sql_cell_is_copied_between_notebooks():
+    seen: dict[str, str] = {}
+    for path in NOTEBOOKS:
+        for sql in nbfiles.sql_cells(path):
+            key = " ".join(sql.split())
+            assert key not in seen, f"{path.name} repeats a SQL cell of {seen.get(key)}"
+            seen[key] = path.name
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """All notebooks, run headless on a 5-minute replay generated from the `tiny` scenario."""
+    root = tmp_path_factory.mktemp("run")
+    replay = generate(load_scenario("tiny"), 7, root / "tiny.jsonl.gz")
+    build = root / "build"
+    report = runner.run(dataset=replay.out_path, build=build, echo=lambda _: None)
+    return replay, build, report
+
+
+def test_papermill_runs_every_notebook(small_run):
+    _, _, report = small_run
+    assert [p.name for p in report.executed] == [p.name for p in NOTEBOOKS]
+    for path in report.executed:
+        nb = nbformat.read(path, as_version=4)
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, path.name
+
+
+def test_produced_streams_match_the_replay(small_run):
+    replay, build, _ = small_run
+    ctr = results.read_stream(build, "ctrstream")
+    reference = results.reference_ctr(replay.out_path)
+    assert len(ctr) == len(reference) > 50
+    assert results.compare_ctr(ctr, reference) == []
+    counts = results.reference_counts(results.read_events(replay.out_path))
+    imp = results.read_stream(build, "impressionstream")
+    assert imp["impressioncount"].sum() == counts["impressioncount"].sum()
+    clk = results.read_stream(build, "clickstream")
+    assert clk["clickcount"].sum() == counts["clickcount"].sum()
+    # the Studio-lab burst of the tiny scenario: 5 clicks and 1 impression per second -> 500 %
+    burst = ctr[(ctr["site"] == "https://www.mysite.com") & (ctr["ctr"] >= 499)]
+    assert len(burst) == 3
+
+
+def test_executed_notebooks_show_tables_and_plots(small_run):
+    _, build, _ = small_run
+
+    def outputs(name: str) -> list[dict]:
+        nb = nbformat.read(build / "executed" / name, as_version=4)
+        return [o for c in nb.cells for o in c.get("outputs", [])]
+
+    assert any("image/png" in o.get("data", {}) for o in outputs("03_view_ticker.ipynb"))
+    assert any("image/png" in o.get("data", {}) for o in outputs("07_view_ctr.ipynb"))
+    assert any("text/html" in o.get("data", {}) for o in outputs("06_ctr_stream.ipynb"))
+    text = "".join(o.get("text", "") for o in outputs("07_view_ctr.ipynb"))
+    assert "ctrstream matches the replay file" in text
+
+
+def test_summary_names_streams_and_sites(small_run):
+    replay, build, _ = small_run
+    text = runner.summary(replay.out_path, build)
+    assert f"events replayed: {replay.events:,}" in text
+    assert "https://shop.example.com" in text and "ctrstream matches" in text
+
+
+def test_a_failing_cell_names_notebook_and_cell(tmp_path: Path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("dataset = build = None", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("raise RuntimeError('boom in the third cell')"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "42_broken.ipynb")
+    with pytest.raises(NotebookError) as err:
+        runner.run(dataset=settings.DEFAULT_DATASET, build=tmp_path / "build",
+                   notebooks_dir=tmp_path, echo=lambda _: None)
+    assert err.value.notebook == "42_broken.ipynb"
+    assert err.value.cell == "In [4], cell 3 of the notebook"  # papermill adds a parameters cell
+    assert "RuntimeError: boom in the third cell" in str(err.value)
+
+
+def test_a_missing_dataset_is_refused_before_anything_runs(tmp_path: Path):
+    with pytest.raises(DatasetError, match=r"nothere\.jsonl\.gz"):
+        runner.run(dataset=tmp_path / "nothere.jsonl.gz", build=tmp_path / "b", echo=lambda _: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_only_selects_notebooks_by_number():
+    chosen = runner.select(NOTEBOOKS, ["4", "06"])
+    assert [p.name[:2] for p in chosen] == ["04", "06"]
+    with pytest.raises(Exception, match="99"):
+        runner.select(NOTEBOOKS, ["99"])
