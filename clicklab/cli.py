@@ -38,6 +38,50 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     print(f"labels -> {result.labels_path}")
 
 
+def _detector(args: argparse.Namespace):
+    from clicklab.udfs import Detector
+    from clicklab_udf.forest import ForestParams
+
+    options = {
+        "backend": args.backend, "number_of_trees": args.trees, "sub_sample_size": args.sample_size,
+        "shingle_size": args.shingle_size, "time_decay": args.time_decay, "seed": args.seed, "warmup": args.warmup,
+    }
+    try:
+        forest = ForestParams(**{k: v for k, v in options.items() if v is not None})
+    except ValueError as exc:
+        raise ClicklabError(str(exc)) from None
+    return Detector(forest=forest, threshold=args.threshold, adaptive=args.adaptive)
+
+
+def _scorer_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scorer (defaults: the lab's)")
+    g.add_argument("--backend", choices=["aws", "rrcf"], default=None)
+    g.add_argument("--trees", type=int, default=None, help="number of trees (100)")
+    g.add_argument("--sample-size", type=int, default=None, help="sub-sample size (256)")
+    g.add_argument("--shingle-size", type=int, default=None, help="shingle size (1)")
+    g.add_argument("--time-decay", type=float, default=None)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--warmup", type=int, default=None, help="points per key before scores are emitted")
+    g.add_argument("--threshold", type=float, default=settings.ANOMALY_THRESHOLD, help="fixed floor (2)")
+    g.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
+                   help="adaptive threshold on top of the floor (default: on)")
+
+
+def _cmd_score(args: argparse.Namespace) -> None:
+    from clicklab import flink
+    from clicklab.score import Columns, read_series, score_frames, write_scored
+
+    columns = Columns(timestamp=args.timestamp_col, value=args.value_col, key=args.key_col)
+    frame = read_series(args.input, columns)
+    detector = _detector(args)
+    flink.check_java()
+    print(f"scoring {len(frame):,} rows of {args.input} ({frame['key'].nunique()} key(s)) ...", file=sys.stderr)
+    scored = score_frames({"input": frame}, args.build / "score", detector)["input"]
+    write_scored(scored, args.output, columns)
+    print(f"{len(scored):,} rows -> {args.output}; {int(scored['is_anomaly'].sum())} anomalies "
+          f"({'adaptive' if detector.adaptive else 'fixed'} threshold, floor {detector.threshold:g})")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clicklab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -55,6 +99,16 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--labels", type=Path, default=None, help="labels file (default: next to --out)")
     gen.add_argument("--progress", action="store_true", help="show progress and events/s")
     gen.set_defaults(func=_cmd_generate)
+
+    score = sub.add_parser("score", help="score a CSV time series with RANDOM_CUT_FOREST through Flink")
+    score.add_argument("--input", type=Path, required=True, help="CSV with a time and a value column")
+    score.add_argument("--output", type=Path, required=True, help="CSV: timestamp,value,anomaly_score,is_anomaly")
+    score.add_argument("--timestamp-col", default="timestamp")
+    score.add_argument("--value-col", default="value")
+    score.add_argument("--key-col", default=None, help="score each key (e.g. site) with its own forest")
+    score.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
+    _scorer_options(score)
+    score.set_defaults(func=_cmd_score)
     return p
 
 

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -87,6 +88,9 @@ def create_table_env(parallelism: int = 1, config: dict[str, str] | None = None)
     conf.set("parallelism.default", str(parallelism))
     conf.set("table.local-time-zone", "UTC")
     conf.set("table.display.max-column-width", "80")
+    # Python UDFs run in worker processes: use this interpreter (the venv), not whatever `python` is on PATH.
+    conf.set("python.executable", sys.executable)
+    conf.set("python.client.executable", sys.executable)
     for key, value in (config or {}).items():
         conf.set(key, value)
     return t_env
@@ -99,8 +103,14 @@ def error_message(exc: BaseException) -> str:
     exception and of its deepest ``Caused by``.
     """
     text = str(exc)
-    lines = [ln.strip() for ln in text.splitlines()]
-    heads = [ln for ln in lines if ln and not ln.startswith(("at ", "...", "\tat "))]
+    java = getattr(exc, "java_exception", None)  # py4j's Py4JJavaError keeps the Java exception
+    if java is not None:
+        text = str(java) + "\n" + text
+    lines = [ln.strip().removeprefix(": ").strip() for ln in text.splitlines()]
+    heads = [
+        ln for ln in lines
+        if ln and not ln.startswith(("at ", "...", "An error occurred while calling"))
+    ]
     if not heads:
         return text.strip() or type(exc).__name__
     first = heads[0]
@@ -112,10 +122,17 @@ def error_message(exc: BaseException) -> str:
 
 def execute(t_env: TableEnvironment, sql: str) -> TableResult:
     """``execute_sql`` with Flink's error turned into a one-line :class:`SqlError`."""
-    try:
-        return t_env.execute_sql(sql)
-    except Exception as exc:  # PyFlink raises many exception classes for SQL errors
-        raise SqlError(error_message(exc)) from None
+    for attempt in range(3):
+        try:
+            return t_env.execute_sql(sql)
+        except Exception as exc:  # PyFlink raises many exception classes for SQL errors
+            message = error_message(exc)
+            # a local job's mini-cluster may still be shutting down when the next job is submitted
+            if "MiniCluster" in message and attempt < 2:
+                time.sleep(1.0)
+                continue
+            raise SqlError(message) from None
+    raise AssertionError("unreachable")
 
 
 def _job_status(result: TableResult) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from clicklab import flink, settings, sqltext, streams
+from clicklab import flink, settings, sqltext, streams, udfs
 from clicklab.results import check_dataset, read_stream
 
 _current: Lab | None = None
@@ -41,6 +41,12 @@ class Lab:
         self.dataset = Path(dataset).resolve()
         self.build = Path(build).resolve()
         self.t_env = t_env
+        self.detector: udfs.Detector | None = None
+
+    def register_functions(self, detector: udfs.Detector | None = None) -> udfs.Detector:
+        """Register ``RANDOM_CUT_FOREST`` and ``IS_ANOMALY`` (see :mod:`clicklab.udfs`) in this session."""
+        self.detector = udfs.register(self.t_env, detector)
+        return self.detector
 
     @property
     def ddl(self) -> str:
@@ -134,8 +140,12 @@ def start(
     dataset: str | Path = settings.DEFAULT_DATASET,
     build: str | Path = settings.DEFAULT_BUILD,
     create_tables: bool = True,
+    detector: udfs.Detector | None = None,
 ) -> Lab:
-    """Start the notebook's Flink session on a replay file and register the lab's streams.
+    """Start the notebook's Flink session on a replay file; register the lab's streams and functions.
+
+    ``detector`` sets the Random Cut Forest's parameters and the anomaly threshold (defaults: the
+    lab's, see :class:`clicklab.udfs.Detector`).
 
     Checks the dataset and Java first, so a bad path or a missing Java is one clear message.
     In IPython it also loads the ``%%flink_sql`` magic and defines the lab's parameters
@@ -148,6 +158,7 @@ def start(
     lab = Lab(dataset, build, flink.create_table_env())
     if create_tables:
         lab.create_tables()
+    lab.register_functions(detector)
     _current = lab
     try:
         from IPython import get_ipython

@@ -72,3 +72,59 @@ def ctr_by_site(ctr: pd.DataFrame, labels: pd.DataFrame | None = None) -> Figure
     fig.suptitle("Click-through rate per 10-second window (panels over 100 %: logarithmic above 100)")
     fig.tight_layout()
     return fig
+
+
+def series_and_scores(values: list[float], scores: list[float], threshold: float) -> Figure:
+    """A series and its anomaly scores, one above the other, with the threshold line."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 4.5), sharex=True)
+    top.plot(values, lw=0.8)
+    top.set_ylabel("value")
+    bottom.plot(scores, lw=0.8, color="tab:purple")
+    bottom.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold:g}")
+    bottom.set_ylabel("anomaly score")
+    bottom.set_xlabel("point")
+    bottom.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def anomalies_by_site(
+    scored: pd.DataFrame, flagged: pd.DataFrame, labels: pd.DataFrame | None, threshold: float
+) -> Figure:
+    """Per site: CTR with flagged windows marked, and the score with the threshold; labels shaded.
+
+    ``scored`` is destinationstream (site, time, ctr, score); ``flagged`` is anomalydetectionstream
+    (site, rowtime, ...): the adaptive decisions. Windows over the fixed threshold are marked too.
+    """
+    sites = sorted(scored["site"].unique())
+    fig, axes = plt.subplots(2 * len(sites), 1, figsize=(11, 3.2 * len(sites)), sharex=True, squeeze=False)
+    for i, site in enumerate(sites):
+        ctr_ax, score_ax = axes[2 * i, 0], axes[2 * i + 1, 0]
+        rows = scored[scored["site"] == site].sort_values("time")
+        when = pd.to_datetime(rows["time"], unit="s")
+        ctr_ax.plot(when, rows["ctr"], lw=0.7, color="tab:blue", label="CTR")
+        over = rows["score"] > threshold
+        ctr_ax.scatter(when[over], rows["ctr"][over], marker="x", color="tab:orange", s=25, zorder=3,
+                       label=f"score > {threshold:g} (fixed)")
+        mine = flagged[flagged["site"] == site]
+        if len(mine):
+            ctr_ax.scatter(_naive(mine["rowtime"]), mine["ctrpercent"], facecolors="none", edgecolors="tab:red",
+                           s=70, zorder=4, label="anomaly (adaptive)")
+        top = float(rows["ctr"].max()) if len(rows) else 0.0
+        if top > 100:
+            ctr_ax.set_yscale("symlog", linthresh=100, linscale=2)
+            ticks = [t for t in (0, 25, 50, 100, 200, 500, 1000, 2000, 5000) if t <= top * 1.2]
+            ctr_ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+            ctr_ax.set_yticks([], minor=True)
+        ctr_ax.set_ylabel("CTR %")
+        ctr_ax.set_title(site, fontsize=9, loc="left")
+        ctr_ax.legend(loc="upper left", fontsize=7, ncol=3)
+        score_ax.plot(when, rows["score"], lw=0.7, color="tab:purple")
+        score_ax.axhline(threshold, color="tab:red", ls="--", lw=1)
+        score_ax.set_ylabel("score")
+        for ax in (ctr_ax, score_ax):
+            _shade(ax, labels, site, legend=ax is ctr_ax)
+    axes[-1, 0].set_xlabel("window start (UTC)")
+    fig.suptitle("CTR, anomaly score and anomalies per site (labelled anomalies shaded)")
+    fig.tight_layout()
+    return fig

@@ -25,6 +25,10 @@ WATERMARK_DELAY_SECONDS = 1
 #: clickstream): one whole window, so that the CTR join never drops a window written late.
 WINDOW_STREAM_WATERMARK_SECONDS = 2 * WINDOW_SECONDS
 
+#: Watermark delay of ctrstream when read back. The CTR join writes a one-sided window only once
+#: the watermark has passed it, up to two windows after later windows; a minute covers that.
+CTR_WATERMARK_SECONDS = 60
+
 #: Anomaly score above which a CTR is an anomaly (the lab uses 2).
 ANOMALY_THRESHOLD = 2.0
 

@@ -106,6 +106,10 @@ STREAMS: dict[str, Stream] = {
                 Column("clickcount", "BIGINT", "clicks in the window (0 when there were none)"),
                 Column("impressioncount", "BIGINT", "impressions in the window (0 when none)"),
             ),
+            # read back with event time, so scoring can take each site's windows in time order
+            computed=(("rowtime", "CAST(TO_TIMESTAMP_LTZ(`time`, 0) AS TIMESTAMP(3))"),),
+            watermark="rowtime",
+            watermark_delay_s=settings.CTR_WATERMARK_SECONDS,
             filled_by="06_ctr_stream",
         ),
         Stream(
@@ -115,8 +119,11 @@ STREAMS: dict[str, Stream] = {
                 Column("site", "STRING", "site"),
                 Column("time", "BIGINT", "window start, epoch seconds"),
                 Column("ctr", "DOUBLE", "click-through rate in percent"),
-                Column("score", "DOUBLE", "anomaly score (about 1 for normal points)"),
+                Column("score", "DOUBLE", "anomaly score (about 1 for normal points; 0 while warming up)"),
             ),
+            computed=(("rowtime", "CAST(TO_TIMESTAMP_LTZ(`time`, 0) AS TIMESTAMP(3))"),),
+            watermark="rowtime",
+            watermark_delay_s=settings.WINDOW_SECONDS,
             filled_by="08_anomaly_scores",
         ),
         Stream(

@@ -1,0 +1,143 @@
+"""``clicklab bench``: speed and memory figures, measured in one run (ours against a baseline).
+
+Nothing here asserts a time: the figures are printed (and ``--json`` gives them as one object), to
+be read on the machine at hand.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clicklab import flink, sqltext, udfs
+from clicklab.notebook import Lab
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / 2**20
+
+
+def _series(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    values = 10 + 2 * np.sin(np.arange(n) / 50) + rng.normal(0, 1, n)
+    values[rng.choice(n, size=max(1, n // 500), replace=False)] += 25
+    return values
+
+
+def rcf_inprocess(backend: str, points: int, trees: int = 100, sample_size: int = 256) -> float:
+    """Points scored per second by one forest in this process (score-then-update)."""
+    from clicklab_udf.forest import ForestParams, KeyedForests
+
+    forests = KeyedForests(ForestParams(number_of_trees=trees, sub_sample_size=sample_size, backend=backend))
+    values = _series(points)
+    start = time.perf_counter()
+    for v in values:
+        forests.score("bench", float(v))
+    return points / (time.perf_counter() - start)
+
+
+def rcf_through_flink(points: int, work: Path, t_env: Any) -> float:
+    """Points per second through the Flink job of ``clicklab score`` (job start-up included)."""
+    from clicklab.score import score_frames
+
+    frame = pd.DataFrame({"key": "", "ms": np.arange(points) * 10_000, "value": _series(points)})
+    start = time.perf_counter()
+    score_frames({"bench": frame}, work, t_env=t_env)
+    return points / (time.perf_counter() - start)
+
+
+def rss_per_1000_forests(forests: int = 200, points_each: int = 300) -> float:
+    """Memory (MB of resident set) that 1,000 warmed-up site forests take, measured on ``forests``."""
+    from clicklab_udf.forest import ForestParams, KeyedForests
+
+    gc.collect()
+    before = _rss_mb()
+    keyed = KeyedForests(ForestParams())
+    values = _series(points_each)
+    for k in range(forests):
+        for v in values:
+            keyed.score(f"site-{k}", float(v))
+    gc.collect()
+    return (_rss_mb() - before) * 1000 / forests
+
+
+def pipeline(work: Path, t_env: Any, sites: int, seconds: int, impressions_per_s: float,
+             statements: Callable[[], list[str]]) -> tuple[int, float, float]:
+    """Generate a replay, then time the lab's steps on it: (events, baseline s, pipeline s)."""
+    from clicklab.generator import benchmark_scenario, generate
+
+    replay = generate(benchmark_scenario(sites, seconds, impressions_per_s, 0.1), 11, work / "bench.jsonl.gz")
+    lab = Lab(replay.out_path, work / "build", t_env)
+    lab.create_tables()
+    lab.register_functions(udfs.Detector())
+    steps = statements()
+    variables = lab.variables()
+
+    def run(count: int) -> float:
+        start = time.perf_counter()
+        for sql in steps[:count]:
+            lab.run(sqltext.substitute(sql, variables))
+        return time.perf_counter() - start
+
+    baseline = run(3)  # impressions, clicks, CTR: the window aggregation alone
+    full = run(5)  # the same, then scores and anomalies
+    return replay.events, baseline, full
+
+
+def lab_statements() -> list[str]:
+    """The INSERT statements of notebooks 04, 05, 06, 08 and 09, from the notebooks themselves."""
+    from clicklab import nbfiles, settings
+
+    out = []
+    for number in ("04", "05", "06", "08", "09"):
+        path = next(settings.NOTEBOOKS_DIR.glob(f"{number}_*.ipynb"))
+        out += [c for c in nbfiles.sql_cells(path) if sqltext.parse_script(c)[0].kind == sqltext.INSERT]
+    return out
+
+
+def run_all(work: Path, quick: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every figure of ``clicklab bench``; ``quick`` uses small sizes (for tests of the command)."""
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    t_env = flink.create_table_env()
+    figures: dict[str, Any] = {"rcf_points_per_s": {}}
+    rates = figures["rcf_points_per_s"]
+    echo("RCF in-process, aws backend ...")
+    rates["aws_inprocess"] = rcf_inprocess("aws", 2_000 if quick else 20_000)
+    echo("RCF in-process, rrcf backend ...")
+    rates["rrcf_inprocess"] = rcf_inprocess("rrcf", 100 if quick else 600)
+    echo("RCF through the Flink UDF, aws backend ...")
+    rates["aws_flink"] = rcf_through_flink(2_000 if quick else 60_000, work / "score", t_env)
+    echo("full pipeline vs Flink-SQL-only baseline ...")
+    sites, seconds, rate = (5, 120, 5.0) if quick else (100, 3600, 7.6)
+    events, baseline_s, pipeline_s = pipeline(work / "pipeline", t_env, sites, seconds, rate, lab_statements)
+    figures["pipeline_events"] = events
+    figures["pipeline_events_per_s"] = events / pipeline_s
+    figures["baseline_events_per_s"] = events / baseline_s
+    figures["pipeline_to_baseline"] = baseline_s / pipeline_s
+    echo("memory of site forests ...")
+    figures["rss_mb_per_1000_forests"] = rss_per_1000_forests(20 if quick else 200)
+    return figures
+
+
+def format_figures(f: dict[str, Any]) -> str:
+    r = f["rcf_points_per_s"]
+    return "\n".join([
+        "Random Cut Forest, 100 trees x 256 samples, points/s:",
+        f"  aws  in-process     {r['aws_inprocess']:>10,.0f}",
+        f"  aws  through Flink  {r['aws_flink']:>10,.0f}   (target >= 5,000)",
+        f"  rrcf in-process     {r['rrcf_inprocess']:>10,.0f}",
+        f"Full replay pipeline ({f['pipeline_events']:,} events): {f['pipeline_events_per_s']:,.0f} events/s",
+        f"Flink-SQL-only baseline (windows + CTR): {f['baseline_events_per_s']:,.0f} events/s",
+        f"pipeline / baseline: {f['pipeline_to_baseline']:.2f}   (target >= 0.8)",
+        f"memory: {f['rss_mb_per_1000_forests']:,.0f} MB per 1,000 site forests",
+    ])

@@ -1,0 +1,54 @@
+"""Registering the lab's user-defined functions in a Flink session.
+
+The functions themselves live in ``udf/clicklab_udf`` (the code Flink ships to its Python workers);
+this module only builds them with the lab's parameters and registers them under the lab's names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from clicklab import settings
+
+#: SQL names of the functions.
+RANDOM_CUT_FOREST = "RANDOM_CUT_FOREST"
+RANDOM_CUT_FOREST_WITH_FLAG = "RANDOM_CUT_FOREST_WITH_FLAG"
+IS_ANOMALY = "IS_ANOMALY"
+
+
+@dataclass(frozen=True)
+class Detector:
+    """Everything that decides what is an anomaly: the forest's parameters and the threshold."""
+
+    forest: Any = None  # clicklab_udf.forest.ForestParams; None: the defaults
+    threshold: float = settings.ANOMALY_THRESHOLD
+    adaptive: bool = True
+    threshold_options: dict[str, Any] = field(default_factory=dict)
+
+    def forest_params(self) -> Any:
+        from clicklab_udf.forest import ForestParams
+
+        return self.forest if self.forest is not None else ForestParams()
+
+
+def register(t_env: Any, detector: Detector | None = None) -> Detector:
+    """Register ``RANDOM_CUT_FOREST``, ``RANDOM_CUT_FOREST_WITH_FLAG`` and ``IS_ANOMALY``.
+
+    Registering again replaces them (and starts their state afresh), so a notebook can re-run.
+    """
+    from clicklab_udf.functions import is_anomaly, random_cut_forest
+
+    detector = detector or Detector()
+    params = detector.forest_params()
+    functions = {
+        RANDOM_CUT_FOREST: random_cut_forest(params),
+        RANDOM_CUT_FOREST_WITH_FLAG: random_cut_forest(params, with_flag=True),
+        IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, detector.threshold_options),
+    }
+    for name, function in functions.items():
+        with contextlib.suppress(Exception):  # not registered yet
+            t_env.drop_temporary_function(name)
+        t_env.create_temporary_function(name, function)
+    return detector
