@@ -82,6 +82,30 @@ def _cmd_score(args: argparse.Namespace) -> None:
           f"({'adaptive' if detector.adaptive else 'fixed'} threshold, floor {detector.threshold:g})")
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from clicklab import flink
+    from clicklab.evaluation import evaluate_directory
+
+    detector = _detector(args)
+    flink.check_java()
+    table = evaluate_directory(args.data, args.labels, detector, args.build / "evaluate",
+                               echo=lambda m: print(m, file=sys.stderr))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.to_string(index=False))
+
+
+def _cmd_bench(args: argparse.Namespace) -> None:
+    import json
+
+    from clicklab import bench
+
+    figures = bench.run_all(args.build / "bench", quick=args.quick,
+                            echo=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(figures, indent=2) if args.json else bench.format_figures(figures))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clicklab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -109,6 +133,19 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
     _scorer_options(score)
     score.set_defaults(func=_cmd_score)
+
+    ev = sub.add_parser("evaluate", help="score labelled series (e.g. NAB) and report detections and false alarms")
+    ev.add_argument("--data", type=Path, required=True, help="folder of CSV series (timestamp,value)")
+    ev.add_argument("--labels", type=Path, required=True, help="JSON: file name -> list of [start, end]")
+    ev.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
+    _scorer_options(ev)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    b = sub.add_parser("bench", help="measure RCF and pipeline speed and forest memory")
+    b.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    b.add_argument("--quick", action="store_true", help="small sizes (checks the command, not the machine)")
+    b.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 

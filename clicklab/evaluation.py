@@ -9,7 +9,9 @@ outside every labelled window (extended by ``grace_s`` after its end, while traf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -110,3 +112,71 @@ def compare_modes(scored: pd.DataFrame, flagged: pd.DataFrame, labels: pd.DataFr
     table = det_a.rename(columns={"detected": "adaptive detected", "delay_s": "adaptive delay s"})
     table[["fixed detected", "fixed delay s"]] = det_f[["detected", "delay_s"]].to_numpy()
     return Report(detections=table.rename(columns={"key": "site"}), summary=pd.DataFrame([sum_a, sum_f]))
+
+
+def read_label_windows(path: Path) -> dict[str, list[tuple[pd.Timestamp, pd.Timestamp]]]:
+    """NAB's ``combined_windows.json``: ``{"dir/name.csv": [[start, end], ...]}`` (times in UTC)."""
+    import json
+
+    from clicklab.exceptions import ClicklabError
+
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ClicklabError(f"labels file {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ClicklabError(f"labels file {path}: expected an object of file name -> list of [start, end]")
+    out = {}
+    for name, windows in raw.items():
+        try:
+            out[name] = [(pd.Timestamp(a, tz="UTC"), pd.Timestamp(b, tz="UTC")) for a, b in windows]
+        except (TypeError, ValueError) as exc:
+            raise ClicklabError(f"labels file {path}: entry {name!r}: {exc}") from None
+    return out
+
+
+def evaluate_directory(data: Path, labels_file: Path, detector: object, work: Path,
+                       echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Score every ``*.csv`` under ``data`` through ``clicklab score``'s job (one job for all), and
+    judge both modes against the labelled windows. One row per series and mode, then totals."""
+    from clicklab.exceptions import ClicklabError
+    from clicklab.score import read_series, score_frames
+
+    data = Path(data)
+    files = {p.relative_to(data).as_posix(): p for p in sorted(data.rglob("*.csv"))}
+    if not files:
+        raise ClicklabError(f"no .csv series under {data}")
+    windows = read_label_windows(labels_file)
+    if windows and not set(windows) & set(files):
+        example = sorted(windows)[0]
+        raise ClicklabError(f"labels file {labels_file} names none of the series under {data} (e.g. {example})")
+    frames = {name: read_series(path) for name, path in files.items()}
+    echo(f"scoring {sum(len(f) for f in frames.values()):,} points of {len(frames)} series in one Flink job ...")
+    scored = score_frames(frames, work, detector)
+    threshold = getattr(detector, "threshold", 2.0)
+    rows = []
+    for name, frame in scored.items():
+        times = frame["ms"] // 1000
+        step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+        labels = pd.DataFrame(
+            [{"key": name, "start": a, "end": b} for a, b in windows.get(name, [])], columns=["key", "start", "end"]
+        )
+        base = pd.DataFrame({"key": name, "time": times, "scored": ~frame["warming_up"]})
+        fixed = (frame["anomaly_score"] > threshold) & ~frame["warming_up"]
+        for mode, flags in (
+            ("adaptive", base.assign(is_anomaly=frame["is_anomaly"])),
+            (f"fixed > {threshold:g}", base.assign(is_anomaly=fixed)),
+        ):
+            det = detections(flags, labels, 0)
+            count, hours = false_alarms(flags, labels, 0, 0, step)
+            rows.append({
+                "series": name, "mode": mode, "windows": len(det), "detected": int(det["detected"].sum()),
+                "median delay h": round(float(det["delay_s"].median()) / 3600, 1) if det["detected"].any() else np.nan,
+                "false alarms": count, "normal days": round(hours / 24, 1),
+                "false alarms per day": round(count / hours * 24, 2) if hours else np.nan,
+            })
+    table = pd.DataFrame(rows)
+    totals = table.groupby("mode", sort=False)[["windows", "detected", "false alarms", "normal days"]].sum()
+    totals["false alarms per day"] = (totals["false alarms"] / totals["normal days"]).round(2)
+    totals = totals.reset_index().assign(series="TOTAL")
+    return pd.concat([table, totals], ignore_index=True)

@@ -195,44 +195,46 @@ def collect(
 ) -> Collected:
     """Collect a query's rows until it ends, ``max_changes`` rows or ``timeout_s`` seconds.
 
-    Rows are read in a background thread, so a source that goes quiet cannot block the notebook:
-    at the deadline, or on Ctrl-C, the job is cancelled.
+    Rows are read on the calling thread: PyFlink's planner keeps state in a thread-local of the Java
+    thread that serves the Python one, and reading from a second Python thread makes later statements
+    fail at random (FLINK-36298). A watchdog thread only cancels the job at the deadline, so a source
+    that goes quiet cannot block the notebook; Ctrl-C cancels it too.
     """
     columns = list(result.get_resolved_schema().get_column_names())
     out = Collected(columns=columns)
-    failure: list[BaseException] = []
-    full = threading.Event()
-
-    def reader() -> None:
-        try:
-            with result.collect() as rows:
-                for row in rows:
-                    kind = _ROW_KINDS.get(row.get_row_kind().name, "+I")
-                    out.changes.append((kind, tuple(convert(v) for v in row)))
-                    if len(out.changes) >= max_changes:
-                        full.set()
-                        return
-        except Exception as exc:
-            failure.append(exc)
-
     start = time.monotonic()
-    thread = threading.Thread(target=reader, name="flink-collect", daemon=True)
-    thread.start()
+    finished = threading.Event()
+    expired = threading.Event()
+
+    def watchdog() -> None:
+        if not finished.wait(timeout_s):
+            expired.set()
+            cancel(result)
+
+    guard = threading.Thread(target=watchdog, name="flink-query-deadline", daemon=True)
+    guard.start()
     try:
-        while thread.is_alive():
-            thread.join(0.2)
-            if time.monotonic() - start > timeout_s:
-                out.stopped = f"time limit of {timeout_s:g} s"
-                cancel(result)
-                thread.join(10)
-                break
+        with result.collect() as rows:
+            for row in rows:
+                kind = _ROW_KINDS.get(row.get_row_kind().name, "+I")
+                out.changes.append((kind, tuple(convert(v) for v in row)))
+                if len(out.changes) >= max_changes:
+                    out.stopped = f"row limit of {max_changes}"
+                    break
+                if time.monotonic() - start > timeout_s:
+                    out.stopped = f"time limit of {timeout_s:g} s"
+                    break
     except KeyboardInterrupt:
         cancel(result)
         raise
-    out.seconds = time.monotonic() - start
-    if full.is_set():
-        out.stopped = f"row limit of {max_changes}"
+    except Exception as exc:
+        if not expired.is_set():
+            raise SqlError(error_message(exc)) from None
+    finally:
+        finished.set()
+    if expired.is_set():
+        out.stopped = f"time limit of {timeout_s:g} s"
+    if out.stopped != "end of stream":
         cancel(result)
-    elif failure and out.stopped == "end of stream":
-        raise SqlError(error_message(failure[0]))
+    out.seconds = time.monotonic() - start
     return out

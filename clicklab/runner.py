@@ -61,6 +61,9 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, str]) -
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    # A PyFlink job with Python UDFs run in this process (local mode runs the UDF worker in-process)
+    # leaves PYFLINK_GATEWAY_DISABLED set; a kernel inheriting it could not start Flink.
+    os.environ.pop("PYFLINK_GATEWAY_DISABLED", None)
     try:
         with _stderr_to(output.with_suffix(".log")):
             papermill.execute_notebook(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +22,11 @@ def write_events(path: Path, events: Iterable[tuple[str, str, str]]) -> Path:
     else:
         path.write_text(lines, encoding="utf-8")
     return path
+
+
+def client_env() -> dict[str, str]:
+    """The environment for a clicklab subprocess: without what an in-process PyFlink UDF worker sets."""
+    return {k: v for k, v in os.environ.items() if k != "PYFLINK_GATEWAY_DISABLED"}
 
 
 @pytest.fixture(scope="session")

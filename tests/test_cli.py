@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import client_env
+
 
 def clicklab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clicklab", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "clicklab", *args], capture_output=True, text=True,
+                          timeout=300, env=client_env())
 
 
 def test_run_refuses_a_missing_dataset_naming_it(tmp_path: Path):

@@ -13,6 +13,7 @@ import pytest
 from clicklab.score import Columns, SeriesError, read_series, score_frames
 from clicklab.udfs import Detector
 from clicklab_udf.forest import ForestParams, KeyedForests
+from tests.conftest import client_env
 
 PARAMS = ForestParams(number_of_trees=30, sub_sample_size=64, warmup=32)
 
@@ -78,7 +79,7 @@ def test_cli_score_writes_the_series_back_in_input_order(tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "clicklab", "score", "--input", str(src), "--output", str(out),
          "--build", str(tmp_path / "b"), "--trees", "30", "--sample-size", "64", "--warmup", "32"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env=client_env(),
     )
     assert proc.returncode == 0, proc.stderr
     result = pd.read_csv(out)

@@ -14,7 +14,7 @@ def test_six_streams_in_lab_order_with_lab_columns():
     assert streams.STREAMS["impressionstream"].column_names == ["site", "rowtime", "impressioncount"]
     assert streams.STREAMS["clickstream"].column_names == ["site", "rowtime", "clickcount"]
     assert streams.STREAMS["ctrstream"].column_names[:3] == ["site", "time", "ctr"]
-    assert streams.STREAMS["destinationstream"].column_names == ["site", "time", "ctr", "score"]
+    assert [c.name for c in streams.STREAMS["destinationstream"].columns] == ["site", "time", "ctr", "score"]
     assert streams.STREAMS["anomalydetectionstream"].column_names == ["site", "rowtime", "ctrpercent", "anomaly_score"]
 
 

@@ -120,7 +120,7 @@ class _AwsForest:
         import krcf
 
         options: dict[str, Any] = {
-            "dimensions": params.shingle_size,
+            "dimensions": 1,  # one value per row; krcf multiplies by the shingle size itself
             "shingle_size": params.shingle_size,
             "num_trees": params.number_of_trees,
             "sample_size": params.sub_sample_size,
