@@ -81,6 +81,10 @@ def create_table_env(parallelism: int = 1, config: dict[str, str] | None = None)
     order, which the CTR join's watermarks rely on.
     """
     check_java()
+    # Python UDFs run in worker processes, as on a cluster. PyFlink's default on a local mini-cluster
+    # runs them inside this process ("loopback"), whose threads then call the JVM on other py4j
+    # connections, and the planner fails at random on the next statement (FLINK-36298).
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
     t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())

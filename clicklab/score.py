@@ -111,6 +111,8 @@ FROM (
 def score_job(t_env: Any, source: Path, sink: Path, detector: udfs.Detector) -> None:
     """The scoring job: read ``source`` (JSON lines ``seq,k,ms,v``, each key in time order), write
     ``seq, anomaly_score, warming_up, is_anomaly`` to ``sink``."""
+    for table in ("series", "scored"):  # the session may have run this job before
+        flink.execute(t_env, f"DROP TABLE IF EXISTS {table}")
     flink.execute(t_env, SOURCE_DDL.format(path=Path(source).resolve()))
     flink.execute(t_env, SINK_DDL.format(path=Path(sink).resolve()))
     udfs.register(t_env, detector)
