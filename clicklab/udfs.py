@@ -39,13 +39,16 @@ def register(t_env: Any, detector: Detector | None = None) -> Detector:
     Registering again replaces them (and starts their state afresh), so a notebook can re-run.
     """
     from clicklab_udf.functions import is_anomaly, random_cut_forest
+    from clicklab_udf.threshold import spike_ratio_for
 
     detector = detector or Detector()
     params = detector.forest_params()
+    # the highest AWS score grows with the sample size, so the spike ratio follows it
+    options = {"spike_ratio": spike_ratio_for(params.sub_sample_size), **detector.threshold_options}
     functions = {
         RANDOM_CUT_FOREST: random_cut_forest(params),
         RANDOM_CUT_FOREST_WITH_FLAG: random_cut_forest(params, with_flag=True),
-        IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, detector.threshold_options),
+        IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, options),
     }
     for name, function in functions.items():
         with contextlib.suppress(Exception):  # not registered yet

@@ -36,3 +36,22 @@ def test_generate_refuses_a_bad_scenario_naming_file_sender_and_field(tmp_path: 
     assert proc.returncode == 1
     assert "bad.yaml" in proc.stderr and "clicks" in proc.stderr and "rate" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_scores_nab_series_through_flink(tmp_path: Path):
+    """`clicklab evaluate` on two real labelled NAB series (../shared/nab), through the Flink job."""
+    from clicklab import settings
+
+    nab = settings.REPO.parent / "shared" / "nab"
+    data = tmp_path / "data" / "realTraffic"
+    data.mkdir(parents=True)
+    for name in ("speed_7578.csv", "occupancy_t4013.csv"):
+        (data / name).write_bytes((nab / "data" / "realTraffic" / name).read_bytes())
+    proc = clicklab("evaluate", "--data", str(tmp_path / "data"), "--labels",
+                    str(nab / "labels" / "combined_windows.json"), "--build", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any("realTraffic/speed_7578.csv" in ln and "adaptive" in ln for ln in lines)
+    total = next(ln.split() for ln in lines if ln.split()[:2] == ["TOTAL", "adaptive"])
+    windows, detected = int(total[2]), int(total[3])
+    assert windows == 6 and detected >= 4  # speed_7578 has 4 labelled windows, occupancy_t4013 2

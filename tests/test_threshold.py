@@ -1,0 +1,144 @@
+"""Anomaly decisions (clicklab_udf.threshold): the lab's fixed threshold and the adaptive one."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from clicklab_udf.forest import ForestParams, KeyedForests
+from clicklab_udf.threshold import AdaptiveThreshold, Decision, fixed_threshold
+
+
+def _ordinary(n: int, seed: int = 0) -> list[float]:
+    """Scores like a forest's on ordinary data: about 0.8, a little spread."""
+    return list(0.8 + 0.1 * np.random.default_rng(seed).standard_normal(n))
+
+
+def _decide(threshold: AdaptiveThreshold, scores, key: str = "site") -> list[bool]:
+    return [threshold.update(key, s).is_anomaly for s in scores]
+
+
+def test_fixed_threshold_is_strictly_over_the_floor():
+    assert fixed_threshold(2.01, 2.0) and not fixed_threshold(2.0, 2.0) and not fixed_threshold(0.5, 2.0)
+
+
+def test_a_lab_like_burst_is_flagged_at_once():
+    """CTR about 10 % from Poisson counts, then the Studio lab's 500 % for three windows."""
+    rng = np.random.default_rng(1)
+    ctr = list(rng.poisson(5, 600) / np.maximum(rng.poisson(50, 600), 1) * 100)
+    ctr[500:503] = [500.0] * 3
+    forests, threshold = KeyedForests(ForestParams()), AdaptiveThreshold()
+    decisions = []
+    for v in ctr:
+        scored = forests.score("https://www.mysite.com", v)
+        decisions.append(threshold.update("https://www.mysite.com", scored.score, scored.warming_up))
+    flagged = [i for i, d in enumerate(decisions) if d.is_anomaly]
+    assert flagged[:3] == [500, 501, 502]  # the first burst window already: a spike
+    assert decisions[500].threshold > 2  # judged against the spike level, not the bare floor
+    assert all(d.threshold == math.inf and not d.is_anomaly for d in decisions[:256])  # warm-up
+
+
+def test_a_run_of_moderate_scores_is_flagged_from_its_second_row():
+    """The SQL lab's extra clicks: 3.6 then 2.7, not spikes, but two unusual windows in a row."""
+    threshold = AdaptiveThreshold()
+    _decide(threshold, _ordinary(200))
+    assert _decide(threshold, [3.6, 2.7, 2.2, 0.8, 0.9]) == [False, True, True, False, False]
+
+
+def test_isolated_noise_that_the_fixed_threshold_flags_is_suppressed():
+    """Single noisy windows over 2 (as Poisson noise in a 10-second CTR gives) are not anomalies."""
+    scores = _ordinary(1000, seed=2)
+    for i, s in ((200, 4.2), (350, 2.6), (500, 3.1), (650, 4.4), (800, 2.3)):
+        scores[i] = s
+    threshold = AdaptiveThreshold()
+    adaptive = _decide(threshold, scores)
+    fixed = [fixed_threshold(s, 2.0) for s in scores]
+    assert sum(fixed) == 5 and sum(adaptive) == 0
+    # the same threshold still reports a far larger single score
+    assert threshold.update("site", 7.5).is_anomaly
+
+
+def test_floor_is_respected_however_unusual_the_score():
+    calm = [0.1] * 300  # a very regular key: every score far below 1
+    threshold = AdaptiveThreshold(floor=2.0)
+    _decide(threshold, calm)
+    assert _decide(threshold, [1.9] * 5) == [False] * 5  # 19 x the typical score, in a run, but under 2
+    assert all(threshold.update("site", 1.99).threshold >= 2.0 for _ in range(3))
+    lower = AdaptiveThreshold(floor=1.5)
+    _decide(lower, calm)
+    assert _decide(lower, [1.9] * 3) == [True, True, True]
+
+
+def test_level_rises_over_the_floor_for_a_key_with_high_varied_scores():
+    """mean + z * sd: on a key whose ordinary scores are high and spread, 2.5 twice is not unusual."""
+    rng = np.random.default_rng(3)
+    noisy = list(1.4 + 0.4 * rng.standard_normal(400))
+    threshold = AdaptiveThreshold(z=3.0)
+    _decide(threshold, [min(s, 1.99) for s in noisy])
+    level, spike = threshold.levels("site")
+    assert level > 2.2 and spike > level
+    assert _decide(threshold, [2.1, 2.1]) == [False, False]
+    assert _decide(AdaptiveThreshold(z=0.0), [*[min(s, 1.99) for s in noisy], 2.1, 2.1])[-1]
+
+
+def test_decide_then_learn_and_anomalies_are_not_learned():
+    threshold = AdaptiveThreshold()
+    assert threshold.levels("k") == (2.0, math.inf)  # no history: only runs can be flagged
+    first = threshold.update("k", 0.8)
+    assert first == Decision(False, math.inf)  # judged on the empty history, then learned
+    assert threshold.levels("k") == (2.0, pytest.approx(6 * 0.8))
+    _decide(threshold, _ordinary(300), "k")
+    before = threshold.levels("k")
+    decisions = [threshold.update("k", s) for s in [5.0] * 50]  # a long anomaly
+    assert all(d.is_anomaly for d in decisions[1:]) and threshold.levels("k") == before  # still abnormal
+    assert decisions[0].threshold == before[1] and decisions[1].threshold == before[0]
+
+
+def test_warming_up_rows_are_never_anomalies_and_not_learned():
+    threshold = AdaptiveThreshold()
+    assert threshold.update("k", 0.0, warming_up=True) == Decision(False, math.inf)
+    assert threshold.update("k", 99.0, warming_up=True) == Decision(False, math.inf)
+    assert threshold.levels("k") == (2.0, math.inf) and len(threshold) == 0
+
+
+def test_deterministic_and_keys_independent():
+    rng = np.random.default_rng(4)
+    a = list(np.abs(0.8 + 0.6 * rng.standard_normal(500)))
+    b = list(np.abs(1.0 + 0.9 * rng.standard_normal(500)))
+    a[100:103], a[300] = [3.0, 3.0, 3.0], 8.0
+    b[200:202] = [4.0, 4.0]
+    alone_a, alone_b = _decide(AdaptiveThreshold(), a, "a"), _decide(AdaptiveThreshold(), b, "b")
+    assert alone_a == _decide(AdaptiveThreshold(), a, "a") and alone_a[101] and alone_a[300] and alone_b[201]
+    mixed = AdaptiveThreshold()
+    out: dict[str, list[bool]] = {"a": [], "b": []}
+    for sa, sb in zip(a, b, strict=True):
+        out["a"].append(mixed.update("a", sa).is_anomaly)
+        out["b"].append(mixed.update("b", sb).is_anomaly)
+    assert out == {"a": alone_a, "b": alone_b} and mixed.keys() == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"floor": 0}, "floor must be a finite number > 0, got 0"),
+        ({"floor": math.inf}, "floor must be a finite number > 0, got inf"),
+        ({"floor": "2"}, "floor must be a finite number > 0, got '2'"),
+        ({"z": -1}, "z must be a finite number >= 0, got -1"),
+        ({"spike_ratio": 0.5}, "spike_ratio must be a finite number >= 1, got 0.5"),
+        ({"alpha": 0}, "alpha must be a number in (0, 1], got 0"),
+        ({"alpha": 1.5}, "alpha must be a number in (0, 1], got 1.5"),
+        ({"alpha": True}, "alpha must be a number in (0, 1], got True"),
+    ],
+)
+def test_parameters_are_validated(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        AdaptiveThreshold(**kwargs)
+    assert str(err.value) == f"adaptive threshold parameter {message}"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, None, "3"])
+def test_a_score_that_is_not_a_number_is_refused(bad):
+    with pytest.raises(ValueError, match=r"key 'https://x': score .* is not a finite number"):
+        AdaptiveThreshold().update("https://x", bad)
