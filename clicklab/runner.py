@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from clicklab import settings
 from clicklab.exceptions import ClicklabError, NotebookError
 from clicklab.results import check_dataset, compare_ctr, read_events, read_stream, reference_ctr
@@ -134,6 +136,33 @@ def summary(dataset: Path, build: Path) -> str:
             raise ClicklabError("ctrstream differs from the CTR computed from the replay file:\n  "
                                 + "\n  ".join(problems))
         lines.append(f"ctrstream matches the CTR computed independently from the replay file ({len(ctr):,} windows)")
+    lines += anomaly_summary(dataset, build)
     return "\n".join(lines)
+
+
+def anomaly_summary(dataset: Path, build: Path, threshold: float = settings.ANOMALY_THRESHOLD) -> list[str]:
+    """Anomalies per site, and against the replay's labels: detected, missed, false alarms per hour."""
+    from clicklab.evaluation import compare_modes
+    from clicklab.results import read_labels
+
+    scored = read_stream(build, "destinationstream")
+    if scored.empty:
+        return []
+    flagged = read_stream(build, "anomalydetectionstream")
+    lines = ["anomalies per site (anomalydetectionstream):"]
+    counts = flagged.groupby("site").size() if len(flagged) else pd.Series(dtype=int)
+    for site in sorted(scored["site"].unique()):
+        lines.append(f"  {site}: {int(counts.get(site, 0))}")
+    labels = read_labels(settings.labels_path_for(Path(dataset)))
+    if labels.empty:
+        return [*lines, "no labels file next to the dataset: detections not judged"]
+    report = compare_modes(scored, flagged, labels, threshold)
+    for row in report.summary.to_dict("records"):
+        values = list(row.values())
+        lines.append(f"{values[0]}: " + ", ".join(f"{k} {v}" for k, v in list(row.items())[1:]))
+    det = report.detections
+    for _, row in det[~det["adaptive detected"].astype(bool)].iterrows():
+        lines.append(f"  missed (adaptive): {row['site']} {row['kind']} at {row['start']}")
+    return lines
 
 

@@ -94,6 +94,7 @@ def test_summary_names_streams_and_sites(small_run):
     text = runner.summary(replay.out_path, build)
     assert f"events replayed: {replay.events:,}" in text
     assert "https://shop.example.com" in text and "ctrstream matches" in text
+    assert "anomalies per site" in text and "adaptive (IS_ANOMALY): labelled 2" in text
 
 
 def test_a_failing_cell_names_notebook_and_cell(tmp_path: Path):
