@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clicklab import settings
@@ -81,9 +82,9 @@ def create_table_env(parallelism: int = 1, config: dict[str, str] | None = None)
     order, which the CTR join's watermarks rely on.
     """
     check_java()
-    # Python UDFs run in worker processes, as on a cluster. PyFlink's default on a local mini-cluster
-    # runs them inside this process ("loopback"), whose threads then call the JVM on other py4j
-    # connections, and the planner fails at random on the next statement (FLINK-36298).
+    # Python UDFs never run inside this process: PyFlink's default on a local mini-cluster
+    # ("loopback") has their threads call the JVM on other py4j connections, and the planner then
+    # fails at random on the next statement (FLINK-36298).
     os.environ.setdefault("_python_worker_execution_mode", "process")
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
@@ -95,6 +96,17 @@ def create_table_env(parallelism: int = 1, config: dict[str, str] | None = None)
     # Python UDFs run in worker processes: use this interpreter (the venv), not whatever `python` is on PATH.
     conf.set("python.executable", sys.executable)
     conf.set("python.client.executable", sys.executable)
+    mode = os.environ.get("CLICKLAB_PYTHON_MODE", "thread")
+    if mode not in ("thread", "process"):
+        raise ValueError(f"CLICKLAB_PYTHON_MODE must be 'thread' or 'process', got {mode!r}")
+    # "thread": Python UDFs run in an interpreter embedded in the Flink task (no worker process to
+    # start per job); it needs this environment's packages on its path.
+    conf.set("python.execution-mode", mode)
+    if mode == "thread":
+        import site
+
+        udf_dir = Path(__file__).resolve().parent.parent / "udf"
+        conf.set("python.pythonpath", os.pathsep.join([*site.getsitepackages(), str(udf_dir)]))
     for key, value in (config or {}).items():
         conf.set(key, value)
     return t_env
