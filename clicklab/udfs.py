@@ -17,6 +17,11 @@ RANDOM_CUT_FOREST = "RANDOM_CUT_FOREST"
 RANDOM_CUT_FOREST_WITH_FLAG = "RANDOM_CUT_FOREST_WITH_FLAG"
 IS_ANOMALY = "IS_ANOMALY"
 
+#: The Java twin of RANDOM_CUT_FOREST (``udf/java/``), for Managed Service for Apache Flink Studio and the
+#: local ``java`` backend: its class (named like the lab's ``RandomCutForestUDF``) and the jar ``make udf-jar`` builds.
+JAVA_UDF_CLASS = "clicklab.udf.RandomCutForestUDF"
+JAVA_UDF_JAR = settings.DEFAULT_BUILD / "udf" / "clickstream-rcf-udf.jar"
+
 
 @dataclass(frozen=True)
 class Detector:
