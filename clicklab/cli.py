@@ -55,7 +55,8 @@ def _detector(args: argparse.Namespace):
 
 def _scorer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scorer (defaults: the lab's)")
-    g.add_argument("--backend", choices=["aws", "rrcf"], default=None)
+    g.add_argument("--backend", choices=["aws", "rrcf", "java"], default=None,
+                   help="aws (default), rrcf, or java (AWS's Java library in Flink; builds the jar, needs javac)")
     g.add_argument("--trees", type=int, default=None, help="number of trees (100)")
     g.add_argument("--sample-size", type=int, default=None, help="sub-sample size (256)")
     g.add_argument("--shingle-size", type=int, default=None, help="shingle size (1)")

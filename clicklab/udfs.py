@@ -42,6 +42,8 @@ def register(t_env: Any, detector: Detector | None = None) -> Detector:
     """Register ``RANDOM_CUT_FOREST``, ``RANDOM_CUT_FOREST_WITH_FLAG`` and ``IS_ANOMALY``.
 
     Registering again replaces them (and starts their state afresh), so a notebook can re-run.
+    With the ``java`` backend the two forest functions are the Java ones (:mod:`clicklab.javaudf`; the
+    jar is built first if needed); ``IS_ANOMALY`` is always the Python one.
     """
     from clicklab_udf.functions import is_anomaly, random_cut_forest
     from clicklab_udf.threshold import spike_ratio_for
@@ -55,6 +57,11 @@ def register(t_env: Any, detector: Detector | None = None) -> Detector:
         RANDOM_CUT_FOREST_WITH_FLAG: random_cut_forest(params, with_flag=True),
         IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, options),
     }
+    if params.backend == "java":
+        from clicklab import javaudf
+
+        del functions[RANDOM_CUT_FOREST], functions[RANDOM_CUT_FOREST_WITH_FLAG]
+        javaudf.register(t_env, params)
     for name, function in functions.items():
         with contextlib.suppress(Exception):  # not registered yet
             t_env.drop_temporary_function(name)

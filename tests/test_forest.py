@@ -166,7 +166,7 @@ def test_numbers_of_any_numeric_type_are_accepted():
         ("time_decay", math.nan, "time_decay must be a finite number >= 0, got nan"),
         ("time_decay", "100000", "time_decay must be a finite number >= 0, got '100000'"),
         ("seed", "42", "seed must be an integer, got '42'"),
-        ("backend", "java", "backend must be one of 'aws', 'rrcf', got 'java'"),
+        ("backend", "spark", "backend must be one of 'aws', 'rrcf', 'java', got 'spark'"),
     ],
 )
 def test_parameters_are_validated_by_name_and_value(field, value, message):

@@ -69,7 +69,9 @@ warmup           256      values a key must have seen before its scores are emit
                           fills (``shingle_size - 1`` values).
 backend          "aws"    ``"aws"``: AWS's Random Cut Forest (the ``krcf`` package, Rust; the same
                           algorithm as AWS's Java library, checked by the tests);
-                          ``"rrcf"``: the pure-Python ``rrcf`` library (about 200x slower).
+                          ``"rrcf"``: the pure-Python ``rrcf`` library (about 200x slower);
+                          ``"java"``: AWS's Java library in a Java Flink function (``udf/java``),
+                          in Flink jobs only (``KeyedForests`` refuses it).
 ================ ======== ==========================================================================
 
 Why ``warmup=256`` (= ``sub_sample_size``): from then on every emitted score is measured against a
@@ -126,8 +128,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-#: The scorers :class:`ForestParams` accepts.
+#: The scorers :class:`KeyedForests` runs in this process.
 BACKENDS = ("aws", "rrcf")
+
+#: The scorers :class:`ForestParams` accepts: also ``java``, AWS's Java library in a Java Flink function
+#: (the jar of ``udf/java``, see :mod:`clicklab.javaudf`), which runs only inside Flink.
+ALL_BACKENDS = (*BACKENDS, "java")
 
 
 @dataclass(frozen=True)
@@ -158,9 +164,9 @@ class ForestParams:
         if not _is_real(decay) or not math.isfinite(decay) or decay < 0:
             raise ValueError(f"RANDOM_CUT_FOREST parameter time_decay must be a finite number >= 0, got {decay!r}")
         object.__setattr__(self, "time_decay", float(decay))
-        if self.backend not in BACKENDS:
+        if self.backend not in ALL_BACKENDS:
             raise ValueError(
-                f"RANDOM_CUT_FOREST parameter backend must be one of {', '.join(map(repr, BACKENDS))}, "
+                f"RANDOM_CUT_FOREST parameter backend must be one of {', '.join(map(repr, ALL_BACKENDS))}, "
                 f"got {self.backend!r}"
             )
 
@@ -269,6 +275,12 @@ class KeyedForests:
 
     def __init__(self, params: ForestParams | None = None, key_name: str = "site") -> None:
         self.params = params if params is not None else ForestParams()
+        if self.params.backend == "java":
+            raise ValueError(
+                "RANDOM_CUT_FOREST backend 'java' runs only inside Flink (the Java function of "
+                "build/udf/clickstream-rcf-udf.jar, registered by clicklab.udfs.register); "
+                "in this process use backend 'aws', the same algorithm"
+            )
         self.key_name = key_name
         self._backend = _AwsForest if self.params.backend == "aws" else _RrcfForest
         self._forests: dict[str, _AwsForest | _RrcfForest] = {}

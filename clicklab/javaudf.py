@@ -1,0 +1,307 @@
+"""The Java ``RANDOM_CUT_FOREST``: build its jar, find it, register it (the ``java`` backend).
+
+Managed Service for Apache Flink Studio cannot import our Python package, so the lab's scoring
+function also exists in Java (``udf/java/clicklab/udf/``): a Flink ``ScalarFunction`` that keeps one
+AWS Random Cut Forest per key, with the parameters, defaults and warm-up of the Python UDF
+(:class:`clicklab_udf.forest.ForestParams`). :func:`build_jar` compiles it with plain ``javac
+--release 11`` (Studio runs Java 11) against the Flink jars of the ``apache-flink`` package and AWS's
+``randomcutforest-core`` jar of the ``jrcf`` package, and packs the RCF classes into the same jar
+(Flink's own classes stay out), so the jar is the one file a user uploads to Studio. The jar is
+rebuilt only when its inputs change (a digest of them is kept in its manifest).
+
+Locally the jar is a third backend, ``java``: :func:`register` puts it on ``pipeline.jars``, passes
+the forest's parameters as Flink job parameters (``pipeline.global-job-parameters``, keys
+:data:`JOB_PARAMETER_PREFIX` + parameter name, read by the function's ``open``; absent keys take the
+defaults, as in Studio) and runs ``CREATE TEMPORARY FUNCTION ... LANGUAGE JAVA``.
+
+Command line (``make udf-jar`` calls it)::
+
+    python -m clicklab.javaudf build [--out build/udf/clickstream-rcf-udf.jar] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from clicklab import settings, udfs
+from clicklab.exceptions import ClicklabError
+
+#: The Java sources of the function (package ``clicklab.udf``).
+SOURCE_DIR = settings.REPO / "udf" / "java"
+
+#: The class behind ``RANDOM_CUT_FOREST_WITH_FLAG`` (``RANDOM_CUT_FOREST``'s is :data:`clicklab.udfs.JAVA_UDF_CLASS`).
+JAVA_UDF_WITH_FLAG_CLASS = "clicklab.udf.RandomCutForestWithFlagUDF"
+
+#: Prefix of the Flink job parameters the Java function reads: ``rcf.number_of_trees`` etc.
+JOB_PARAMETER_PREFIX = "rcf."
+
+#: The bytecode level: Studio (Flink 1.15-1.19) runs Java 11; class files of major version 55.
+JAVA_RELEASE = 11
+
+#: Bump when the build itself changes, so cached jars are rebuilt.
+_BUILD_VERSION = "1"
+
+_DIGEST_ATTRIBUTE = "Clicklab-Inputs-SHA256"
+
+_JDK_HINT = (
+    "building the Java RANDOM_CUT_FOREST jar needs a JDK 11 or newer (javac and jar), not only a Java runtime: "
+    "Debian/Ubuntu `sudo apt-get install openjdk-17-jdk-headless`, Fedora `sudo dnf install java-17-openjdk-devel`, "
+    "macOS `brew install openjdk@17`, or the conda environment of environment.yml (its openjdk is a full JDK); "
+    "then make sure `javac -version` works or JAVA_HOME points at the JDK"
+)
+
+
+def _jdk_tool(name: str) -> str:
+    """``$JAVA_HOME/bin/<name>`` if JAVA_HOME is set, else ``<name>`` on PATH; :class:`ClicklabError` if missing."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = Path(home) / "bin" / name
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+        raise ClicklabError(f"{name} not found: JAVA_HOME={home} has no bin/{name}; {_JDK_HINT}")
+    found = shutil.which(name)
+    if found is None:
+        raise ClicklabError(f"{name} not found on PATH; {_JDK_HINT}")
+    return found
+
+
+def javac_command() -> str:
+    """The ``javac`` to build with; raises :class:`ClicklabError` saying which package to install."""
+    return _jdk_tool("javac")
+
+
+def flink_jars() -> list[Path]:
+    """The jars of the ``apache-flink`` package (``pyflink/lib``): the compile class path, never packed."""
+    import pyflink
+
+    lib = Path(pyflink.__file__).resolve().parent / "lib"
+    jars = sorted(lib.glob("*.jar"))
+    if not jars:
+        raise ClicklabError(f"no Flink jars in {lib}: is the apache-flink package installed completely?")
+    return jars
+
+
+def rcf_core_jar() -> Path:
+    """AWS's ``randomcutforest-core`` jar, as the ``jrcf`` package ships it (without importing jrcf:
+    that would start a JVM)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jrcf")
+    if spec is None or not spec.submodule_search_locations:
+        raise ClicklabError("the jrcf package (AWS's Random Cut Forest jars) is not installed: pip install jrcf")
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    jars = sorted(lib.glob("randomcutforest-core-*.jar"))
+    if not jars:
+        raise ClicklabError(f"no randomcutforest-core-*.jar in {lib}: the jrcf package looks incomplete")
+    return jars[-1]
+
+
+def sources() -> list[Path]:
+    """The Java source files, in a stable order."""
+    files = sorted(SOURCE_DIR.rglob("*.java"))
+    if not files:
+        raise ClicklabError(f"no Java sources under {SOURCE_DIR}")
+    return files
+
+
+def inputs_digest() -> str:
+    """SHA-256 over what the jar is built from: the sources, the RCF jar, the Flink jars' names, the release."""
+    h = hashlib.sha256(f"build {_BUILD_VERSION} release {JAVA_RELEASE}\n".encode())
+    for path in sources():
+        h.update(path.relative_to(SOURCE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    rcf = rcf_core_jar()
+    h.update(rcf.name.encode() + b"\0" + rcf.read_bytes() + b"\0")
+    for jar in flink_jars():
+        h.update(jar.name.encode() + b"\0")
+    return h.hexdigest()
+
+
+def manifest(jar: Path) -> dict[str, str]:
+    """The main attributes of a jar's ``META-INF/MANIFEST.MF`` (continuation lines joined)."""
+    with zipfile.ZipFile(jar) as zf:
+        text = zf.read("META-INF/MANIFEST.MF").decode("utf-8")
+    attributes: dict[str, str] = {}
+    last = None
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line:
+            if attributes:
+                break  # end of the main section
+            continue
+        if line.startswith(" ") and last is not None:
+            attributes[last] += line[1:]
+        elif ":" in line:
+            last, value = line.split(":", 1)
+            attributes[last] = value.strip()
+    return attributes
+
+
+def jar_is_current(jar: Path) -> bool:
+    """True when ``jar`` exists and was built from the current inputs."""
+    try:
+        return manifest(jar).get(_DIGEST_ATTRIBUTE) == inputs_digest()
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+
+
+def _run(command: list[str], what: str) -> None:
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        output = (proc.stderr + proc.stdout).strip()
+        raise ClicklabError(f"{what} failed (exit {proc.returncode}):\n{output}")
+
+
+def _unpack_rcf(rcf: Path, classes: Path) -> None:
+    """The RCF library's classes (and resources) into ``classes``, without its manifest or signatures."""
+    with zipfile.ZipFile(rcf) as zf:
+        for info in zf.infolist():
+            name = info.filename
+            upper = name.upper()
+            if info.is_dir() or upper == "META-INF/MANIFEST.MF" or upper.endswith((".SF", ".RSA", ".DSA", ".EC")):
+                continue
+            if name.endswith("module-info.class"):
+                continue
+            target = classes / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(info))
+
+
+def build_jar(out: Path | None = None, force: bool = False, echo: Any = None) -> Path:
+    """Build the jar (``build/udf/clickstream-rcf-udf.jar`` by default) unless it is current; return its path.
+
+    ``javac --release 11`` against the Flink jars and ``randomcutforest-core``; the RCF classes are
+    unpacked into the jar, Flink's are not. The jar is written next to ``out`` and renamed into place,
+    so a reader never sees half a jar.
+    """
+    out = Path(out) if out is not None else udfs.JAVA_UDF_JAR
+    if not force and jar_is_current(out):
+        return out
+    javac = javac_command()
+    jar_tool = str(Path(javac).with_name("jar")) if Path(javac).with_name("jar").exists() else _jdk_tool("jar")
+    rcf = rcf_core_jar()
+    digest = inputs_digest()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if echo:
+        echo(f"building {out} (javac --release {JAVA_RELEASE}, {rcf.name}) ...")
+    with tempfile.TemporaryDirectory(prefix=".udf-build-", dir=out.parent) as tmp:
+        work = Path(tmp)
+        classes = work / "classes"
+        classes.mkdir()
+        classpath = os.pathsep.join(str(p) for p in [*flink_jars(), rcf])
+        _run([javac, "--release", str(JAVA_RELEASE), "-encoding", "UTF-8", "-Xlint:all,-processing", "-Werror",
+              "-cp", classpath, "-d", str(classes), *map(str, sources())],
+             f"javac of {SOURCE_DIR}")
+        _unpack_rcf(rcf, classes)
+        notice = classes / "META-INF" / "NOTICE-clicklab.txt"
+        notice.parent.mkdir(parents=True, exist_ok=True)
+        notice.write_text(
+            f"clickstream-rcf-udf: the clicklab RANDOM_CUT_FOREST Flink function (Apache-2.0).\n"
+            f"Includes the classes of {rcf.name}, Random Cut Forest by Amazon Web Services\n"
+            f"(https://github.com/aws/random-cut-forest-by-aws), Apache License 2.0.\n",
+            encoding="utf-8",
+        )
+        mf = work / "MANIFEST.MF"
+        mf.write_text(
+            "Implementation-Title: clickstream-rcf-udf\n"
+            f"Clicklab-Functions: RANDOM_CUT_FOREST={udfs.JAVA_UDF_CLASS} "
+            f"RANDOM_CUT_FOREST_WITH_FLAG={JAVA_UDF_WITH_FLAG_CLASS}\n"
+            f"Clicklab-Java-Release: {JAVA_RELEASE}\n"
+            f"Clicklab-RCF-Core: {rcf.stem}\n"
+            f"{_DIGEST_ATTRIBUTE}: {digest}\n",
+            encoding="utf-8",
+        )
+        staged = work / out.name
+        _run([jar_tool, "--create", "--file", str(staged), "--manifest", str(mf), "-C", str(classes), "."],
+             f"jar of {out.name}")
+        os.replace(staged, out)
+    return out
+
+
+def ensure_jar(out: Path | None = None) -> Path:
+    """The jar, built first if it is missing or out of date (needs javac then)."""
+    return build_jar(out)
+
+
+def job_parameters(params: Any) -> dict[str, str]:
+    """The Flink job parameters that carry ``params`` (a :class:`ForestParams`) to the Java function."""
+    values = {
+        "number_of_trees": params.number_of_trees,
+        "sub_sample_size": params.sub_sample_size,
+        "time_decay": repr(float(params.time_decay)),
+        "shingle_size": params.shingle_size,
+        "seed": params.seed,
+        "warmup": params.warmup,
+    }
+    return {JOB_PARAMETER_PREFIX + k: str(v) for k, v in values.items()}
+
+
+def _parse_map(text: str) -> dict[str, str]:
+    """Flink's map option text ``k1:v1,k2:v2`` (our keys and values have no ``,`` or ``:``)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition(":")
+        out[key.strip().strip("'\"")] = value.strip().strip("'\"")
+    return out
+
+
+def configure(t_env: Any, params: Any, jar: Path) -> None:
+    """Put ``jar`` on the session's ``pipeline.jars`` (kept with any others) and ``params`` in its job parameters.
+
+    Both are read when a job starts, so this must come before the jobs that call the function.
+    """
+    conf = t_env.get_config()
+    url = Path(jar).resolve().as_uri()
+    jars = [j for j in conf.get("pipeline.jars", "").split(";") if j]
+    if url not in jars:
+        conf.set("pipeline.jars", ";".join([*jars, url]))
+    current = _parse_map(conf.get("pipeline.global-job-parameters", ""))
+    current.update(job_parameters(params))
+    conf.set("pipeline.global-job-parameters", ",".join(f"{k}:{v}" for k, v in current.items()))
+
+
+def register(t_env: Any, params: Any, jar: Path | None = None) -> Path:
+    """Register the Java ``RANDOM_CUT_FOREST`` and ``RANDOM_CUT_FOREST_WITH_FLAG`` in a session; return the jar.
+
+    The jar is built first if it is missing or out of date. Registering again replaces the functions
+    (their forests start afresh in the next job).
+    """
+    from clicklab import flink
+
+    jar = build_jar(jar)
+    configure(t_env, params, jar)
+    for name, cls in ((udfs.RANDOM_CUT_FOREST, udfs.JAVA_UDF_CLASS),
+                      (udfs.RANDOM_CUT_FOREST_WITH_FLAG, JAVA_UDF_WITH_FLAG_CLASS)):
+        flink.execute(t_env, f"DROP TEMPORARY FUNCTION IF EXISTS {name}")
+        flink.execute(t_env, f"CREATE TEMPORARY FUNCTION {name} AS '{cls}' LANGUAGE JAVA")
+    return jar
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m clicklab.javaudf", description="the Java RANDOM_CUT_FOREST jar")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build the jar (only if its sources changed, unless --force)")
+    b.add_argument("--out", type=Path, default=udfs.JAVA_UDF_JAR, help="jar to write (build/udf/clickstream-rcf-udf.jar)")
+    b.add_argument("--force", action="store_true", help="rebuild even if the jar is current")
+    args = p.parse_args(argv)
+    try:
+        current = not args.force and jar_is_current(args.out)
+        jar = build_jar(args.out, force=args.force)
+    except ClicklabError as exc:
+        print(f"clicklab udf-jar: {exc}", file=sys.stderr)
+        return 1
+    state = "up to date" if current else "built"
+    print(f"{jar} {state} ({jar.stat().st_size / 2**10:,.0f} KiB; upload it to Studio as a custom connector, "
+          f"then CREATE FUNCTION RANDOM_CUT_FOREST AS '{udfs.JAVA_UDF_CLASS}')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
