@@ -107,6 +107,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(json.dumps(figures, indent=2) if args.json else bench.format_figures(figures))
 
 
+def _cmd_alerts_package(args: argparse.Namespace) -> None:
+    from clicklab.alerts.package import build_zip
+
+    print(f"Lambda zip (lambda_function.lambda_handler) -> {build_zip(args.out)}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clicklab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -147,6 +153,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small sizes (checks the command, not the machine)")
     b.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
     b.set_defaults(func=_cmd_bench)
+
+    alerts = sub.add_parser("alerts", help="the alert Lambda (see README, Alerts)")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    pkg = alerts_sub.add_parser("package", help="build the Lambda deployment zip (lambda_function.py)")
+    pkg.add_argument("--out", type=Path, default=settings.DEFAULT_BUILD / "lambda.zip", help="zip to write")
+    pkg.set_defaults(func=_cmd_alerts_package)
     return p
 
 

@@ -1,0 +1,252 @@
+"""Connect the handler as the destination of anomalydetectionstream, locally or against a real account.
+
+:func:`events` turns the stream's rows into Kinesis Data Analytics' Lambda-destination events.
+:func:`open_destination` gives the handler its channels and state: with ``ALERT_TOPIC_ARN`` or
+``ALERT_SMTP_HOST`` set, from the environment exactly as deployed on Lambda; otherwise the local default
+(a real ``moto_server`` with an SNS topic that has an e-mail and an SMS subscription, and an SMTP server
+writing ``.eml`` files), with dummy credentials given to boto3 explicitly, never put into ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clicklab import settings
+from clicklab.alerts import handler, local
+from clicklab.exceptions import ClicklabError
+
+#: What the local default creates in moto.
+TOPIC_NAME = "clickstream-anomaly-alerts"
+EMAIL_ENDPOINT = "lab-user@example.com"
+SMS_ENDPOINT = "+15555550100"
+SMTP_FROM = "clicklab-alerts@example.com"
+APPLICATION_ARN = "arn:aws:kinesisanalytics:us-east-1:123456789012:application/clickstream-anomaly-lab"
+HOW_TO_USE_AWS = ("To send through a real account instead, set ALERT_TOPIC_ARN (and AWS credentials, or "
+                  "AWS_ENDPOINT_URL for another endpoint) or ALERT_SMTP_HOST/ALERT_SMTP_TO: see README, Alerts.")
+
+_NAMESPACE = uuid.UUID("6f1c3b52-8a4e-4f0c-9a57-3d1f3f6b0a11")
+
+
+def row_json(row: dict[str, Any]) -> str:
+    """One anomalydetectionstream row as JSON, timestamps as Flink's JSON writes them (UTC)."""
+    out = {}
+    for key in ("site", "rowtime", "ctrpercent", "anomaly_score"):
+        value = row[key]
+        if isinstance(value, pd.Timestamp | datetime):
+            ts = pd.Timestamp(value)
+            ts = ts.tz_convert("UTC") if ts.tzinfo else ts
+            value = ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        elif hasattr(value, "item"):
+            value = value.item()
+        out[key] = value
+    return json.dumps(out)
+
+
+def events(anomalies: pd.DataFrame, batch_size: int = 100, application_arn: str = APPLICATION_ARN
+           ) -> list[dict[str, Any]]:
+    """The Lambda-destination events for these rows, in time order, ``batch_size`` records each.
+
+    Record ids are derived from (site, window), so the same anomalies give the same events: a second
+    run is what a retried delivery looks like to the handler.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    missing = [c for c in ("site", "rowtime", "ctrpercent", "anomaly_score") if c not in anomalies]
+    if missing:
+        raise ValueError(f"anomalies lack column(s) {', '.join(missing)} (expected anomalydetectionstream)")
+    rows = anomalies.sort_values(["rowtime", "site"]).to_dict("records")
+    records = []
+    for row in rows:
+        data = row_json(row)
+        key = f"{row['site']}|{json.loads(data)['rowtime']}"
+        records.append({"recordId": str(uuid.uuid5(_NAMESPACE, key)),
+                        "lambdaDeliveryRecordMetadata": {"retryHint": 0},
+                        "data": base64.b64encode(data.encode()).decode()})
+    out = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start:start + batch_size]
+        invocation = uuid.uuid5(_NAMESPACE, "|".join(r["recordId"] for r in batch))
+        out.append({"invocationId": str(invocation), "applicationArn": application_arn, "records": batch})
+    return out
+
+
+@dataclass
+class Destination:
+    """The handler with its channels and state, and (locally) the servers it talks to."""
+
+    config: handler.Config
+    channels: list[Any]
+    state: Any
+    local: local.LocalServices | None = None
+    description: str = ""
+    topic_arn: str | None = None
+    outbox: Path | None = None
+    outcomes: list[handler.Outcome] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    _seen: set[str] = field(default_factory=set)
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Call the handler with one event, as Kinesis Data Analytics would; keep what happened."""
+        response, outcomes = handler.process(event, self.config, self.channels, self.state)
+        self.responses.append(response)
+        self.outcomes += outcomes
+        return response
+
+    def table(self) -> pd.DataFrame:
+        """One row per record and channel: site, window, CTR, score, outcome, folded, detail."""
+        cols = ["record_id", "channel", "outcome", "site", "window_start", "ctr", "score", "folded", "detail"]
+        return pd.DataFrame([o.as_dict() for o in self.outcomes], columns=cols)
+
+    def emails(self) -> list[Path]:
+        """The ``.eml`` files the local SMTP server received since this destination opened."""
+        if self.outbox is None or not self.outbox.is_dir():
+            return []
+        return sorted(p for p in self.outbox.glob("*.eml") if p.name not in self._seen)
+
+    def sns_deliveries(self) -> pd.DataFrame:
+        """What the local SNS delivered to each subscription of the topic, read from moto's own API."""
+        if self.local is None or self.local.moto is None or self.topic_arn is None:
+            return pd.DataFrame(columns=["message_id", "protocol", "endpoint", "subject", "text"])
+        return sns_deliveries(self.local.moto.url, self.topic_arn)
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.stop()
+
+    def __enter__(self) -> Destination:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sns_deliveries(moto_url: str, topic_arn: str) -> pd.DataFrame:
+    """Each message published to the topic, as each subscription gets it (moto's ``/moto-api/data.json``).
+
+    Messages are published with ``MessageStructure=json``: SNS gives an e-mail subscription the
+    ``email`` text and an SMS subscription the ``sms`` text (``default`` otherwise).
+    """
+    with urllib.request.urlopen(f"{moto_url}/moto-api/data.json", timeout=10) as resp:
+        data = json.load(resp)
+    sns = data.get("sns", {})
+    subs = [s for s in sns.get("Subscription", []) if s.get("topic_arn") == topic_arn]
+    rows = []
+    for topic in sns.get("Topic", []):
+        if topic.get("arn") != topic_arn:
+            continue
+        for message_id, message, subject, _attrs, _group in topic.get("sent_notifications", []):
+            try:
+                texts = json.loads(message)
+            except json.JSONDecodeError:
+                texts = {"default": message}
+            if not isinstance(texts, dict):
+                texts = {"default": message}
+            for sub in subs:
+                protocol = sub.get("protocol")
+                rows.append({"message_id": message_id, "protocol": protocol, "endpoint": sub.get("endpoint"),
+                             "subject": subject if protocol == "email" else None,
+                             "text": texts.get(protocol, texts.get("default", ""))})
+    return pd.DataFrame(rows, columns=["message_id", "protocol", "endpoint", "subject", "text"])
+
+
+def configured(env: dict[str, str] | None = None) -> bool:
+    """True when the environment names a real destination (a topic or an SMTP server)."""
+    env = dict(os.environ if env is None else env)
+    return bool(env.get("ALERT_TOPIC_ARN") or env.get("ALERT_SMTP_HOST"))
+
+
+def open_destination(build: Path = settings.DEFAULT_BUILD, env: dict[str, str] | None = None,
+                     cooldown_s: int | None = None, state_table: str | None = None) -> Destination:
+    """The destination the environment describes, or the local default (it starts the local servers).
+
+    ``state_table`` (or ``ALERT_STATE_TABLE``) keeps the state in DynamoDB; locally the table is created
+    in moto. Otherwise the state is ``<build>/alerts/state.json``. Close the destination (or use it as a
+    context manager) to stop what it started.
+    """
+    build = Path(build).resolve()
+    env = dict(os.environ if env is None else env)
+    if state_table:
+        env["ALERT_STATE_TABLE"] = state_table
+    env.setdefault("ALERT_STATE_FILE", str(build / "alerts" / "state.json"))
+    env.setdefault("ALERT_WINDOW_SECONDS", str(settings.WINDOW_SECONDS))
+    if cooldown_s is not None:
+        env["ALERT_COOLDOWN_SECONDS"] = str(cooldown_s)
+    try:
+        config = handler.Config.from_env(env)
+    except ValueError as exc:
+        raise ClicklabError(f"alert configuration: {exc}") from None
+    if configured(env):
+        try:
+            channels = handler.build_channels(config)
+            state = handler.build_state(config)
+        except ValueError as exc:
+            raise ClicklabError(f"alert configuration: {exc}") from None
+        where = ", ".join(f"{c.name}" for c in channels)
+        return Destination(config, channels, state, description=f"configured from the environment: {where}",
+                           topic_arn=config.topic_arn)
+    services = local.LocalServices(build).start()
+    try:
+        return _local_destination(build, config, services)
+    except BaseException:
+        services.stop()
+        raise
+
+
+def _local_destination(build: Path, config: handler.Config, services: local.LocalServices) -> Destination:
+    assert services.moto is not None and services.smtp is not None
+    session = services.session()
+
+    def client(name: str) -> Any:
+        return session.client(name, endpoint_url=services.moto.url, config=handler.client_config())
+
+    sns = client("sns")
+    topic_arn = sns.create_topic(Name=TOPIC_NAME)["TopicArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="email", Endpoint=EMAIL_ENDPOINT)
+    sns.subscribe(TopicArn=topic_arn, Protocol="sms", Endpoint=SMS_ENDPOINT)
+    config.topic_arn = topic_arn
+    config.smtp_host, config.smtp_port = local.HOST, services.smtp.port
+    config.smtp_from, config.smtp_to = SMTP_FROM, [EMAIL_ENDPOINT]
+    channels = [handler.SnsChannel(topic_arn, sns),
+                handler.SmtpChannel(config.smtp_host, config.smtp_port, config.smtp_from, config.smtp_to)]
+    if config.state_table:
+        ddb = client("dynamodb")
+        create_state_table(ddb, config.state_table)
+        state: Any = handler.DynamoState(config.state_table, ddb, config.max_attempts, config.backoff_s)
+        kept = f"DynamoDB table {config.state_table} in moto"
+    else:
+        state = handler.FileState(config.state_file)
+        kept = f"state in {config.state_file}"
+    description = (f"local default: moto_server at {services.moto.url} (SNS topic {TOPIC_NAME}, e-mail and SMS "
+                   f"subscriptions), SMTP server on {local.HOST}:{services.smtp.port} writing to "
+                   f"{services.outbox}; {kept}")
+    dest = Destination(config, channels, state, services, description, topic_arn, services.outbox)
+    dest._seen = {p.name for p in services.outbox.glob("*.eml")}
+    return dest
+
+
+def create_state_table(ddb: Any, name: str) -> None:
+    """The state table the handler expects: partition key ``pk`` (string), on demand."""
+    try:
+        ddb.create_table(TableName=name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         BillingMode="PAY_PER_REQUEST")
+    except ddb.exceptions.ResourceInUseException:
+        return
+    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+
+
+def send(anomalies: pd.DataFrame, destination: Destination, batch_size: int = 100) -> Iterator[dict[str, Any]]:
+    """Invoke the handler on every batch of anomalies; yield each response."""
+    for event in events(anomalies, batch_size):
+        yield destination.invoke(event)
