@@ -7,27 +7,17 @@ Usage, after ``lab = clicklab.notebook.start(...)``::
 
 ``{name}`` is replaced by a notebook variable and ``${NAME}`` by an environment variable (so
 secrets stay out of notebooks). Interrupting the kernel cancels the running Flink job.
+``--type append``, ``--parallelism 1`` and ``--zeppelin "key=value, ..."`` are the paragraph's Zeppelin
+local properties: the Zeppelin export writes them (``%flink.ssql(type=append, parallelism=1)``).
 """
 
 from __future__ import annotations
-
-import argparse
-import shlex
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.display import Markdown, display
 
 from clicklab import sqltext
 from clicklab.notebook import current
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="%%flink_sql", add_help=False, exit_on_error=False)
-    p.add_argument("--max-rows", type=int, default=20, help="rows shown per query")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds a query may run")
-    p.add_argument("--echo", action="store_true", help="show the SQL after substitution")
-    p.add_argument("--out", metavar="NAME", help="keep the last query's rows in this notebook variable")
-    return p
 
 
 @magics_class
@@ -37,12 +27,7 @@ class FlinkSqlMagics(Magics):
     @cell_magic
     def flink_sql(self, line: str, cell: str) -> None:
         """Run the cell's Flink SQL statements in the notebook's Flink session."""
-        try:
-            args, rest = _parser().parse_known_args(shlex.split(line))
-        except argparse.ArgumentError as exc:
-            raise ValueError(f"%%flink_sql: {exc}") from None
-        if rest:
-            raise ValueError(f"%%flink_sql: unknown option(s) {' '.join(rest)}")
+        args = sqltext.parse_magic_line(line)  # Zeppelin properties (--type, --zeppelin ...) only matter to the export
         sql = sqltext.substitute(cell, self.shell.user_ns)
         if args.echo:
             display(Markdown(f"```sql\n{sql.strip()}\n```"))

@@ -5,10 +5,12 @@ No Flink here, so everything is tested quickly and on its own.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
+import shlex
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -203,3 +205,61 @@ def materialize(changes: Iterable[tuple[str, tuple]]) -> list[tuple]:
         else:
             raise ValueError(f"unknown row kind {kind!r}")
     return [rows[i] for i in sorted(rows)]
+
+
+@dataclass(frozen=True)
+class MagicOptions:
+    """The options of a ``%%flink_sql`` line.
+
+    ``zeppelin`` holds the paragraph's Zeppelin local properties (``type``, ``parallelism``,
+    ``refreshInterval``, ...): the Zeppelin export writes them as ``%flink.ssql(type=append, ...)``
+    and the import puts them back here. Locally they change nothing: every query result is shown as
+    its current table (Zeppelin's ``type=update``), and the local session's parallelism stays.
+    """
+
+    max_rows: int = 20
+    timeout: float = 60.0
+    echo: bool = False
+    out: str | None = None
+    zeppelin: dict[str, str] = field(default_factory=dict)
+
+
+def _magic_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="%%flink_sql", add_help=False, exit_on_error=False)
+    p.add_argument("--max-rows", type=int, default=20, help="rows shown per query")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a query may run")
+    p.add_argument("--echo", action="store_true", help="show the SQL after substitution")
+    p.add_argument("--out", metavar="NAME", help="keep the last query's rows in this notebook variable")
+    p.add_argument("--type", choices=["update", "append", "single"], help="Zeppelin result type (export only)")
+    p.add_argument("--parallelism", type=int, help="Zeppelin paragraph parallelism (export only)")
+    p.add_argument("--zeppelin", metavar="PROPS", help='Zeppelin local properties: "key=value, ..."')
+    return p
+
+
+def parse_magic_line(line: str) -> MagicOptions:
+    """Parse a ``%%flink_sql`` line; a bad option raises ``ValueError`` naming it.
+
+    >>> parse_magic_line('--max-rows 5 --type append --zeppelin "refreshInterval=2000"').zeppelin
+    {'refreshInterval': '2000', 'type': 'append'}
+    """
+    from clicklab.zeppelin.localprops import LocalPropertyError, parse_properties
+
+    try:
+        args, rest = _magic_parser().parse_known_args(shlex.split(line))
+    except (argparse.ArgumentError, ValueError) as exc:
+        raise ValueError(f"%%flink_sql: {exc}") from None
+    if rest:
+        raise ValueError(f"%%flink_sql: unknown option(s) {' '.join(rest)}")
+    props: dict[str, str] = {}
+    if args.zeppelin:
+        try:
+            props = parse_properties(args.zeppelin)
+        except LocalPropertyError as exc:
+            raise ValueError(f"%%flink_sql --zeppelin {args.zeppelin!r}: {exc}") from None
+    if args.type:
+        props["type"] = args.type
+    if args.parallelism is not None:
+        if args.parallelism < 1:
+            raise ValueError(f"%%flink_sql --parallelism {args.parallelism}: must be 1 or more")
+        props["parallelism"] = str(args.parallelism)
+    return MagicOptions(args.max_rows, args.timeout, args.echo, args.out, props)

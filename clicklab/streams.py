@@ -190,3 +190,89 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
 def all_local_ddl(build: Path, dataset: Path) -> str:
     """The DDL of all six streams, as one script of statements separated by semicolons."""
     return ";\n\n".join(local_ddl(name, build, dataset) for name in STREAMS) + ";"
+
+
+#: Flink versions the Kinesis DDL is written for: Managed Service for Apache Flink (Studio) runs 1.15 and
+#: 1.18 with the ``kinesis`` connector of ``flink-sql-connector-kinesis`` 4.x; 1.19 and later use the AWS
+#: connectors 5.x, whose ``kinesis`` source takes a stream ARN.
+KINESIS_FLINK_VERSIONS = ("1.15", "1.18", "1.19")
+
+#: Streams whose event time in Kinesis is the record's arrival time (Kinesis ``ApproximateArrivalTimestamp``),
+#: as in the lab: the Kinesis Data Generator's records carry no time of their own. The other streams
+#: carry their window start in the record and keep their event time from it.
+KINESIS_ARRIVAL_TIME = {"tickerstream": "rowtime"}
+
+
+def _flink_version(version: str) -> tuple[int, int]:
+    try:
+        major, minor = (int(x) for x in str(version).split(".")[:2])
+    except ValueError:
+        raise ValueError(f"Flink version {version!r}: expected MAJOR.MINOR such as 1.15") from None
+    if (major, minor) < (1, 13):
+        raise ValueError(f"Flink version {version}: the Kinesis SQL connector needs Flink 1.13 or later")
+    return major, minor
+
+
+def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1",
+                account_id: str | None = None, start_position: str = "LATEST") -> str:
+    """``CREATE TABLE`` for one stream on Amazon Kinesis Data Streams, for Managed Service for Apache Flink.
+
+    Same columns and watermarks as :func:`local_ddl`, from :data:`STREAMS`; the Kinesis stream has the
+    stream's name; JSON records with ISO-8601 timestamps. ``tickerstream``'s event time is the
+    arrival timestamp (metadata key ``timestamp``) instead of the replay's ``event_time``.
+
+    Connector options by Flink version (Flink / AWS connector docs, table connector "Kinesis"):
+
+    * up to 1.18 (connector 4.x): ``'connector' = 'kinesis'``, ``'stream'``, ``'aws.region'``,
+      ``'scan.stream.initpos'``;
+    * 1.19 and later (connector 5.x): ``'connector' = 'kinesis'``, ``'stream.arn'``, ``'aws.region'``,
+      ``'source.init.position'``. Its new source cannot read metadata columns yet (FLINK-36671; the
+      docs say to use ``kinesis-legacy`` meanwhile), so ``tickerstream``, which needs the arrival
+      time, uses ``'connector' = 'kinesis-legacy'`` with the 4.x option names: both identifiers
+      come with ``flink-sql-connector-kinesis`` 5.x. The ARN needs ``account_id``.
+    """
+    stream = STREAMS[name]
+    major_minor = _flink_version(flink_version)
+    new_connector = major_minor >= (1, 19)
+    arrival = KINESIS_ARRIVAL_TIME.get(name)
+    lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
+    for col, expr in stream.computed:
+        if col == arrival:
+            lines.append(f"  {_quote(col)} TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL")
+        else:
+            lines.append(f"  {_quote(col)} AS {expr}")
+    if stream.watermark:
+        lines.append(
+            f"  WATERMARK FOR {_quote(stream.watermark)} AS {_quote(stream.watermark)}"
+            f" - INTERVAL '{stream.watermark_delay_s}' SECOND"
+        )
+    if new_connector and not arrival:
+        if not account_id:
+            raise ValueError(f"Flink {flink_version}: the Kinesis connector 5.x needs the stream's ARN, "
+                             "so an AWS account id (12 digits)")
+        if not (account_id.isdigit() and len(account_id) == 12):
+            raise ValueError(f"AWS account id {account_id!r}: expected 12 digits")
+        options = {
+            "connector": "kinesis",
+            "stream.arn": f"arn:aws:kinesis:{region}:{account_id}:stream/{name}",
+            "aws.region": region,
+            "source.init.position": start_position,
+        }
+    else:
+        options = {
+            "connector": "kinesis-legacy" if new_connector else "kinesis",
+            "stream": name,
+            "aws.region": region,
+            "scan.stream.initpos": start_position,
+        }
+    options.update({"format": "json", "json.timestamp-format.standard": "ISO-8601"})
+    with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
+    body = ",\n".join(lines)
+    return f"CREATE TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
+
+
+def all_kinesis_ddl(flink_version: str = "1.15", region: str = "us-east-1", account_id: str | None = None) -> str:
+    """The Kinesis DDL of all six streams, as one script (each table dropped first, as the lab does)."""
+    return "\n\n".join(
+        f"DROP TABLE IF EXISTS {name};\n{kinesis_ddl(name, flink_version, region, account_id)};" for name in STREAMS
+    )
