@@ -164,6 +164,10 @@ def format_percent(ctr: float) -> str:
     return "0" if text in ("", "-0") else text
 
 
+def _duration(seconds: int) -> str:
+    return f"{seconds // 60} min" if seconds % 60 == 0 and seconds else f"{seconds} s"
+
+
 @dataclass(frozen=True)
 class Alert:
     """The message about one anomaly: e-mail subject and body, and the SMS line."""
@@ -194,7 +198,7 @@ class Alert:
         if self.folded:
             noun = "anomaly" if self.folded == 1 else "anomalies"
             lines += ["", f"Also {self.folded} more {noun} on this site since the previous alert, not sent "
-                          f"separately (at most one alert per site every {self.cooldown_seconds // 60} min)."]
+                          f"separately (at most one alert per site every {_duration(self.cooldown_seconds)})."]
         return "\n".join(lines) + "\n"
 
     @property

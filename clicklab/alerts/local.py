@@ -135,7 +135,7 @@ def start(name: str, build: Path, extra: list[str] | None = None, timeout_s: flo
     for _ in range(3):  # another process may grab the free port between the probe and the bind
         port = free_port()
         cmd = [sys.executable, "-m", "clicklab.alerts.local", name, "--port", str(port),
-               "--parent-pid", str(os.getpid()), *(extra or [])]
+               "--parent-pid", str(os.getpid()), "--pidfile", str(pidfile), *(extra or [])]
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         service = Service(name, proc.pid, port, pidfile, proc)
@@ -282,7 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--parent-pid", type=int, required=True)
     p.add_argument("--outbox", default="build/outbox")
-    _serve(p.parse_args(argv))
+    p.add_argument("--pidfile", default=None, help="removed when the server exits")
+    args = p.parse_args(argv)
+    try:
+        _serve(args)
+    finally:
+        if args.pidfile:
+            pidfile = Path(args.pidfile)
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(pidfile.read_text()).get("pid") == os.getpid():
+                    pidfile.unlink()
 
 
 if __name__ == "__main__":
