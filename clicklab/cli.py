@@ -16,7 +16,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     flink.check_java()
     report = runner.run(dataset=args.dataset, build=args.build, only=args.only)
     print(f"\n{len(report.executed)} notebooks executed in {report.seconds:.0f} s into {args.build / 'executed'}")
-    print(runner.summary(args.dataset, args.build))
+    print(report.summary)
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:

@@ -88,6 +88,11 @@ class RunReport:
 
     executed: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    summary: str = ""  # computed before the cleanup notebook removes the streams it reads
+
+
+#: The lab's last notebook (``12_cleanup``) removes the streams: the summary is computed before it runs.
+CLEANUP_SUFFIX = "_cleanup.ipynb"
 
 
 def run(
@@ -97,7 +102,8 @@ def run(
     notebooks_dir: Path = settings.NOTEBOOKS_DIR,
     echo: Callable[[str], None] = print,
 ) -> RunReport:
-    """Execute the notebooks in order into ``<build>/executed/``, showing progress."""
+    """Execute the notebooks in order into ``<build>/executed/``, showing progress; then :func:`summary`
+    (just before a cleanup notebook, if one is chosen)."""
     dataset = check_dataset(Path(dataset)).resolve()
     build = Path(build).resolve()
     out_dir = build / "executed"
@@ -107,6 +113,8 @@ def run(
     report = RunReport()
     start = time.monotonic()
     for k, notebook in enumerate(chosen, 1):
+        if notebook.name.endswith(CLEANUP_SUFFIX) and not report.summary:
+            report.summary = summary(dataset, build)
         echo(f"[{k}/{len(chosen)}] {notebook.name} ...")
         t0 = time.monotonic()
         output = out_dir / notebook.name
@@ -115,6 +123,7 @@ def run(
         now = time.monotonic()
         echo(f"[{k}/{len(chosen)}] {notebook.name} done in {now - t0:.1f} s (elapsed {now - start:.0f} s)")
     report.seconds = time.monotonic() - start
+    report.summary = report.summary or summary(dataset, build)
     return report
 
 
@@ -137,6 +146,9 @@ def summary(dataset: Path, build: Path) -> str:
                                 + "\n  ".join(problems))
         lines.append(f"ctrstream matches the CTR computed independently from the replay file ({len(ctr):,} windows)")
     lines += anomaly_summary(dataset, build)
+    from clicklab.alerts.report import summary_lines as alert_lines
+
+    lines += alert_lines(build)
     return "\n".join(lines)
 
 

@@ -237,7 +237,8 @@ def with_retries(call: Any, what: str, max_attempts: int, backoff_s: float) -> A
             return call()
         except Exception as exc:
             if not retryable(exc) or attempt == max_attempts:
-                raise DeliveryError(f"{what}: {type(exc).__name__}: {exc} (attempt {attempt} of {max_attempts})") from exc
+                raise DeliveryError(f"{what}: {type(exc).__name__}: {exc} "
+                                    f"(attempt {attempt} of {max_attempts})") from exc
             delay = backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
             log.warning("%s: %s: %s; attempt %d of %d, retrying in %.2f s",
                         what, type(exc).__name__, exc, attempt, max_attempts, delay)
@@ -445,7 +446,8 @@ class DynamoState:
                 "put_item",
                 Item={"pk": {"S": f"alert#{channel}#{anomaly.key}"}, "status": {"S": "pending"},
                       "claimed_at": {"N": str(now)}},
-                ConditionExpression="attribute_not_exists(pk) OR #s = :failed OR (#s = :pending AND claimed_at < :stale)",
+                ConditionExpression=("attribute_not_exists(pk) OR #s = :failed"
+                                     " OR (#s = :pending AND claimed_at < :stale)"),
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={":failed": {"S": FAILURE}, ":pending": {"S": "pending"},
                                            ":stale": {"N": str(now - self.stale_s)}},

@@ -261,7 +261,7 @@ def _serve(args: argparse.Namespace) -> None:
     class Store:
         count = 0
 
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             Store.count += 1
             stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
             name = f"{stamp}-{os.getpid()}-{Store.count:05d}.eml"
