@@ -1,0 +1,307 @@
+"""Notebooks -> one Zeppelin note (``clicklab export-zeppelin``).
+
+Each numbered notebook becomes a run of paragraphs, in order:
+
+* markdown cells -> ``%md`` paragraphs;
+* ``%%flink_sql`` cells -> ``%flink.ssql(<properties>)`` paragraphs: the cell's Zeppelin properties
+  (``--type append``, ``--parallelism 1``, ``--zeppelin "..."``), else ``type=update``; ``{name}``
+  is resolved here (``{ddl}`` is the Kinesis DDL for ``studio``, the filesystem DDL for ``local``);
+  a ``{name}`` that is not a lab variable becomes the Zeppelin form ``${name}``, which Zeppelin asks for;
+* other code cells -> ``%flink.pyflink`` paragraphs, with Studio's ``st_env`` for ``lab.t_env``;
+* cells tagged ``local-only`` (papermill parameters, starting the local session, local plots) are
+  left out, unless their metadata ``zeppelin.replace.<target>`` gives the paragraph(s) to write
+  instead (tagged ``studio-replace`` so it shows in Jupyter): ``02``'s registration becomes
+  ``CREATE TEMPORARY FUNCTION RANDOM_CUT_FOREST AS '<JAVA_UDF_CLASS>'`` in Studio;
+* a markdown cell tagged ``zeppelin-title`` (what the import writes for a titled paragraph) is the
+  title of the next paragraph. Lab notebooks' first step paragraph gets the lab's title (``#4 Impression
+  stream``), read from the lab table in ``00_overview``.
+
+``--with-results`` adds each notebook's last outputs (from ``build/executed/NN_*.ipynb``, or the
+notebook's own outputs) as paragraph results.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from clicklab import settings, sqltext, streams, udfs
+from clicklab.zeppelin.localprops import LocalPropertyError, format_header, parse_paragraph
+from clicklab.zeppelin.note import Note, Paragraph, ZeppelinError, check_loads, write_note
+from clicklab.zeppelin.results import outputs_to_results
+
+TARGETS = ("studio", "local")
+SKIP_TAGS = frozenset({"local-only", "parameters", "injected-parameters"})
+TITLE_TAG = "zeppelin-title"
+SQL_INTERPRETERS = ("flink.ssql", "flink.bsql")
+PYTHON_INTERPRETERS = ("flink.pyflink", "flink.ipyflink")
+#: A row of the lab table in 00_overview: | #4 Impression stream | `04_impression_stream` | ...
+_TABLE_ROW = re.compile(r"^\|\s*(#\d+\s[^|]*?)\s*\|\s*`(\d\d)_", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to export for: ``studio`` (Kinesis, the Java UDF jar) or ``local`` (a self-hosted Zeppelin)."""
+
+    target: str = "studio"
+    flink_version: str = "1.15"
+    region: str = "us-east-1"
+    account_id: str | None = None
+    with_results: bool = False
+    dataset: Path = settings.DEFAULT_DATASET
+    build: Path = settings.DEFAULT_BUILD
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ZeppelinError(f"--target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        if self.flink_version not in streams.KINESIS_FLINK_VERSIONS:
+            raise ZeppelinError(f"--flink-version {self.flink_version!r}: choose one of "
+                                f"{', '.join(streams.KINESIS_FLINK_VERSIONS)}")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    note: Note
+    warnings: list[str] = field(default_factory=list)
+
+
+def lab_note_name(options: ExportOptions) -> str:
+    if options.target == "studio":
+        return f"Clickstream anomaly detection (Studio, Flink {options.flink_version})"
+    return "Clickstream anomaly detection (local Zeppelin)"
+
+
+def variables(options: ExportOptions) -> dict[str, Any]:
+    """The ``{name}`` values of the export: the lab's (from :class:`clicklab.notebook.Lab`) for the target."""
+    from clicklab.notebook import Lab
+
+    values = Lab(options.dataset, options.build, t_env=None).variables()  # no Flink needed for these
+    if options.target == "studio":
+        try:
+            values["ddl"] = streams.all_kinesis_ddl(options.flink_version, options.region, options.account_id)
+        except ValueError as exc:
+            raise ZeppelinError(str(exc)) from None
+    else:
+        values["ddl"] = "\n\n".join(
+            f"DROP TABLE IF EXISTS {n};\n{streams.local_ddl(n, options.build, options.dataset)};"
+            for n in streams.STREAM_NAMES)
+    values["java_udf_class"] = udfs.JAVA_UDF_CLASS
+    values["java_udf_jar"] = udfs.JAVA_UDF_JAR.name
+    return values
+
+
+class _Resolver(Mapping[str, Any]):
+    """``{name}`` -> the lab's value; an unknown name -> the Zeppelin form ``${name}`` (and a warning)."""
+
+    def __init__(self, values: dict[str, Any], where: str, warnings: list[str]) -> None:
+        self.values, self.where, self.warnings = values, where, warnings
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.values:
+            return self.values[key]
+        self.warnings.append(f"{self.where}: {{{key}}} is not a lab variable; written as the Zeppelin form ${{{key}}}")
+        return "${" + key + "}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class _KeepEnv(Mapping[str, str]):
+    """``${NAME}`` stays as written: in Zeppelin it is a form the user fills in (never a secret in the note)."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return "${" + key + "}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def lab_titles(notebooks: list[Path]) -> dict[str, str]:
+    """Notebook number -> lab paragraph title, from the lab table of the ``00`` notebook."""
+    overview = [p for p in notebooks if p.name.startswith("00_")]
+    if not overview:
+        overview = sorted(settings.NOTEBOOKS_DIR.glob("00_*.ipynb"))
+    titles: dict[str, str] = {}
+    for path in overview[:1]:
+        for cell in nbformat.read(str(path), as_version=4).cells:
+            if cell.cell_type == "markdown":
+                for title, number in _TABLE_ROW.findall(cell.source):
+                    titles.setdefault(number, title)
+    return titles
+
+
+def _first_heading(nb: nbformat.NotebookNode) -> str | None:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#+\s+(.+?)\s*$", cell.source, re.MULTILINE)
+            if m:
+                return m.group(1)
+    return None
+
+
+def _tags(cell: Any) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def _zmeta(cell: Any) -> dict[str, Any]:
+    meta = cell.get("metadata", {}).get("zeppelin", {})
+    return meta if isinstance(meta, dict) else {}
+
+
+def _resolve_sql(script: str, values: dict[str, Any], where: str, warnings: list[str]) -> str:
+    try:
+        return sqltext.substitute(script, _Resolver(values, where, warnings), _KeepEnv())
+    except KeyError as exc:  # not reached: the resolver knows every name
+        raise ZeppelinError(f"{where}: {exc}") from None
+
+
+def _sql_paragraph(header_line: str, body: str, interpreter: str, values: dict[str, Any], where: str,
+                   warnings: list[str]) -> str:
+    try:
+        opts = sqltext.parse_magic_line(header_line)
+    except ValueError as exc:
+        raise ZeppelinError(f"{where}: {exc}") from None
+    props = dict(opts.zeppelin) or {"type": "update"}
+    sql = _resolve_sql(body, values, where, warnings).strip()
+    return f"{format_header(interpreter, props)}\n{sql}"
+
+
+def _replacement(text: str, values: dict[str, Any], where: str, warnings: list[str]) -> str:
+    """A replacement paragraph's text, its SQL resolved like a cell's."""
+    try:
+        parsed = parse_paragraph(text)
+    except LocalPropertyError as exc:
+        raise ZeppelinError(f"{where}: replacement paragraph: {exc}") from None
+    if parsed.interpreter in SQL_INTERPRETERS:
+        sql = _resolve_sql(parsed.script, values, where, warnings)
+        return f"{format_header(parsed.interpreter, parsed.properties or {'type': 'update'})}\n{sql}"
+    if parsed.interpreter == "md":
+        return f"%md\n{_resolve_sql(parsed.script, values, where, warnings)}"
+    return text.strip()
+
+
+def cell_paragraphs(cell: Any, target: str, values: dict[str, Any], where: str,
+                    warnings: list[str]) -> list[str] | None:
+    """The paragraph texts for one cell (``[]``: left out; ``None``: a title cell)."""
+    tags, zmeta = _tags(cell), _zmeta(cell)
+    replace = zmeta.get("replace", {}).get(target) if isinstance(zmeta.get("replace"), dict) else None
+    if replace is not None:
+        items = [replace] if isinstance(replace, str) else list(replace)
+        return [_replacement(str(t), values, where, warnings) for t in items]
+    if TITLE_TAG in tags:
+        return None
+    if tags & SKIP_TAGS:
+        return []
+    source = cell.source
+    if cell.cell_type == "markdown":
+        return [f"%md\n{source.strip()}"]
+    if cell.cell_type == "raw":
+        return [source] if "zeppelin-not-runnable" in tags else []
+    stripped = source.lstrip()
+    interpreter = zmeta.get("interpreter", "")
+    if stripped.startswith(("%%flink_sql", "%flink_sql")):
+        header, _, body = stripped.partition("\n")
+        if stripped.startswith("%flink_sql"):  # the line magic: one statement on the line
+            header, body = "", header[len("%flink_sql"):]
+        else:
+            header = header[len("%%flink_sql"):]
+        sql_interpreter = interpreter if interpreter in SQL_INTERPRETERS else "flink.ssql"
+        return [_sql_paragraph(header, body, sql_interpreter, values, where, warnings)]
+    py_interpreter = interpreter if interpreter in PYTHON_INTERPRETERS else "flink.pyflink"
+    props = zmeta.get("properties") or {}
+    code = source.replace("lab.t_env", "st_env").strip()
+    return [f"{format_header(py_interpreter, props)}\n{code}"]
+
+
+def _executed_cells(path: Path, options: ExportOptions, nb: nbformat.NotebookNode) -> list[Any]:
+    """The notebook's cells with outputs: its executed copy's when it matches, else its own."""
+    executed = Path(options.build) / "executed" / path.name
+    if not executed.exists():
+        return list(nb.cells)
+    run = nbformat.read(str(executed), as_version=4)
+    cells = [c for c in run.cells if "injected-parameters" not in _tags(c)]
+    if [c.source for c in cells] != [c.source for c in nb.cells]:
+        return list(nb.cells)  # the notebook changed since it ran: its outputs do not belong to it
+    return cells
+
+
+def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
+                      default_group: str = "flink") -> tuple[Note, list[str]]:
+    """Build the note of ``notebooks`` (in the order given)."""
+    values = variables(options)
+    titles = lab_titles(notebooks)
+    warnings: list[str] = []
+    paragraphs: list[Paragraph] = []
+    for path in notebooks:
+        try:
+            nb = nbformat.read(str(path), as_version=4)
+        except Exception as exc:
+            raise ZeppelinError(f"{path}: not a readable notebook: {exc}") from None
+        number = path.name[:2] if re.match(r"\d\d_", path.name) else None
+        step_title = titles.get(number or "")
+        if step_title is None and number not in (None, "00"):
+            step_title = _first_heading(nb)
+        cells = _executed_cells(path, options, nb) if options.with_results else list(nb.cells)
+        pending_title: str | None = None
+        for index, cell in enumerate(cells, 1):
+            where = f"{path.name}, cell {index}"
+            texts = cell_paragraphs(cell, options.target, values, where, warnings)
+            if texts is None:
+                pending_title = re.sub(r"^#+\s*", "", cell.source.strip())
+                continue
+            for k, text in enumerate(texts):
+                title = pending_title
+                pending_title = None
+                if title is None and step_title and not text.startswith("%md"):
+                    title, step_title = step_title, None
+                results = None
+                if options.with_results and cell.cell_type == "code" and k == len(texts) - 1 \
+                        and not _zmeta(cell).get("replace"):
+                    results = outputs_to_results(cell.get("outputs", []))
+                paragraphs.append(Paragraph(text=text, title=title, results=results))
+    return Note(name=name, paragraphs=paragraphs, default_interpreter_group=default_group), warnings
+
+
+def export_lab(options: ExportOptions, out_dir: Path | None = None,
+               notebooks_dir: Path = settings.NOTEBOOKS_DIR, check: bool = True) -> ExportResult:
+    """Export the numbered notebooks to ``<out_dir>/<name>_<id>.zpln`` and check that it loads."""
+    from clicklab.runner import lab_notebooks
+
+    notebooks = lab_notebooks(notebooks_dir)
+    if not notebooks:
+        raise ZeppelinError(f"{notebooks_dir}: no numbered notebooks (NN_topic.ipynb) to export")
+    note, warnings = notebooks_to_note(notebooks, options, lab_note_name(options))
+    path = write_note(note, Path(out_dir or Path(options.build) / "zeppelin"))
+    if check:
+        check_loads(path)
+    return ExportResult(path, note, warnings)
+
+
+def export_notebooks(paths: list[Path], options: ExportOptions, out_dir: Path, check: bool = True) -> ExportResult:
+    """Export any notebooks (e.g. ones ``import-zeppelin`` wrote) as one note, named after the first."""
+    first = nbformat.read(str(paths[0]), as_version=4)
+    meta = first.metadata.get("zeppelin", {})
+    name = meta.get("name") or paths[0].stem
+    note, warnings = notebooks_to_note(paths, options, name, meta.get("defaultInterpreterGroup") or "flink")
+    path = write_note(note, Path(out_dir))
+    if check:
+        check_loads(path)
+    return ExportResult(path, note, warnings)
