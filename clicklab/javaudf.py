@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m clicklab.javaudf", description="the Java RANDOM_CUT_FOREST jar")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the jar (only if its sources changed, unless --force)")
-    b.add_argument("--out", type=Path, default=udfs.JAVA_UDF_JAR, help="jar to write (build/udf/clickstream-rcf-udf.jar)")
+    b.add_argument("--out", type=Path, default=udfs.JAVA_UDF_JAR,
+                   help="jar to write (build/udf/clickstream-rcf-udf.jar)")
     b.add_argument("--force", action="store_true", help="rebuild even if the jar is current")
     args = p.parse_args(argv)
     try:
