@@ -17,6 +17,10 @@ def _cmd_run(args: argparse.Namespace) -> None:
     report = runner.run(dataset=args.dataset, build=args.build, only=args.only)
     print(f"\n{len(report.executed)} notebooks executed in {report.seconds:.0f} s into {args.build / 'executed'}")
     print(report.summary)
+    from clicklab.zeppelin.export import ExportOptions, export_lab
+
+    note = export_lab(ExportOptions(target="local", with_results=True, dataset=args.dataset, build=args.build))
+    print(f"Zeppelin note of this run (local Flink interpreter; loads-checked): {note.path}")
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -113,6 +117,26 @@ def _cmd_alerts_package(args: argparse.Namespace) -> None:
     print(f"Lambda zip (lambda_function.lambda_handler) -> {build_zip(args.out)}")
 
 
+def _cmd_export_zeppelin(args: argparse.Namespace) -> None:
+    from clicklab.zeppelin.export import ExportOptions, export_lab, export_notebooks
+
+    options = ExportOptions(target=args.target, flink_version=args.flink_version, region=args.region,
+                            account_id=args.account_id, with_results=args.with_results,
+                            dataset=args.dataset, build=args.build)
+    out = args.out or args.build / "zeppelin"
+    result = export_notebooks(args.notebook, options, out) if args.notebook else export_lab(options, out)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{len(result.note.paragraphs)} paragraphs -> {result.path} (checked: Zeppelin loads it)")
+
+
+def _cmd_import_zeppelin(args: argparse.Namespace) -> None:
+    from clicklab.zeppelin.importer import import_note
+
+    out = import_note(args.note, args.out)
+    print(f"{args.note} -> {out}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clicklab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -159,6 +183,27 @@ def parser() -> argparse.ArgumentParser:
     pkg = alerts_sub.add_parser("package", help="build the Lambda deployment zip (lambda_function.py)")
     pkg.add_argument("--out", type=Path, default=settings.DEFAULT_BUILD / "lambda.zip", help="zip to write")
     pkg.set_defaults(func=_cmd_alerts_package)
+
+    from clicklab.streams import KINESIS_FLINK_VERSIONS
+
+    ez = sub.add_parser("export-zeppelin", help="write the notebooks as one Zeppelin note (.zpln) for Studio")
+    ez.add_argument("--target", choices=["studio", "local"], default="studio",
+                    help="studio: Kinesis tables and the Java UDF jar; local: filesystem tables (self-hosted Zeppelin)")
+    ez.add_argument("--flink-version", choices=KINESIS_FLINK_VERSIONS, default="1.15",
+                    help="Kinesis connector option names of this Flink version (Studio: 1.15)")
+    ez.add_argument("--region", default="us-east-1", help="AWS region of the Kinesis streams")
+    ez.add_argument("--account-id", default=None, help="AWS account id (Flink 1.19+: the streams' ARNs)")
+    ez.add_argument("--with-results", action="store_true", help="include the last outputs (build/executed/)")
+    ez.add_argument("--notebook", type=Path, action="append", help="export these notebooks (default: the lab's)")
+    ez.add_argument("--out", type=Path, default=None, help="folder (default: <build>/zeppelin/)")
+    ez.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="build folder (executed notebooks)")
+    ez.add_argument("--dataset", type=Path, default=settings.DEFAULT_DATASET, help="replay file (--target local)")
+    ez.set_defaults(func=_cmd_export_zeppelin)
+
+    iz = sub.add_parser("import-zeppelin", help="write a Zeppelin note (.zpln or note.json) as a notebook")
+    iz.add_argument("note", type=Path, help="NOTE.zpln or note.json")
+    iz.add_argument("--out", type=Path, default=settings.DEFAULT_BUILD / "imported", help="folder for the .ipynb")
+    iz.set_defaults(func=_cmd_import_zeppelin)
     return p
 
 

@@ -86,7 +86,7 @@ def variables(options: ExportOptions) -> dict[str, Any]:
         try:
             values["ddl"] = streams.all_kinesis_ddl(options.flink_version, options.region, options.account_id)
         except ValueError as exc:
-            raise ZeppelinError(str(exc)) from None
+            raise ZeppelinError(f"{exc}: give it with --account-id") from None
     else:
         values["ddl"] = "\n\n".join(
             f"DROP TABLE IF EXISTS {n};\n{streams.local_ddl(n, options.build, options.dataset)};"

@@ -18,6 +18,7 @@ text is lost: the SQL only has its braces doubled (``{`` -> ``{{``), which the m
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 import nbformat
 
+from clicklab import settings
 from clicklab.zeppelin.localprops import format_properties
 from clicklab.zeppelin.note import Note, Paragraph, ZeppelinError, read_note
 from clicklab.zeppelin.results import results_to_outputs
@@ -137,12 +139,13 @@ def notebook_name(note: Note) -> str:
 def import_note(path: Path, out_dir: Path) -> Path:
     """Read a ``.zpln`` / ``note.json`` and write ``<out_dir>/<note name>.ipynb``; return its path."""
     note = read_note(Path(path))
-    nb = note_to_notebook(note)
+    out_dir = Path(out_dir)
+    nb = note_to_notebook(note, os.path.relpath(settings.DEFAULT_DATASET, out_dir.resolve()),
+                          os.path.relpath(settings.DEFAULT_BUILD, out_dir.resolve()))
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         raise ZeppelinError(f"{path}: the notebook written from it is not valid: {exc.message}") from None
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{notebook_name(note)}.ipynb"
     nbformat.write(nb, str(out))
