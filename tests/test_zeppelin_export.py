@@ -1,0 +1,175 @@
+"""clicklab export-zeppelin: the lab's notebooks as one Zeppelin note for Studio or a local Zeppelin."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from clicklab import runner, settings, udfs
+from clicklab.zeppelin.export import ExportOptions, export_lab, export_notebooks, lab_titles
+from clicklab.zeppelin.importer import import_note
+from clicklab.zeppelin.localprops import parse_paragraph
+from clicklab.zeppelin.note import ZeppelinError, check_loads, read_note
+
+LAB_TITLES = [
+    "#1 Create all the Streaming tables", "#2 Register the RANDOM_CUT_FOREST UDF", "#3 View the ticker stream",
+    "#4 Impression stream", "#5 Click stream", "#6 CTR stream", "#7 View the CTR", "#8 Anomaly scores",
+    "#9 Anomaly stream", "#10 View and Analyze the Anomalies in real-time",
+]
+
+
+def export(tmp_path: Path, **options) -> tuple[Path, dict]:
+    result = export_lab(ExportOptions(build=tmp_path / "build", **options), tmp_path / "out")
+    return result.path, json.loads(result.path.read_text(encoding="utf-8"))
+
+
+def paragraph(data: dict, title: str) -> dict:
+    return next(p for p in data["paragraphs"] if p.get("title") == title)
+
+
+def test_export_is_byte_identical_twice_and_named_name_id(tmp_path: Path):
+    first, data = export(tmp_path)
+    text = first.read_bytes()
+    second, _ = export(tmp_path)
+    assert second == first and second.read_bytes() == text
+    assert first.name == f"{data['name']}_{data['id']}.zpln"
+    assert list((tmp_path / "out").glob("*.zpln")) == [first]  # the earlier export of this note was replaced
+    check_loads(first)
+
+
+def test_lab_titles_come_from_the_overview_table_in_lab_order(tmp_path: Path):
+    assert list(lab_titles(runner.lab_notebooks()).values())[:10] == LAB_TITLES
+    _, data = export(tmp_path)
+    titles = [p["title"] for p in data["paragraphs"] if p.get("title", "").startswith("#")]
+    assert titles[:10] == LAB_TITLES
+
+
+def test_markdown_sql_and_local_only_cells(tmp_path: Path):
+    _, data = export(tmp_path)
+    texts = [p["text"] for p in data["paragraphs"]]
+    interpreters = {parse_paragraph(t).interpreter for t in texts}
+    assert {"md", "flink.ssql"} <= interpreters
+    code = [t for t in texts if not t.startswith("%md")]
+    assert not any("clicklab.notebook.start" in t or "dataset = " in t for t in code)  # local-only left out
+    assert not any("{window_seconds}" in t for t in texts if not t.startswith("%md"))  # resolved
+    step4 = paragraph(data, "#4 Impression stream")["text"]
+    assert step4.startswith("%flink.ssql(type=append)\nINSERT INTO impressionstream")
+    assert "INTERVAL '10' SECOND" in step4
+    assert paragraph(data, "#8 Anomaly scores")["text"].startswith("%flink.ssql(type=append, parallelism=1)\n")
+    assert paragraph(data, "#7 View the CTR")["text"].startswith("%flink.ssql(type=update)\n")
+
+
+def test_studio_note_registers_the_java_udf_and_keeps_the_labs_threshold(tmp_path: Path):
+    _, data = export(tmp_path)
+    step2 = paragraph(data, "#2 Register the RANDOM_CUT_FOREST UDF")["text"]
+    assert step2 == f"%flink.ssql(type=update)\nCREATE TEMPORARY FUNCTION IF NOT EXISTS RANDOM_CUT_FOREST AS " \
+                    f"'{udfs.JAVA_UDF_CLASS}'"
+    step9 = paragraph(data, "#9 Anomaly stream")["text"]
+    assert "IS_ANOMALY" not in step9 and f"WHERE score > {settings.ANOMALY_THRESHOLD}" in step9
+
+
+@pytest.mark.parametrize("version", ["1.15", "1.18"])
+def test_studio_tables_use_the_kinesis_connector_4_options(tmp_path: Path, version: str):
+    _, data = export(tmp_path, flink_version=version, region="eu-west-1")
+    ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
+    for stream in ("tickerstream", "impressionstream", "clickstream", "ctrstream", "destinationstream",
+                   "anomalydetectionstream"):
+        assert f"'stream' = '{stream}'" in ddl
+    assert ddl.count("'connector' = 'kinesis'") == 6 and ddl.count("'aws.region' = 'eu-west-1'") == 6
+    assert ddl.count("'scan.stream.initpos' = 'LATEST'") == 6
+    assert "rowtime TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL" in ddl
+    assert "stream.arn" not in ddl and "filesystem" not in ddl and "'format' = 'json'" in ddl
+
+
+def test_studio_tables_for_flink_1_19_use_the_connector_5_options(tmp_path: Path):
+    with pytest.raises(ZeppelinError, match="--account-id"):
+        export(tmp_path, flink_version="1.19")
+    _, data = export(tmp_path, flink_version="1.19", region="eu-west-1", account_id="123456789012")
+    ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
+    assert "'stream.arn' = 'arn:aws:kinesis:eu-west-1:123456789012:stream/ctrstream'" in ddl
+    assert ddl.count("'source.init.position' = 'LATEST'") == 5
+    # tickerstream reads the arrival time, which only the legacy source exposes (FLINK-36671)
+    assert "'connector' = 'kinesis-legacy',\n  'stream' = 'tickerstream'" in ddl
+
+
+def test_local_note_uses_the_filesystem_tables_and_our_python_functions(tmp_path: Path):
+    _, data = export(tmp_path, target="local")
+    ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
+    assert ddl.count("'connector' = 'filesystem'") == 6 and str(settings.DEFAULT_DATASET.resolve()) in ddl
+    assert paragraph(data, "#2 Register the RANDOM_CUT_FOREST UDF")["text"].startswith("%flink.pyflink\n")
+    assert "IS_ANOMALY(score, site)" in paragraph(data, "#9 Anomaly stream")["text"]
+    assert data["name"] != export(tmp_path, target="studio")[1]["name"]
+
+
+def _executed_copy(build: Path, notebook: Path) -> None:
+    """An executed copy as papermill writes it: an injected-parameters cell and outputs."""
+    nb = nbformat.read(str(notebook), as_version=4)
+    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell("dataset = 'x'", metadata={"tags": ["injected-parameters"]}))
+    sql = [c for c in nb.cells if c.source.startswith("%%flink_sql")]
+    sql[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="INSERT INTO impressionstream: 3 rows\n")]
+    frame = pd.DataFrame({"site": ["a", "b"], "impressioncount": [5, 7]})
+    png = base64.b64encode(b"\x89PNG fake image bytes").decode()
+    sql[1].outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text="2 rows (0.1 s)\n"),
+        nbformat.v4.new_output("display_data", data={"text/html": frame.to_html(), "text/plain": str(frame)}),
+        nbformat.v4.new_output("display_data", data={"image/png": png}),
+    ]
+    (build / "executed").mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(build / "executed" / notebook.name))
+
+
+def test_with_results_takes_the_executed_outputs(tmp_path: Path):
+    _executed_copy(tmp_path / "build", settings.NOTEBOOKS_DIR / "04_impression_stream.ipynb")
+    _, data = export(tmp_path, with_results=True)
+    insert = paragraph(data, "#4 Impression stream")
+    assert insert["status"] == "FINISHED"
+    assert insert["results"] == {"code": "SUCCESS",
+                                 "msg": [{"type": "TEXT", "data": "INSERT INTO impressionstream: 3 rows\n"}]}
+    select = next(p for p in data["paragraphs"] if p["text"].endswith("SELECT * FROM impressionstream LIMIT 10"))
+    msgs = select["results"]["msg"]
+    assert msgs[1] == {"type": "TABLE", "data": "site\timpressioncount\na\t5\nb\t7\n"}
+    assert msgs[2]["type"] == "IMG" and base64.b64decode(msgs[2]["data"]).startswith(b"\x89PNG")
+    assert all("results" not in p for p in data["paragraphs"] if p["text"].startswith("%md"))
+
+
+@pytest.mark.parametrize("target", ["studio", "local"])
+def test_round_trip_export_import_export_gives_the_same_note(tmp_path: Path, target: str):
+    _executed_copy(tmp_path / "build", settings.NOTEBOOKS_DIR / "04_impression_stream.ipynb")
+    first, data = export(tmp_path, target=target, with_results=True)
+    notebook = import_note(first, tmp_path / "imported")
+    again = export_notebooks([notebook], ExportOptions(target=target, with_results=True, build=tmp_path / "build"),
+                             tmp_path / "again")
+    assert again.path.name == first.name
+    assert again.path.read_bytes() == first.read_bytes()
+    original = read_note(first)
+    assert [(p.title, p.text) for p in again.note.paragraphs] == [(p.title, p.text) for p in original.paragraphs]
+
+
+def test_exports_whatever_numbered_notebooks_exist(tmp_path: Path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for path in runner.lab_notebooks()[:5]:
+        shutil.copy(path, notebooks / path.name)
+    extra = nbformat.v4.new_notebook()
+    extra.cells = [nbformat.v4.new_markdown_cell("# 13 Extra step\n\nMore."),
+                   nbformat.v4.new_code_cell("%%flink_sql\nSELECT {window_seconds}, {not_a_variable}")]
+    nbformat.write(extra, str(notebooks / "13_extra.ipynb"))
+    result = export_lab(ExportOptions(build=tmp_path / "build"), tmp_path / "out", notebooks_dir=notebooks)
+    last = result.note.paragraphs[-1]
+    assert last.title == "13 Extra step"
+    assert last.text == "%flink.ssql(type=update)\nSELECT 10, ${not_a_variable}"
+    assert any("{not_a_variable} is not a lab variable" in w for w in result.warnings)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ZeppelinError, match="--target"):
+        ExportOptions(target="cloud")
+    with pytest.raises(ZeppelinError, match="--flink-version"):
+        ExportOptions(flink_version="1.12")

@@ -1,0 +1,157 @@
+"""Reading notes as Zeppelin writes them, writing them as Zeppelin reads them, and the load check."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from clicklab import settings
+from clicklab.zeppelin.note import (
+    NOTE_ID,
+    PARAGRAPH_ID,
+    Note,
+    Paragraph,
+    ZeppelinError,
+    check_loads,
+    from_json,
+    parse_date,
+    read_note,
+    to_zpln,
+    write_note,
+)
+
+SAMPLES = settings.REPO.parent / "shared" / "zeppelin-samples"
+SAMPLE_FILES = sorted(p for p in SAMPLES.glob("*") if p.suffix in (".zpln", ".json"))
+
+
+def note_text(paragraphs: list[dict], **fields) -> str:
+    return json.dumps({"paragraphs": paragraphs, "name": "n", "id": "2ABCDEFGH", **fields})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2022-04-08T16:00:29+0000", datetime(2022, 4, 8, 16, 0, 29, tzinfo=UTC)),  # Studio
+    ("2022-04-08T18:00:29+0200", datetime(2022, 4, 8, 16, 0, 29, tzinfo=UTC)),
+    ("Jan 9, 2017 11:55:42 AM", datetime(2017, 1, 9, 11, 55, 42, tzinfo=UTC)),  # 0.8
+    ("Jan 9, 2017 12:01:42 PM", datetime(2017, 1, 9, 12, 1, 42, tzinfo=UTC)),
+    ("Jan 9, 2017 12:01:42 AM", datetime(2017, 1, 9, 0, 1, 42, tzinfo=UTC)),
+    ("Sep 30, 2016 14:05:01", datetime(2016, 9, 30, 14, 5, 1, tzinfo=UTC)),
+    ("2021-07-26 04:43:24.025", datetime(2021, 7, 26, 4, 43, 24, 25000, tzinfo=UTC)),  # 0.9+
+])
+def test_each_of_zeppelins_date_formats(text: str, expected: datetime):
+    assert parse_date(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2022-04-08T16:00:29.123+0000", "26/07/2021 04:43", "Foo 9, 2017 11:55:42 AM", ""])
+def test_dates_zeppelin_cannot_read_are_refused(text: str):
+    with pytest.raises(ValueError, match="unparsable date"):
+        parse_date(text)
+
+
+def test_a_byte_order_mark_and_unknown_fields_are_accepted(tmp_path: Path):
+    text = note_text([{"text": "%md\nhi", "$$hashKey": "object:1", "focus": True, "dateUpdated": "Jan 9, 2017 1:02:03 PM"}],
+                     path="/n", futureField={"x": 1})
+    path = tmp_path / "n_2ABCDEFGH.zpln"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    note = read_note(path)
+    assert note.paragraphs[0].text == "%md\nhi"
+    assert note.paragraphs[0].dates["dateUpdated"] == datetime(2017, 1, 9, 13, 2, 3, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("not json {", "not JSON"),
+    ("[1, 2]", "not an object"),
+    ('{"name": "n"}', 'no "paragraphs"'),
+    (note_text([{"text": "%md\nok"}, {"text": "%flink.ssql(type=update\nSELECT 1"}]), "paragraph 2: malformed local"),
+    (note_text([{"text": "%md\nok", "dateCreated": "yesterday"}]), "paragraph 1: \"dateCreated\""),
+    (note_text(["just text"]), "paragraph 1: a paragraph must be"),
+])
+def test_bad_input_is_refused_naming_the_file_and_paragraph(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "bad.zpln"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ZeppelinError, match=message) as info:
+        read_note(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
+def test_real_notes_load(path: Path):
+    note = check_loads(path, strict=False)
+    assert note.paragraphs and all(p.text is not None for p in note.paragraphs)
+
+
+def test_the_0_8_note_keeps_its_folder_in_the_name_and_has_no_default_group():
+    note = read_note(SAMPLES / "2C35YU814-note.json")
+    assert note.name == "Zeppelin Tutorial/Using Flink for batch processing"
+    assert note.default_interpreter_group is None
+    assert [p.parsed().interpreter for p in note.paragraphs][:3] == ["md", "md", "sh"]
+
+
+def test_writing_is_deterministic_and_follows_zeppelins_conventions(tmp_path: Path):
+    def build() -> Note:
+        return Note(name="demo", paragraphs=[Paragraph(text="%md\n# Hi <b>", title="#1 First"),
+                                             Paragraph(text="%flink.ssql(type=update)\nSELECT 'a' = 'a'")])
+
+    first, second = to_zpln(build()), to_zpln(build())
+    assert first == second
+    data = json.loads(first)
+    assert NOTE_ID.fullmatch(data["id"]) and len(data["id"]) == 9
+    assert all(PARAGRAPH_ID.fullmatch(p["id"]) for p in data["paragraphs"])
+    assert data["paragraphs"][0]["dateCreated"] == "2024-01-01 00:00:00.000"
+    assert "\\u003c" in first and "\\u003d" in first  # escaped as Gson escapes them
+    assert to_zpln(Note(name="demo", paragraphs=[Paragraph(text="%md\nother")])) != first  # id follows content
+    path = write_note(build(), tmp_path)
+    assert path.name == f"demo_{data['id']}.zpln"
+    assert check_loads(path).paragraphs[0].title == "#1 First"
+
+
+def test_source_date_epoch_sets_the_dates(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    data = json.loads(to_zpln(Note(name="demo", paragraphs=[Paragraph(text="%md\nx")])))
+    assert data["paragraphs"][0]["dateUpdated"] == "2023-11-14 22:13:20.000"
+    assert data["paragraphs"][0]["id"].startswith("paragraph_1700000000000_")
+
+
+def _write(tmp_path: Path, name: str, data: dict) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def _good(tmp_path: Path) -> dict:
+    path = write_note(Note(name="good", paragraphs=[Paragraph(text="%md\nx"), Paragraph(text="%sh\nls")]), tmp_path)
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(info=None), '"info" must be an object'),
+    (lambda d: d["paragraphs"][0].update(settings=None), 'paragraph 1: "settings" must be an object'),
+    (lambda d: d["paragraphs"][1].update(config="x"), 'paragraph 2: "config" must be an object'),
+    (lambda d: d["paragraphs"][0].update(status="DONE"), "unknown status"),
+    (lambda d: d["paragraphs"][0].update(results={"code": "SUCCESS", "msg": [{"type": "PDF", "data": ""}]}),
+     "result 1"),
+    (lambda d: d["paragraphs"][1].update(id=d["paragraphs"][0]["id"]), "used twice"),
+    (lambda d: d["paragraphs"][1].update(id="20170109-115501_192763014"), "paragraph_<epochMillis>_<n>"),
+    (lambda d: d["paragraphs"][0].update(dateUpdated="Jan 9, 2017 11:55:42 AM"), "yyyy-MM-dd HH:mm:ss.SSS"),
+    (lambda d: d["paragraphs"][1].update(text="%flink.ssql (type=update)\nSELECT 1"), "space between"),
+    (lambda d: d.update(id="0OIL12345"), "9 characters"),
+])
+def test_check_loads_finds_what_zeppelin_would_trip_on(tmp_path: Path, change, message: str):
+    data = _good(tmp_path)
+    change(data)
+    path = _write(tmp_path, f"good_{data['id']}.zpln", data)
+    with pytest.raises(ZeppelinError, match=message):
+        check_loads(path)
+
+
+def test_check_loads_wants_the_name_id_file_name(tmp_path: Path):
+    data = _good(tmp_path)
+    with pytest.raises(ZeppelinError, match="should be 'good_"):
+        check_loads(_write(tmp_path, "good.zpln", data))
+
+
+def test_from_json_reads_the_old_result_field():
+    note = from_json(note_text([{"text": "%sh\nls", "result": "plain"}]))
+    assert note.paragraphs[0].results == {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": "plain"}]}
