@@ -1,0 +1,511 @@
+"""The alert step against a real local moto_server and SMTP server (started here, stopped after).
+
+Failures are real too: a small HTTP proxy in front of moto answers SNS Publish calls with throttling or
+5xx errors, or drops the connection after stopping moto mid-batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email
+import email.policy
+import http.server
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+
+from clicklab import settings
+from clicklab.alerts import cleanup, destination, handler, local, package, report
+
+MYSITE = "https://www.mysite.com"
+SHOP = "https://shop.example.com"
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures: one moto and one SMTP server for the module; a topic, state and outbox per test
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory) -> Iterator[local.LocalServices]:
+    build = tmp_path_factory.mktemp("alerts-build")
+    with local.LocalServices(build) as svc:
+        yield svc
+    assert not local.port_open(svc.moto.port) and not local.port_open(svc.smtp.port)
+
+
+@pytest.fixture
+def aws(services) -> Callable[[str], Any]:
+    session = services.session()
+    return lambda name, url=None: session.client(name, endpoint_url=url or services.moto.url,
+                                                 config=handler.client_config())
+
+
+@pytest.fixture
+def topic(aws) -> str:
+    sns = aws("sns")
+    arn = sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
+    sns.subscribe(TopicArn=arn, Protocol="email", Endpoint="lab-user@example.com")
+    sns.subscribe(TopicArn=arn, Protocol="sms", Endpoint="+15555550100")
+    return arn
+
+
+def config(tmp_path: Path, **kw: Any) -> handler.Config:
+    base = {"state_file": str(tmp_path / "state.json"), "max_attempts": 3, "backoff_s": 0.01}
+    return handler.Config(**{**base, **kw})
+
+
+def record(site: str, rowtime: str, ctr: float, score: float, rid: str | None = None) -> dict[str, Any]:
+    row = {"site": site, "rowtime": rowtime, "ctrpercent": ctr, "anomaly_score": score}
+    return raw_record(json.dumps(row), rid or f"{site}|{rowtime}")
+
+
+def raw_record(data: str, rid: str, encode: bool = True) -> dict[str, Any]:
+    return {"recordId": rid, "lambdaDeliveryRecordMetadata": {"retryHint": 0},
+            "data": base64.b64encode(data.encode()).decode() if encode else data}
+
+
+def event(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"invocationId": str(uuid.uuid4()),
+            "applicationArn": "arn:aws:kinesisanalytics:us-east-1:123456789012:application/test",
+            "records": list(records)}
+
+
+def published(services: local.LocalServices, topic_arn: str) -> pd.DataFrame:
+    return destination.sns_deliveries(services.moto.url, topic_arn)
+
+
+# ---------------------------------------------------------------------------------------------
+# a fault-injecting proxy in front of moto
+
+
+class FaultProxy:
+    """Forwards to ``target``; ``rule(body, n)`` (n: Publish calls so far) may answer instead:
+    ``("error", status, code)`` or ``"drop"`` (close the connection without an answer)."""
+
+    def __init__(self, target: str, rule: Callable[[str, int], Any]) -> None:
+        self.target, self.rule, self.publishes = target, rule, 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                text = body.decode("utf-8", "replace")
+                decision = None
+                if "Action=Publish" in text:
+                    proxy.publishes += 1
+                    decision = proxy.rule(text, proxy.publishes)
+                if decision == "drop":
+                    self.close_connection = True
+                    return
+                if decision:
+                    _, status, code = decision
+                    xml = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>injected"
+                           f"</Message></Error><RequestId>1</RequestId></ErrorResponse>").encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/xml")
+                    self.send_header("Content-Length", str(len(xml)))
+                    self.end_headers()
+                    self.wfile.write(xml)
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                req = urllib.request.Request(proxy.target + self.path, data=body, headers=headers, method="POST")
+                try:
+                    with urllib.request.urlopen(req, timeout=10) as resp:
+                        status, payload, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as exc:
+                    status, payload, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+                except OSError:  # the server behind is gone: so is this connection
+                    self.close_connection = True
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = http.server.ThreadingHTTPServer((local.HOST, 0), Handler)
+        self.url = f"http://{local.HOST}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------------------------------------
+# message text
+
+
+def test_message_keeps_the_lab_wording_and_adds_site_and_window():
+    anomaly = handler.Anomaly(MYSITE, handler.parse_time("2023-08-23 13:05:00.000"), 500.0, 6.482049264893886)
+    alert = handler.Alert(anomaly)
+    assert alert.subject == "Anomaly Detected"
+    assert alert.body.startswith(
+        "Anomaly detected with a click through rate of 500% and an anomaly score of 6.482049264893886\n")
+    assert f"Site:   {MYSITE}" in alert.body
+    assert "Window: 2023-08-23 13:05:00 to 13:05:10 UTC" in alert.body
+    assert alert.sms == "Anomaly Detected www.mysite.com: CTR 500%, score 6.48, 2023-08-23 13:05:00Z"
+    folded = handler.Alert(anomaly, folded=3, cooldown_seconds=600)
+    assert "Also 3 more anomalies on this site since the previous alert" in folded.body
+    assert "every 10 min" in folded.body and folded.sms.endswith("(+3 folded)")
+
+
+def test_sms_stays_within_160_characters_and_keeps_the_numbers():
+    site = "https://" + "a-very-long-subdomain." * 10 + "example.com"
+    anomaly = handler.Anomaly(site, handler.parse_time("2023-08-23T13:05:00Z"), 33.33333, 12.3456789)
+    sms = handler.Alert(anomaly, folded=1234).sms
+    assert len(sms) <= 160
+    assert sms.startswith("Anomaly Detected a-very-long") and "CTR 33.33%, score 12.35" in sms
+    assert sms.endswith("2023-08-23 13:05:00Z (+1234 folded)")
+
+
+def test_window_length_default_is_the_labs():
+    assert handler.DEFAULT_WINDOW_SECONDS == settings.WINDOW_SECONDS
+
+
+# ---------------------------------------------------------------------------------------------
+# the contract, end to end on moto and the SMTP server
+
+
+def test_event_and_response_contract_and_what_people_receive(services, aws, topic, tmp_path):
+    smtp = handler.SmtpChannel(local.HOST, services.smtp.port, "alerts@example.com", ["lab-user@example.com"])
+    channels = [handler.SnsChannel(topic, aws("sns")), smtp]
+    before = set(services.outbox.glob("*.eml"))
+    records = [record(MYSITE, "2023-08-23 13:05:00.000", 500.0, 6.482049264893886, "r-1"),
+               record(SHOP, "2023-08-23T13:25:10Z", 0.0, 2.25, "r-2")]
+    response, outcomes = handler.process(event(*records), config(tmp_path), channels,
+                                         handler.FileState(tmp_path / "state.json"))
+    assert response == {"records": [{"recordId": "r-1", "result": "Ok"}, {"recordId": "r-2", "result": "Ok"}]}
+    assert {(o.record_id, o.channel, o.outcome) for o in outcomes} == {
+        ("r-1", "sns", "sent"), ("r-1", "smtp", "sent"), ("r-2", "sns", "sent"), ("r-2", "smtp", "sent")}
+    # what SNS delivered to the two subscriptions, read back from moto
+    got = published(services, topic)
+    email_texts = got[got["protocol"] == "email"]["text"].tolist()
+    sms_texts = got[got["protocol"] == "sms"]["text"].tolist()
+    assert len(email_texts) == len(sms_texts) == 2
+    assert any(t.startswith("Anomaly detected with a click through rate of 500% and an anomaly score of "
+                            "6.482049264893886") for t in email_texts)
+    assert set(got[got["protocol"] == "email"]["subject"]) == {"Anomaly Detected"}
+    assert all(len(t) <= 160 and t.startswith("Anomaly Detected ") for t in sms_texts)
+    # and the e-mails sent directly: real MIME messages in the outbox
+    new = sorted(set(services.outbox.glob("*.eml")) - before)
+    assert len(new) == 2
+    msg = email.message_from_bytes(new[0].read_bytes(), policy=email.policy.default)
+    assert msg["Subject"] == "Anomaly Detected" and msg["To"] == "lab-user@example.com"
+    assert msg.get_content_type() == "multipart/alternative"
+    assert "Anomaly detected with a click through rate of" in msg.get_body(("plain",)).get_content()
+    assert "<b>Anomaly detected" in report.render_email(new[0])
+
+
+def test_a_malformed_record_fails_alone_and_says_why(services, aws, topic, tmp_path, caplog):
+    good = record(MYSITE, "2023-08-23 13:05:00", 500.0, 6.4, "good")
+    bad = [
+        raw_record("%%% not base64 %%%", "not-base64", encode=False),
+        raw_record("this is not json", "not-json"),
+        raw_record(json.dumps({"site": MYSITE, "rowtime": "2023-08-23 13:05:00", "ctrpercent": 5.0}), "no-score"),
+        raw_record(json.dumps({"site": MYSITE, "rowtime": "yesterday", "ctrpercent": 5.0, "anomaly_score": 3}),
+                   "bad-time"),
+        raw_record(json.dumps([1, 2]), "array"),
+    ]
+    caplog.set_level(logging.INFO, logger="clicklab.alerts")
+    response, outcomes = handler.process(event(bad[0], good, *bad[1:]), config(tmp_path),
+                                         [handler.SnsChannel(topic, aws("sns"))],
+                                         handler.FileState(tmp_path / "state.json"))
+    results = {r["recordId"]: r["result"] for r in response["records"]}
+    assert [r["recordId"] for r in response["records"]] == ["not-base64", "good", "not-json", "no-score",
+                                                             "bad-time", "array"]
+    assert results.pop("good") == "Ok"
+    assert set(results.values()) == {"DeliveryFailed"}
+    reasons = {o.record_id: o.detail for o in outcomes if o.outcome == "malformed"}
+    assert "not base64" in reasons["not-base64"] and "not JSON" in reasons["not-json"]
+    assert "'anomaly_score'" in reasons["no-score"] and "'rowtime'" in reasons["bad-time"]
+    assert "not a JSON object" in reasons["array"]
+    for rid, reason in reasons.items():
+        assert any(rid in r.getMessage() and reason in r.getMessage() for r in caplog.records), rid
+    assert len(published(services, topic)) == 2  # the good record, to its two subscriptions
+
+
+def test_an_event_without_records_is_refused():
+    with pytest.raises(ValueError, match="records"):
+        handler.process({"invocationId": "x"}, handler.Config(), [], handler.FileState("/nonexistent/x"))
+
+
+# ---------------------------------------------------------------------------------------------
+# no floods, no duplicates
+
+
+def test_cooldown_suppresses_and_the_next_alert_counts_the_folded(services, aws, topic, tmp_path):
+    records = [record(MYSITE, f"2023-08-23 13:05:{s:02d}", 500.0, 6.0 - s / 10) for s in (0, 10, 20)]
+    records += [record(SHOP, "2023-08-23 13:05:10", 0.0, 2.5), record(MYSITE, "2023-08-23 13:15:00", 80.0, 3.1)]
+    response, outcomes = handler.process(event(*records), config(tmp_path, cooldown_s=600),
+                                         [handler.SnsChannel(topic, aws("sns"))],
+                                         handler.FileState(tmp_path / "state.json"))
+    assert {r["result"] for r in response["records"]} == {"Ok"}
+    by_window = {(o.site, o.window_start[11:19]): (o.outcome, o.folded) for o in outcomes}
+    assert by_window == {(MYSITE, "13:05:00"): ("sent", 0), (MYSITE, "13:05:10"): ("suppressed", 0),
+                         (MYSITE, "13:05:20"): ("suppressed", 0), (SHOP, "13:05:10"): ("sent", 0),
+                         (MYSITE, "13:15:00"): ("sent", 2)}
+    texts = published(services, topic).query("protocol == 'email'")["text"].tolist()
+    assert len(texts) == 3
+    assert "Also 2 more anomalies on this site since the previous alert" in texts[-1]
+
+
+def test_cooldown_is_configurable_from_the_environment(tmp_path):
+    assert handler.Config.from_env({"ALERT_COOLDOWN_SECONDS": "60"}).cooldown_s == 60
+    assert handler.Config.from_env({}).cooldown_s == 600
+    with pytest.raises(ValueError, match="ALERT_COOLDOWN_SECONDS='ten'"):
+        handler.Config.from_env({"ALERT_COOLDOWN_SECONDS": "ten"})
+
+
+def _two_runs(services, aws, topic, make_state: Callable[[], Any], tmp_path: Path) -> None:
+    records = [record(MYSITE, "2023-08-23 13:05:00", 500.0, 6.4), record(MYSITE, "2023-08-23 13:05:10", 500.0, 5.1),
+               record(SHOP, "2023-08-23 13:25:10", 0.0, 2.2)]
+    cfg = config(tmp_path)
+    first, out1 = handler.process(event(*records), cfg, [handler.SnsChannel(topic, aws("sns"))], make_state())
+    after_first = len(published(services, topic))
+    # a second run (a new process: new state object, same store) over the same anomalies
+    second, out2 = handler.process(event(*records), cfg, [handler.SnsChannel(topic, aws("sns"))], make_state())
+    assert [o.outcome for o in out1] == ["sent", "suppressed", "sent"]
+    assert [o.outcome for o in out2] == ["duplicate"] * 3
+    assert {r["result"] for r in first["records"] + second["records"]} == {"Ok"}
+    assert len(published(services, topic)) == after_first == 4  # 2 alerts x (e-mail, SMS)
+
+
+def test_idempotent_across_two_runs_with_the_state_file(services, aws, topic, tmp_path):
+    _two_runs(services, aws, topic, lambda: handler.FileState(tmp_path / "state.json"), tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["sites"][f"sns|{MYSITE}"]["last_sent"] == "2023-08-23T13:05:00.000Z"
+
+
+def test_idempotent_across_two_runs_with_dynamodb_state(services, aws, topic, tmp_path):
+    table = f"alert-state-{uuid.uuid4().hex[:8]}"
+    destination.create_state_table(aws("dynamodb"), table)
+    _two_runs(services, aws, topic, lambda: handler.DynamoState(table, aws("dynamodb"), 3, 0.01), tmp_path)
+    items = aws("dynamodb").scan(TableName=table)["Items"]
+    status = sorted(i["status"]["S"] for i in items if i["pk"]["S"].startswith("alert#"))
+    assert status == ["sent", "sent", "suppressed"]
+
+
+# ---------------------------------------------------------------------------------------------
+# failures: throttling, 5xx, a server gone mid-batch; and the retried invocation
+
+
+def _fail_shop(status: int, code: str, times: int | None = None) -> Callable[[str, int], Any]:
+    seen = {"n": 0}
+
+    def rule(body: str, _n: int) -> Any:
+        if "shop.example.com" in body and (times is None or seen["n"] < times):
+            seen["n"] += 1
+            return ("error", status, code)
+        return None
+
+    rule.seen = seen  # type: ignore[attr-defined]
+    return rule
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "Throttling"), (500, "InternalError"), (503, "ServiceUnavailable")])
+def test_throttling_and_5xx_are_retried_then_delivery_failed_while_the_others_go_out(
+        services, aws, topic, tmp_path, caplog, status, code):
+    rule = _fail_shop(status, code)
+    caplog.set_level(logging.INFO, logger="clicklab.alerts")
+    records = [record(MYSITE, "2023-08-23 13:05:00", 500.0, 6.4, "a"),
+               record(SHOP, "2023-08-23 13:05:00", 0.0, 2.2, "b"),
+               record("https://news.example.com", "2023-08-23 13:05:00", 600.0, 7.7, "c")]
+    with FaultProxy(services.moto.url, rule) as proxy:
+        sns = aws("sns", proxy.url)
+        response, outcomes = handler.process(event(*records), config(tmp_path, max_attempts=3),
+                                             [handler.SnsChannel(topic, sns)],
+                                             handler.FileState(tmp_path / "state.json"))
+    assert response["records"] == [{"recordId": "a", "result": "Ok"}, {"recordId": "b", "result": "DeliveryFailed"},
+                                   {"recordId": "c", "result": "Ok"}]
+    assert rule.seen["n"] == 3  # three attempts for the failing record
+    failed = [o for o in outcomes if o.outcome == "failed"]
+    assert len(failed) == 1 and code in failed[0].detail and "attempt 3 of 3" in failed[0].detail
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+    assert len(published(services, topic)) == 4  # a and c, e-mail and SMS each
+
+
+def test_a_retried_invocation_sends_only_what_failed(services, aws, topic, tmp_path):
+    """Throttled twice (one attempt each), then Kinesis Data Analytics retries the same records."""
+    records = [record(MYSITE, "2023-08-23 13:05:00", 500.0, 6.4, "a"),
+               record(SHOP, "2023-08-23 13:05:00", 0.0, 2.2, "b")]
+    cfg = config(tmp_path, max_attempts=1)
+    state = handler.FileState(tmp_path / "state.json")
+    with FaultProxy(services.moto.url, _fail_shop(400, "Throttling")) as proxy:
+        first, _ = handler.process(event(*records), cfg, [handler.SnsChannel(topic, aws("sns", proxy.url))], state)
+    assert [r["result"] for r in first["records"]] == ["Ok", "DeliveryFailed"]
+    retry = event(*records)
+    for r in retry["records"]:
+        r["lambdaDeliveryRecordMetadata"]["retryHint"] = 1
+    second, outcomes = handler.process(retry, cfg, [handler.SnsChannel(topic, aws("sns"))], state)
+    assert [r["result"] for r in second["records"]] == ["Ok", "Ok"]
+    assert {o.record_id: o.outcome for o in outcomes} == {"a": "duplicate", "b": "sent"}
+    assert len(published(services, topic)) == 4
+
+
+def test_moto_stopped_mid_batch_fails_the_rest_on_sns_only(services, tmp_path):
+    """A second moto for this test; the proxy stops it at the second Publish. E-mail over SMTP goes on."""
+    own = local.start("moto", tmp_path / "own")
+    session = services.session()
+    sns_direct = session.client("sns", endpoint_url=own.url, config=handler.client_config())
+    arn = sns_direct.create_topic(Name="mid-batch")["TopicArn"]
+
+    def rule(_body: str, n: int) -> Any:
+        if n == 2:
+            own.stop()
+        return None
+
+    smtp = handler.SmtpChannel(local.HOST, services.smtp.port, "alerts@example.com", ["lab-user@example.com"])
+    records = [record(f"https://site{i}.example.com", "2023-08-23 13:05:00", 500.0, 6.4, f"r{i}") for i in range(4)]
+    try:
+        with FaultProxy(own.url, rule) as proxy:
+            sns = session.client("sns", endpoint_url=proxy.url, config=handler.client_config(timeout_s=2))
+            response, outcomes = handler.process(event(*records), config(tmp_path, max_attempts=2),
+                                                 [handler.SnsChannel(arn, sns), smtp],
+                                                 handler.FileState(tmp_path / "state.json"))
+    finally:
+        own.stop()
+    assert [r["result"] for r in response["records"]] == ["Ok", "DeliveryFailed", "DeliveryFailed", "DeliveryFailed"]
+    assert [o.outcome for o in outcomes if o.channel == "smtp"] == ["sent"] * 4
+    assert not local.port_open(own.port) and not psutil.pid_exists(own.pid)
+
+
+# ---------------------------------------------------------------------------------------------
+# the Lambda zip, alone
+
+
+def test_the_lambda_zip_runs_alone_against_moto(services, aws, topic, tmp_path):
+    from tests.conftest import client_env
+
+    out = tmp_path / "lambda.zip"
+    cli = subprocess.run([sys.executable, "-m", "clicklab", "alerts", "package", "--out", str(out)],
+                         capture_output=True, text=True, env=client_env(), timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    with zipfile.ZipFile(out) as zf:
+        assert zf.namelist() == ["lambda_function.py"]
+        zf.extractall(tmp_path / "unzipped")
+    script = ("import json, sys\nsys.path.insert(0, '.')\nimport lambda_function\n"
+              "resp = lambda_function.lambda_handler(json.load(sys.stdin), None)\n"
+              "assert not any(m == 'clicklab' or m.startswith('clicklab.') for m in sys.modules), 'imports clicklab'\n"
+              "print(json.dumps(resp))\n")
+    env = {"PATH": os.environ.get("PATH", ""), "ALERT_TOPIC_ARN": topic, "AWS_ENDPOINT_URL": services.moto.url,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "ALERT_STATE_FILE": str(tmp_path / "lambda-state.json")}
+    ev = event(record(MYSITE, "2023-08-23 13:05:00.000", 500.0, 6.482049264893886, "z-1"),
+               raw_record("nope", "z-2", encode=False))
+    run = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path / "unzipped", input=json.dumps(ev),
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"records": [{"recordId": "z-1", "result": "Ok"},
+                                                  {"recordId": "z-2", "result": "DeliveryFailed"}]}
+    assert published(services, topic)["text"].str.contains("click through rate of 500%").any()
+
+
+def test_the_handler_file_imports_only_stdlib_and_boto3():
+    source = Path(handler.__file__).read_text()
+    assert package.imported_roots(source) - set(sys.stdlib_module_names) <= {"boto3", "botocore"}
+
+
+# ---------------------------------------------------------------------------------------------
+# the local default, and that nothing is left running
+
+
+def test_events_carry_the_stream_rows_and_are_stable():
+    frame = pd.DataFrame({"site": [MYSITE, SHOP], "ctrpercent": [500.0, 0.0], "anomaly_score": [6.48, 2.2],
+                          "rowtime": pd.to_datetime(["2023-08-23 13:05:10", "2023-08-23 13:05:00"], utc=True)})
+    events = destination.events(frame, batch_size=1)
+    assert len(events) == 2
+    rows = [json.loads(base64.b64decode(e["records"][0]["data"])) for e in events]
+    assert rows[0] == {"site": SHOP, "rowtime": "2023-08-23 13:05:00.000", "ctrpercent": 0.0, "anomaly_score": 2.2}
+    assert handler.parse_record(events[1]["records"][0]).window_start.isoformat() == "2023-08-23T13:05:10+00:00"
+    assert destination.events(frame, batch_size=1) == events  # same anomalies, same record ids
+
+
+def test_local_default_runs_without_configuration_and_leaves_the_environment_alone(tmp_path):
+    before = dict(os.environ)
+    frame = pd.DataFrame({"site": [MYSITE], "ctrpercent": [500.0], "anomaly_score": [6.48],
+                          "rowtime": pd.to_datetime(["2023-08-23 13:05:00"], utc=True)})
+    with destination.open_destination(tmp_path, env={}) as dest:
+        assert dest.local is not None and dest.description.startswith("local default")
+        pids = [dest.local.moto.pid, dest.local.smtp.pid]
+        ports = [dest.local.moto.port, dest.local.smtp.port]
+        responses = list(destination.send(frame, dest))
+        assert responses[0]["records"][0]["result"] == "Ok"
+        assert len(dest.emails()) == 1
+        assert set(dest.sns_deliveries()["protocol"]) == {"email", "sms"}
+        path = report.write(tmp_path, dest.table(), dest.description, dest.sns_deliveries(), dest.emails())
+    assert dict(os.environ) == before
+    assert not any(psutil.pid_exists(p) for p in pids) and not any(local.port_open(p) for p in ports)
+    assert local.running(tmp_path) == []
+    assert json.loads(path.read_text())["per_channel"]["sns"]["sent"] == 1
+    lines = report.summary_lines(tmp_path)
+    assert "  sns: sent 1, suppressed 0, already sent before 0, failed 0" in lines
+    assert "  smtp: sent 1, suppressed 0, already sent before 0, failed 0" in lines
+
+
+def test_servers_are_stopped_when_the_block_fails(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"), local.LocalServices(tmp_path) as svc:
+        pids, ports = [svc.moto.pid, svc.smtp.pid], [svc.moto.port, svc.smtp.port]
+        raise RuntimeError("boom")
+    assert not any(psutil.pid_exists(p) for p in pids) and not any(local.port_open(p) for p in ports)
+    assert list(local.run_dir(tmp_path).glob("*.json")) == []
+
+
+def test_servers_of_a_killed_process_exit_and_cleanup_finds_nothing_left(tmp_path):
+    from tests.conftest import client_env
+
+    script = ("import sys, time; from pathlib import Path; from clicklab.alerts import local\n"
+              "s = local.LocalServices(Path(sys.argv[1])).start()\n"
+              "print(s.moto.pid, s.moto.port, s.smtp.pid, s.smtp.port, flush=True); time.sleep(600)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             env=client_env())
+    try:
+        moto_pid, moto_port, smtp_pid, smtp_port = map(int, child.stdout.readline().split())
+        assert local.port_open(moto_port) and local.port_open(smtp_port)
+        assert {s.name for s in local.running(tmp_path)} == {"moto", "smtp"}
+    finally:
+        child.kill()  # no atexit, no finally: a crashed kernel
+        child.wait()
+    for pid in (moto_pid, smtp_pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            psutil.Process(pid).wait(10)  # the servers notice their parent is gone and exit
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    done = cleanup.clean_up(tmp_path, remove_streams=False)
+    assert done.stopped == []
+    assert not local.port_open(moto_port) and not local.port_open(smtp_port)
+
+
+def test_cleanup_stops_running_servers_and_removes_the_streams(tmp_path):
+    streams = settings.streams_dir(tmp_path) / "ctrstream"
+    streams.mkdir(parents=True)
+    (streams / "part-0").write_text("{}\n")
+    svc = local.LocalServices(tmp_path).start()
+    try:
+        done = cleanup.clean_up(tmp_path)
+    finally:
+        svc.stop()
+    assert sorted(s.split()[0] for s in done.stopped) == ["moto", "smtp"]
+    assert done.removed == [settings.streams_dir(tmp_path)] and not settings.streams_dir(tmp_path).exists()
+    assert not local.port_open(svc.moto.port) and not local.port_open(svc.smtp.port)
