@@ -539,7 +539,9 @@ class Config:
         return cls(
             topic_arn=env.get("ALERT_TOPIC_ARN") or None,
             state_table=env.get("ALERT_STATE_TABLE") or None,
-            state_file=env.get("ALERT_STATE_FILE") or DEFAULT_STATE_FILE,
+            # on Lambda only /tmp is writable (and lives as long as the instance: use ALERT_STATE_TABLE there)
+            state_file=env.get("ALERT_STATE_FILE") or (
+                "/tmp/clicklab-alert-state.json" if env.get("AWS_LAMBDA_FUNCTION_NAME") else DEFAULT_STATE_FILE),
             cooldown_s=integer("ALERT_COOLDOWN_SECONDS", DEFAULT_COOLDOWN_SECONDS, 0),
             window_s=integer("ALERT_WINDOW_SECONDS", DEFAULT_WINDOW_SECONDS, 1),
             max_attempts=integer("ALERT_MAX_ATTEMPTS", 4, 1),
