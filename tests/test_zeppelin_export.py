@@ -142,7 +142,7 @@ def test_with_results_takes_the_executed_outputs(tmp_path: Path):
 @pytest.mark.parametrize("target", ["studio", "local"])
 def test_round_trip_export_import_export_gives_the_same_note(tmp_path: Path, target: str):
     _executed_copy(tmp_path / "build", settings.NOTEBOOKS_DIR / "04_impression_stream.ipynb")
-    first, data = export(tmp_path, target=target, with_results=True)
+    first, _ = export(tmp_path, target=target, with_results=True)
     notebook = import_note(first, tmp_path / "imported")
     again = export_notebooks([notebook], ExportOptions(target=target, with_results=True, build=tmp_path / "build"),
                              tmp_path / "again")

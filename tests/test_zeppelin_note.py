@@ -51,8 +51,8 @@ def test_dates_zeppelin_cannot_read_are_refused(text: str):
 
 
 def test_a_byte_order_mark_and_unknown_fields_are_accepted(tmp_path: Path):
-    text = note_text([{"text": "%md\nhi", "$$hashKey": "object:1", "focus": True, "dateUpdated": "Jan 9, 2017 1:02:03 PM"}],
-                     path="/n", futureField={"x": 1})
+    paragraph = {"text": "%md\nhi", "$$hashKey": "object:1", "focus": True, "dateUpdated": "Jan 9, 2017 1:02:03 PM"}
+    text = note_text([paragraph], path="/n", futureField={"x": 1})
     path = tmp_path / "n_2ABCDEFGH.zpln"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     note = read_note(path)
