@@ -30,3 +30,45 @@ def test_local_ddl_points_tickerstream_at_the_replay_and_others_at_build(tmp_pat
 def test_stream_path_refuses_unknown_names(tmp_path: Path):
     with pytest.raises(ValueError, match="ctrstrem"):
         streams.stream_path(tmp_path, "ctrstrem")
+
+
+def test_kinesis_ddl_has_the_local_columns_and_the_labs_stream_names():
+    for name, stream in streams.STREAMS.items():
+        ddl = streams.kinesis_ddl(name, "1.15", "us-west-2")
+        for column in stream.columns:
+            assert f"{streams._quote(column.name)} {column.type}" in ddl
+        assert f"'stream' = '{name}'" in ddl and "'aws.region' = 'us-west-2'" in ddl
+        assert "'scan.stream.initpos' = 'LATEST'" in ddl and "'format' = 'json'" in ddl
+    ticker = streams.kinesis_ddl("tickerstream")
+    assert "rowtime TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL" in ticker  # arrival time, as in the lab
+    assert "WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND" in ticker
+    assert "rowtime AS CAST(TO_TIMESTAMP_LTZ(`time`, 0) AS TIMESTAMP(3))" in streams.kinesis_ddl("ctrstream")
+
+
+def test_kinesis_ddl_option_names_per_flink_version():
+    old = streams.kinesis_ddl("clickstream", "1.18")
+    assert "'connector' = 'kinesis'" in old and "'stream' = 'clickstream'" in old and "scan.stream.initpos" in old
+    new = streams.kinesis_ddl("clickstream", "1.19", "eu-west-1", account_id="123456789012")
+    assert "'connector' = 'kinesis'" in new
+    assert "'stream.arn' = 'arn:aws:kinesis:eu-west-1:123456789012:stream/clickstream'" in new
+    assert "'source.init.position' = 'LATEST'" in new and "'stream' =" not in new and "initpos" not in new
+    legacy = streams.kinesis_ddl("tickerstream", "1.19")  # metadata needs the legacy source (FLINK-36671)
+    assert "'connector' = 'kinesis-legacy'" in legacy and "METADATA FROM 'timestamp'" in legacy
+    with pytest.raises(ValueError, match="account id"):
+        streams.kinesis_ddl("clickstream", "1.19")
+    with pytest.raises(ValueError, match="12 digits"):
+        streams.kinesis_ddl("clickstream", "1.19", account_id="12345")
+    with pytest.raises(ValueError, match=r"MAJOR\.MINOR"):
+        streams.kinesis_ddl("clickstream", "latest")
+
+
+def test_flink_accepts_the_kinesis_ddl(t_env):
+    """Flink parses and registers the tables (the connector itself is only looked up when a job runs)."""
+    for name in streams.STREAM_NAMES:
+        t_env.execute_sql(f"DROP TEMPORARY TABLE IF EXISTS kinesis_{name}")
+        ddl = streams.kinesis_ddl(name, "1.15")
+        ddl = ddl.replace(f"CREATE TABLE {name} ", f"CREATE TEMPORARY TABLE kinesis_{name} ")
+        t_env.execute_sql(ddl)
+        columns = [row[0] for row in t_env.execute_sql(f"DESCRIBE kinesis_{name}").collect()]
+        assert columns == streams.STREAMS[name].column_names
+        t_env.execute_sql(f"DROP TEMPORARY TABLE kinesis_{name}")
