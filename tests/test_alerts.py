@@ -509,3 +509,30 @@ def test_cleanup_stops_running_servers_and_removes_the_streams(tmp_path):
     assert sorted(s.split()[0] for s in done.stopped) == ["moto", "smtp"]
     assert done.removed == [settings.streams_dir(tmp_path)] and not settings.streams_dir(tmp_path).exists()
     assert not local.port_open(svc.moto.port) and not local.port_open(svc.smtp.port)
+
+
+def test_local_default_keeps_state_in_a_dynamodb_table_when_asked(tmp_path):
+    frame = pd.DataFrame({"site": [MYSITE, MYSITE], "ctrpercent": [500.0, 480.0], "anomaly_score": [6.48, 5.0],
+                          "rowtime": pd.to_datetime(["2023-08-23 13:05:00", "2023-08-23 13:05:10"], utc=True)})
+    with destination.open_destination(tmp_path, env={"ALERT_STATE_TABLE": "alert-state"}) as dest:
+        assert isinstance(dest.state, handler.DynamoState) and "DynamoDB table alert-state" in dest.description
+        list(destination.send(frame, dest))
+        list(destination.send(frame, dest))  # Kinesis Data Analytics retrying the same records
+        outcomes = dest.table().query("channel == 'sns'")["outcome"].tolist()
+    assert outcomes == ["sent", "suppressed", "duplicate", "duplicate"]
+    assert not (tmp_path / "alerts" / "state.json").exists()
+
+
+def test_a_configured_environment_is_used_as_on_lambda(services, topic, tmp_path, monkeypatch):
+    for key, value in {"ALERT_TOPIC_ARN": topic, "AWS_ENDPOINT_URL": services.moto.url,
+                       "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    assert destination.configured()
+    frame = pd.DataFrame({"site": [SHOP], "ctrpercent": [0.0], "anomaly_score": [2.2],
+                          "rowtime": pd.to_datetime(["2023-08-23 13:25:10"], utc=True)})
+    with destination.open_destination(tmp_path) as dest:
+        assert dest.local is None and dest.description == "configured from the environment: sns"
+        assert [r["records"][0]["result"] for r in destination.send(frame, dest)] == ["Ok"]
+    assert local.running(tmp_path) == []
+    assert published(services, topic)["text"].str.contains("shop.example.com").any()
