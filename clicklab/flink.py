@@ -112,6 +112,9 @@ def create_table_env(parallelism: int = 1, config: dict[str, str] | None = None)
     return t_env
 
 
+_PYTHON_ERROR = re.compile(r"^[A-Z]\w*(?:Error|Exception): ")  # ValueError: ..., not java.lang.X: ...
+
+
 def error_message(exc: BaseException) -> str:
     """Flink's reason for a failure, without the Java stack trace.
 
@@ -130,6 +133,10 @@ def error_message(exc: BaseException) -> str:
     if not heads:
         return text.strip() or type(exc).__name__
     first = heads[0]
+    # a Python UDF's own error comes back inside the Java trace as a Python traceback: its last line says it
+    python_errors = [ln for ln in heads if _PYTHON_ERROR.match(ln)]
+    if python_errors:
+        return f"{first} (caused by {python_errors[-1]})"
     causes = [ln for ln in heads if ln.startswith("Caused by:")]
     if causes and causes[-1] != first:
         return f"{first} (caused by {causes[-1][len('Caused by:'):].strip()})"

@@ -225,3 +225,26 @@ def test_rrcf_window_holds_sub_sample_size_points():
         forests.score("k", v)
     trees = forests._forests["k"]._trees
     assert all(len(tree.leaves) == 10 for tree in trees)
+
+
+def test_a_batch_of_interleaved_keys_scores_exactly_as_row_by_row():
+    """score_many (what the vectorized RANDOM_CUT_FOREST calls) takes rows key by key: same scores, same order."""
+    sites = ["https://a", "https://b", "https://c"]
+    rng = np.random.default_rng(4)
+    keys = [sites[i] for i in rng.integers(0, 3, 400)]
+    values = [float(v) for v in _lab_ctr(400, seed=4)]
+    values[350] = 500.0
+    one_by_one = KeyedForests(SMALL)
+    expected = [one_by_one.score(k, v) for k, v in zip(keys, values, strict=True)]
+    batched = KeyedForests(SMALL)
+    got = batched.score_many(keys[:123], values[:123]) + batched.score_many(keys[123:], values[123:])
+    assert got == expected
+    assert got[350].score > 2 and sum(not s.warming_up for s in got) > 100  # real scores, not only warm-up zeros
+
+
+def test_a_bad_value_in_a_batch_names_its_key_and_time():
+    forests = KeyedForests(SMALL)
+    with pytest.raises(ValueError, match=r"site 'https://b' at 2023-08-23 13:46:30: value nan"):
+        forests.score_many(["https://a", "https://b"], [1.0, math.nan], ["t0", "2023-08-23 13:46:30"])
+    with pytest.raises(ValueError, match="lengths differ"):
+        forests.score_many(["https://a"], [1.0, 2.0])

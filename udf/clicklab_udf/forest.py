@@ -122,6 +122,7 @@ import hashlib
 import math
 import numbers
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -227,6 +228,11 @@ class _AwsForest:
         self._forest.update(self._point)
         return score
 
+    def update(self, value: float) -> None:
+        """Insert without scoring (a warming-up key's score is not emitted; scoring changes nothing)."""
+        self._point[0] = value
+        self._forest.update(self._point)
+
 
 class _RrcfForest:
     """The rrcf library: each tree over a sliding window of shingles; score = mean CoDisp."""
@@ -255,6 +261,9 @@ class _RrcfForest:
                 tree.forget_point(oldest)
         self._index += 1
         return total / len(self._trees)
+
+    def update(self, value: float) -> None:
+        self.score_then_update(value)  # rrcf's insert and forget are what cost; CoDisp is cheap
 
 
 def check_value(value: Any, key: str, time: Any = None, key_name: str = "site") -> float:
@@ -293,11 +302,33 @@ class KeyedForests:
         if forest is None:
             forest = self._forests[key] = self._backend(self.params, key_seed(self.params.seed, key))
             self._seen[key] = 0
-        score = forest.score_then_update(number)
         self._seen[key] += 1
         if self._seen[key] <= self.params.warmup_points:
+            forest.update(number)  # the score would be dropped: only learn the value
             return Scored(0.0, True)
-        return Scored(score, False)
+        return Scored(forest.score_then_update(number), False)
+
+    def score_many(
+        self, keys: Sequence[str], values: Sequence[Any], times: Sequence[Any] | None = None,
+    ) -> list[Scored]:
+        """:meth:`score` for a batch of rows, returned in the rows' order; the same results as row by row.
+
+        Rows are taken key by key (each key's rows in their order), so that one forest's memory is
+        used for several rows in a row: with a hundred keys interleaved, each forest is cold in the
+        CPU cache at every row, and this is 2-3 times faster (``clicklab bench``). Forests of
+        different keys never share anything, so the order across keys does not change any score.
+        """
+        if len(keys) != len(values) or (times is not None and len(times) != len(values)):
+            raise ValueError(f"score_many: {len(keys)} keys, {len(values)} values"
+                             + ("" if times is None else f", {len(times)} times") + ": lengths differ")
+        rows_of: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            rows_of.setdefault(key, []).append(i)
+        out: list[Scored] = [Scored(0.0, True)] * len(values)
+        for key, rows in rows_of.items():
+            for i in rows:
+                out[i] = self.score(key, values[i], None if times is None else times[i])
+        return out
 
     def seen(self, key: str) -> int:
         """How many values ``key`` has been scored on (0 for a key never seen)."""
