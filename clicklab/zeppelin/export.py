@@ -41,7 +41,7 @@ TITLE_TAG = "zeppelin-title"
 SQL_INTERPRETERS = ("flink.ssql", "flink.bsql")
 PYTHON_INTERPRETERS = ("flink.pyflink", "flink.ipyflink")
 #: A row of the lab table in 00_overview: | #4 Impression stream | `04_impression_stream` | ...
-_TABLE_ROW = re.compile(r"^\|\s*(#\d+\s[^|]*?)\s*\|\s*`(\d\d)_", re.MULTILINE)
+_TABLE_ROW = re.compile(r"^\|\s*([^|(][^|]*?)\s*\|\s*`(\d\d)_", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -261,6 +261,7 @@ def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
             step_title = _first_heading(nb)
         cells = _executed_cells(path, options, nb) if options.with_results else list(nb.cells)
         pending_title: str | None = None
+        first = len(paragraphs)
         for index, cell in enumerate(cells, 1):
             where = f"{path.name}, cell {index}"
             texts = cell_paragraphs(cell, options.target, values, where, warnings)
@@ -277,6 +278,9 @@ def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
                         and not _zmeta(cell).get("replace"):
                     results = outputs_to_results(cell.get("outputs", []))
                 paragraphs.append(Paragraph(text=text, title=title, results=results))
+        mine = [p for p in paragraphs[first:] if p.title is None]
+        if step_title and mine:  # no step paragraph (all prose): the title goes after the heading
+            mine[1 if len(mine) > 1 else 0].title = step_title
     return Note(name=name, paragraphs=paragraphs, default_interpreter_group=default_group), warnings
 
 
