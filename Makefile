@@ -24,7 +24,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
-	$(BIN)/ruff check clicklab tests udf scripts
+	$(BIN)/ruff check clicklab tests udf
 
 # The Java RANDOM_CUT_FOREST for Managed Service for Apache Flink Studio (and the local `java` backend):
 # build/udf/clickstream-rcf-udf.jar, javac --release 11 against the venv's Flink and jrcf jars (needs a JDK).

@@ -56,12 +56,12 @@ public final class KeyedForests {
         public static Params from(java.util.function.BiFunction<String, String, String> lookup) {
             Params d = defaults();
             return new Params(
-                    parseInt(lookup, "number_of_trees", d.numberOfTrees),
-                    parseInt(lookup, "sub_sample_size", d.subSampleSize),
-                    parseDouble(lookup, "time_decay", d.timeDecay),
-                    parseInt(lookup, "shingle_size", d.shingleSize),
-                    parseLong(lookup, "seed", d.seed),
-                    parseInt(lookup, "warmup", d.warmup));
+                    parse(lookup, "number_of_trees", d.numberOfTrees, Integer::valueOf, "an integer"),
+                    parse(lookup, "sub_sample_size", d.subSampleSize, Integer::valueOf, "an integer"),
+                    parse(lookup, "time_decay", d.timeDecay, Double::valueOf, "a number"),
+                    parse(lookup, "shingle_size", d.shingleSize, Integer::valueOf, "an integer"),
+                    parse(lookup, "seed", d.seed, Long::valueOf, "an integer"),
+                    parse(lookup, "warmup", d.warmup, Integer::valueOf, "an integer"));
         }
 
         /** Values a key sees before its first emitted score: warmup, at least a full shingle. */
@@ -99,33 +99,13 @@ public final class KeyedForests {
                     + what + ", got '" + value + "'");
         }
 
-        private static int parseInt(java.util.function.BiFunction<String, String, String> lookup, String name,
-                                    int fallback) {
-            String value = text(lookup, name, Integer.toString(fallback));
+        private static <T> T parse(java.util.function.BiFunction<String, String, String> lookup, String name,
+                                   T fallback, java.util.function.Function<String, T> parser, String what) {
+            String value = text(lookup, name, String.valueOf(fallback));
             try {
-                return Integer.parseInt(value);
+                return parser.apply(value);
             } catch (NumberFormatException e) {
-                throw bad(name, value, "an integer");
-            }
-        }
-
-        private static long parseLong(java.util.function.BiFunction<String, String, String> lookup, String name,
-                                      long fallback) {
-            String value = text(lookup, name, Long.toString(fallback));
-            try {
-                return Long.parseLong(value);
-            } catch (NumberFormatException e) {
-                throw bad(name, value, "an integer");
-            }
-        }
-
-        private static double parseDouble(java.util.function.BiFunction<String, String, String> lookup, String name,
-                                          double fallback) {
-            String value = text(lookup, name, Double.toString(fallback));
-            try {
-                return Double.parseDouble(value);
-            } catch (NumberFormatException e) {
-                throw bad(name, value, "a number");
+                throw bad(name, value, what);
             }
         }
     }
