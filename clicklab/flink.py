@@ -33,13 +33,18 @@ _INSTALL_HINT = (
 )
 
 
-def java_command() -> str | None:
-    """The java executable PyFlink will use: ``$JAVA_HOME/bin/java`` if set, else ``java`` on PATH."""
+def jdk_tool(name: str) -> str | None:
+    """A JDK command (``java``, ``javac``, ``jar``): ``$JAVA_HOME/bin/<name>`` if JAVA_HOME is set, else on PATH."""
     home = os.environ.get("JAVA_HOME")
     if home:
-        candidate = os.path.join(home, "bin", "java")
+        candidate = os.path.join(home, "bin", name)
         return candidate if os.access(candidate, os.X_OK) else None
-    return shutil.which("java")
+    return shutil.which(name)
+
+
+def java_command() -> str | None:
+    """The java executable PyFlink will use (see :func:`jdk_tool`)."""
+    return jdk_tool("java")
 
 
 def parse_java_version(text: str) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,16 +60,14 @@ _JDK_HINT = (
 
 
 def _jdk_tool(name: str) -> str:
-    """``$JAVA_HOME/bin/<name>`` if JAVA_HOME is set, else ``<name>`` on PATH; :class:`ClicklabError` if missing."""
-    home = os.environ.get("JAVA_HOME")
-    if home:
-        candidate = Path(home) / "bin" / name
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
-        raise ClicklabError(f"{name} not found: JAVA_HOME={home} has no bin/{name}; {_JDK_HINT}")
-    found = shutil.which(name)
+    """:func:`clicklab.flink.jdk_tool`, or :class:`ClicklabError` saying which package to install."""
+    from clicklab.flink import jdk_tool
+
+    found = jdk_tool(name)
     if found is None:
-        raise ClicklabError(f"{name} not found on PATH; {_JDK_HINT}")
+        home = os.environ.get("JAVA_HOME")
+        where = f": JAVA_HOME={home} has no bin/{name}" if home else " on PATH"
+        raise ClicklabError(f"{name} not found{where}; {_JDK_HINT}")
     return found
 
 
@@ -185,7 +182,7 @@ def build_jar(out: Path | None = None, force: bool = False, echo: Any = None) ->
     if not force and jar_is_current(out):
         return out
     javac = javac_command()
-    jar_tool = str(Path(javac).with_name("jar")) if Path(javac).with_name("jar").exists() else _jdk_tool("jar")
+    jar_tool = _jdk_tool("jar")
     rcf = rcf_core_jar()
     digest = inputs_digest()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,11 +220,6 @@ def build_jar(out: Path | None = None, force: bool = False, echo: Any = None) ->
              f"jar of {out.name}")
         os.replace(staged, out)
     return out
-
-
-def ensure_jar(out: Path | None = None) -> Path:
-    """The jar, built first if it is missing or out of date (needs javac then)."""
-    return build_jar(out)
 
 
 def job_parameters(params: Any) -> dict[str, str]:

@@ -165,15 +165,7 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
     ``tickerstream`` reads ``dataset`` (a JSON-lines file, optionally gzip-compressed); the others
     live in ``<build>/streams/<name>/``.
     """
-    stream = STREAMS[name]
     path = Path(dataset) if name == "tickerstream" else stream_path(build, name)
-    lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
-    lines += [f"  {_quote(col)} AS {expr}" for col, expr in stream.computed]
-    if stream.watermark:
-        lines.append(
-            f"  WATERMARK FOR {_quote(stream.watermark)} AS {_quote(stream.watermark)}"
-            f" - INTERVAL '{stream.watermark_delay_s}' SECOND"
-        )
     options = {
         "connector": "filesystem",
         "path": str(Path(path).resolve()),
@@ -182,6 +174,26 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
         "json.fail-on-missing-field": "true" if name == "tickerstream" else "false",
         "json.ignore-parse-errors": "false",
     }
+    return _create_table(name, options)
+
+
+def _create_table(name: str, options: dict[str, str], arrival_time: str | None = None) -> str:
+    """``CREATE TABLE`` of a stream from :data:`STREAMS` with connector ``options``.
+
+    ``arrival_time`` names a computed column read instead from the record's arrival time (Kinesis metadata).
+    """
+    stream = STREAMS[name]
+    lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
+    for col, expr in stream.computed:
+        if col == arrival_time:
+            lines.append(f"  {_quote(col)} TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL")
+        else:
+            lines.append(f"  {_quote(col)} AS {expr}")
+    if stream.watermark:
+        lines.append(
+            f"  WATERMARK FOR {_quote(stream.watermark)} AS {_quote(stream.watermark)}"
+            f" - INTERVAL '{stream.watermark_delay_s}' SECOND"
+        )
     with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
     body = ",\n".join(lines)
     return f"CREATE TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
@@ -231,21 +243,9 @@ def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1
       time, uses ``'connector' = 'kinesis-legacy'`` with the 4.x option names: both identifiers
       come with ``flink-sql-connector-kinesis`` 5.x. The ARN needs ``account_id``.
     """
-    stream = STREAMS[name]
     major_minor = _flink_version(flink_version)
     new_connector = major_minor >= (1, 19)
     arrival = KINESIS_ARRIVAL_TIME.get(name)
-    lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
-    for col, expr in stream.computed:
-        if col == arrival:
-            lines.append(f"  {_quote(col)} TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL")
-        else:
-            lines.append(f"  {_quote(col)} AS {expr}")
-    if stream.watermark:
-        lines.append(
-            f"  WATERMARK FOR {_quote(stream.watermark)} AS {_quote(stream.watermark)}"
-            f" - INTERVAL '{stream.watermark_delay_s}' SECOND"
-        )
     if new_connector and not arrival:
         if not account_id:
             raise ValueError(f"Flink {flink_version}: the Kinesis connector 5.x needs the stream's ARN, "
@@ -266,9 +266,7 @@ def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1
             "scan.stream.initpos": start_position,
         }
     options.update({"format": "json", "json.timestamp-format.standard": "ISO-8601"})
-    with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
-    body = ",\n".join(lines)
-    return f"CREATE TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
+    return _create_table(name, options, arrival_time=arrival)
 
 
 def all_kinesis_ddl(flink_version: str = "1.15", region: str = "us-east-1", account_id: str | None = None) -> str:

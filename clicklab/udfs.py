@@ -52,16 +52,14 @@ def register(t_env: Any, detector: Detector | None = None) -> Detector:
     params = detector.forest_params()
     # the highest AWS score grows with the sample size, so the spike ratio follows it
     options = {"spike_ratio": spike_ratio_for(params.sub_sample_size), **detector.threshold_options}
-    functions = {
-        RANDOM_CUT_FOREST: random_cut_forest(params),
-        RANDOM_CUT_FOREST_WITH_FLAG: random_cut_forest(params, with_flag=True),
-        IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, options),
-    }
+    functions = {IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, options)}
     if params.backend == "java":
         from clicklab import javaudf
 
-        del functions[RANDOM_CUT_FOREST], functions[RANDOM_CUT_FOREST_WITH_FLAG]
         javaudf.register(t_env, params)
+    else:
+        functions[RANDOM_CUT_FOREST] = random_cut_forest(params)
+        functions[RANDOM_CUT_FOREST_WITH_FLAG] = random_cut_forest(params, with_flag=True)
     for name, function in functions.items():
         with contextlib.suppress(Exception):  # not registered yet
             t_env.drop_temporary_function(name)

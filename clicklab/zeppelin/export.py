@@ -31,6 +31,7 @@ from typing import Any
 import nbformat
 
 from clicklab import settings, sqltext, streams, udfs
+from clicklab.nbfiles import MAGIC
 from clicklab.zeppelin.localprops import LocalPropertyError, format_header, parse_paragraph
 from clicklab.zeppelin.note import Note, Paragraph, ZeppelinError, check_loads, write_note
 from clicklab.zeppelin.results import outputs_to_results
@@ -217,12 +218,13 @@ def cell_paragraphs(cell: Any, target: str, values: dict[str, Any], where: str,
         return [source] if "zeppelin-not-runnable" in tags else []
     stripped = source.lstrip()
     interpreter = zmeta.get("interpreter", "")
-    if stripped.startswith(("%%flink_sql", "%flink_sql")):
+    line_magic = MAGIC[1:]  # %flink_sql: one statement on the magic's line
+    if stripped.startswith((MAGIC, line_magic)):
         header, _, body = stripped.partition("\n")
-        if stripped.startswith("%flink_sql"):  # the line magic: one statement on the line
-            header, body = "", header[len("%flink_sql"):]
+        if stripped.startswith(MAGIC):
+            header = header[len(MAGIC):]
         else:
-            header = header[len("%%flink_sql"):]
+            header, body = "", header[len(line_magic):]
         sql_interpreter = interpreter if interpreter in SQL_INTERPRETERS else "flink.ssql"
         return [_sql_paragraph(header, body, sql_interpreter, values, where, warnings)]
     py_interpreter = interpreter if interpreter in PYTHON_INTERPRETERS else "flink.pyflink"
