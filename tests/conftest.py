@@ -1,4 +1,9 @@
-"""Shared fixtures. One Flink table environment (one JVM) serves every test of a run."""
+"""Shared fixtures. One Flink table environment (one JVM) serves every test of a run.
+
+Tests that read ``../shared`` (the real Zeppelin notes and NAB series that CI has beside the clone) take
+their files from :func:`shared_path` or :func:`shared_files`: where ``../shared`` is absent (a bare clone)
+they are skipped with one line naming what is missing, never collected as zero cases.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,36 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+
+from clicklab import settings
+
+#: The shared data beside the checkout (``../shared``); absent in a bare clone.
+SHARED = settings.REPO.parent / "shared"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _missing(path: Path) -> str:
+    return f"needs {path} (../shared is not beside this clone)"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ``../shared``; skips the calling test, naming it, when it does not exist."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(_missing(path))
+    return path
+
+
+def shared_files(folder: str, pattern: str = "*", suffixes: tuple[str, ...] = ()) -> list:
+    """Files under ``../shared/<folder>`` as ``pytest.param``s for ``parametrize``.
+
+    Where none exist, one skipped case that says so: a parametrized test never collects zero cases.
+    """
+    base = SHARED / folder
+    files = sorted(p for p in base.glob(pattern) if p.is_file() and (not suffixes or p.suffix in suffixes))
+    if not files:
+        return [pytest.param(None, id="absent", marks=pytest.mark.skip(reason=_missing(base)))]
+    return [pytest.param(p, id=p.name) for p in files]
 
 
 def write_events(path: Path, events: Iterable[tuple[str, str, str]]) -> Path:
