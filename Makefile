@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lab lint clean udf-jar
+.PHONY: run test test-fast lab lint clean udf-jar
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed (PyFlink 2.3 wheels): set PYTHON=python3.11 or use environment.yml")'
@@ -20,6 +20,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The tests that need no JVM, Flink job or server (markers in pyproject.toml): under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not flink and not server"
+
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
@@ -29,7 +33,7 @@ lint: $(STAMP)
 # The Java RANDOM_CUT_FOREST for Managed Service for Apache Flink Studio (and the local `java` backend):
 # build/udf/clickstream-rcf-udf.jar, javac --release 11 against the venv's Flink and jrcf jars (needs a JDK).
 udf-jar: $(STAMP)
-	$(BIN)/python -m clicklab.javaudf build
+	$(BIN)/clicklab udf-jar
 
 clean:
 	rm -rf build

@@ -7,6 +7,7 @@ be read on the machine at hand.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ import pandas as pd
 
 from clicklab import flink, sqltext, udfs
 from clicklab.notebook import Lab
+
+log = logging.getLogger(__name__)
 
 
 def _rss_mb() -> float:
@@ -122,41 +125,41 @@ def without_udfs(sql: str) -> str:
 
 def lab_statements() -> list[str]:
     """The INSERT statements of notebooks 04, 05, 06, 08 and 09, from the notebooks themselves."""
-    from clicklab import nbfiles, settings
+    from clicklab import cells, settings
 
     out = []
     for number in ("04", "05", "06", "08", "09"):
         path = next(settings.NOTEBOOKS_DIR.glob(f"{number}_*.ipynb"))
-        out += [c for c in nbfiles.sql_cells(path) if sqltext.parse_script(c)[0].kind == sqltext.INSERT]
+        out += [c for c in cells.sql_cells(path) if sqltext.parse_script(c)[0].kind == sqltext.INSERT]
     return out
 
 
-def run_all(work: Path, quick: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_all(work: Path, quick: bool = False) -> dict[str, Any]:
     """Every figure of ``clicklab bench``; ``quick`` uses small sizes (for tests of the command)."""
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     t_env = flink.create_table_env()
     figures: dict[str, Any] = {"rcf_points_per_s": {}}
     rates = figures["rcf_points_per_s"]
-    echo("RCF in-process, aws backend ...")
+    log.info("RCF in-process, aws backend ...")
     rates["aws_inprocess"] = rcf_inprocess("aws", 2_000 if quick else 20_000)
-    echo("RCF in-process, rrcf backend ...")
+    log.info("RCF in-process, rrcf backend ...")
     rates["rrcf_inprocess"] = rcf_inprocess("rrcf", 100 if quick else 600)
-    echo("RCF through the Flink UDF, aws backend ...")
+    log.info("RCF through the Flink UDF, aws backend ...")
     rates["aws_flink"] = rcf_through_flink(2_000 if quick else 100_000, work / "score", t_env)
-    echo("RCF through the Flink UDF, java backend (AWS's Java library; builds the jar if needed) ...")
+    log.info("RCF through the Flink UDF, java backend (AWS's Java library; builds the jar if needed) ...")
     from clicklab_udf.forest import ForestParams
 
     java = udfs.Detector(forest=ForestParams(backend="java"))
     rates["java_flink"] = rcf_through_flink(2_000 if quick else 100_000, work / "score", t_env, java)
-    echo("full pipeline vs Flink-SQL-only baseline ...")
+    log.info("full pipeline vs Flink-SQL-only baseline ...")
     sites, seconds, rate = (5, 120, 5.0) if quick else (100, 3600, 7.6)
     events, baseline_s, pipeline_s = pipeline(work / "pipeline", t_env, sites, seconds, rate, lab_statements)
     figures["pipeline_events"] = events
     figures["pipeline_events_per_s"] = events / pipeline_s
     figures["baseline_events_per_s"] = events / baseline_s
     figures["pipeline_to_baseline"] = baseline_s / pipeline_s
-    echo("memory of site forests ...")
+    log.info("memory of site forests ...")
     figures["rss_mb_per_1000_forests"] = rss_per_1000_forests(20 if quick else 200)
     return figures
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -16,11 +17,13 @@ def _cmd_run(args: argparse.Namespace) -> None:
     flink.check_java()
     report = runner.run(dataset=args.dataset, build=args.build, only=args.only)
     print(f"\n{len(report.executed)} notebooks executed in {report.seconds:.0f} s into {args.build / 'executed'}")
-    print(report.summary)
+    print(report.summary.render())
     from clicklab.zeppelin.export import ExportOptions, export_lab
 
     note = export_lab(ExportOptions(target="local", with_results=True, dataset=args.dataset, build=args.build))
     print(f"Zeppelin note of this run (local Flink interpreter; loads-checked): {note.path}")
+    if not report.summary.ok:
+        raise ClicklabError("check failed: " + "; ".join(c.message.rstrip(":") for c in report.summary.failed()))
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -95,8 +98,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     detector = _detector(args)
     flink.check_java()
-    table = evaluate_directory(args.data, args.labels, detector, args.build / "evaluate",
-                               echo=lambda m: print(m, file=sys.stderr))
+    table = evaluate_directory(args.data, args.labels, detector, args.build / "evaluate")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.to_string(index=False))
 
@@ -106,9 +108,18 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
     from clicklab import bench
 
-    figures = bench.run_all(args.build / "bench", quick=args.quick,
-                            echo=lambda m: print(m, file=sys.stderr))
+    figures = bench.run_all(args.build / "bench", quick=args.quick)
     print(json.dumps(figures, indent=2) if args.json else bench.format_figures(figures))
+
+
+def _cmd_udf_jar(args: argparse.Namespace) -> None:
+    from clicklab import javaudf
+
+    current = not args.force and javaudf.jar_is_current(args.out)
+    jar = javaudf.build_jar(args.out, force=args.force)
+    state = "up to date" if current else "built"
+    print(f"{jar} {state} ({jar.stat().st_size / 2**10:,.0f} KiB; upload it to Studio as a custom connector, "
+          f"then CREATE FUNCTION {settings.RANDOM_CUT_FOREST} AS '{javaudf.JAVA_UDF_CLASS}')")
 
 
 def _cmd_alerts_package(args: argparse.Namespace) -> None:
@@ -178,6 +189,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
     b.set_defaults(func=_cmd_bench)
 
+    from clicklab.javaudf import JAVA_UDF_JAR
+
+    jar = sub.add_parser("udf-jar", help="build the Java RANDOM_CUT_FOREST jar (for Studio; needs a JDK)")
+    jar.add_argument("--out", type=Path, default=JAVA_UDF_JAR,
+                     help="jar to write (build/udf/clickstream-rcf-udf.jar)")
+    jar.add_argument("--force", action="store_true", help="rebuild even if the jar is current")
+    jar.set_defaults(func=_cmd_udf_jar)
+
     alerts = sub.add_parser("alerts", help="the alert Lambda (see README, Alerts)")
     alerts_sub = alerts.add_subparsers(dest="alerts_command", required=True)
     pkg = alerts_sub.add_parser("package", help="build the Lambda deployment zip (lambda_function.py)")
@@ -207,8 +226,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def configure_logging(level: int = logging.INFO) -> None:
+    """Progress and log lines of the ``clicklab`` loggers go to stderr, as plain messages."""
+    logger = logging.getLogger("clicklab")
+    if not any(getattr(h, "clicklab_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.clicklab_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    configure_logging()
     try:
         args.func(args)
     except ClicklabError as exc:

@@ -35,13 +35,16 @@ Rules:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
 # the rules
@@ -330,8 +333,7 @@ def evaluate_series_in_process(
     return series_table(scored, windows, {"adaptive": "adaptive", f"fixed > {floor:g}": "fixed"})
 
 
-def evaluate_directory(data: Path, labels_file: Path, detector: Any, work: Path,
-                       echo: Callable[[str], None] = print) -> pd.DataFrame:
+def evaluate_directory(data: Path, labels_file: Path, detector: Any, work: Path) -> pd.DataFrame:
     """``clicklab evaluate``: every ``*.csv`` under ``data`` through ``clicklab score``'s Flink job (one
     job for all), judged in both modes against the labelled windows; see :func:`series_table`."""
     from clicklab.score import read_series, score_frames
@@ -339,7 +341,7 @@ def evaluate_directory(data: Path, labels_file: Path, detector: Any, work: Path,
     windows = read_label_windows(labels_file)
     files = _series_files(data, windows, labels_file)
     frames = {name: read_series(path) for name, path in files.items()}
-    echo(f"scoring {sum(len(f) for f in frames.values()):,} points of {len(frames)} series in one Flink job ...")
+    log.info(f"scoring {sum(len(f) for f in frames.values()):,} points of {len(frames)} series in one Flink job ...")
     threshold = getattr(detector, "threshold", 2.0)
     scored = {}
     for name, frame in score_frames(frames, work, detector).items():

@@ -16,29 +16,40 @@ defaults, as in Studio) and runs ``CREATE TEMPORARY FUNCTION ... LANGUAGE JAVA``
 
 Command line (``make udf-jar`` calls it)::
 
-    python -m clicklab.javaudf build [--out build/udf/clickstream-rcf-udf.jar] [--force]
+    clicklab udf-jar [--out build/udf/clickstream-rcf-udf.jar] [--force]
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
+import logging
 import os
 import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from clicklab import settings, udfs
+from clicklab import settings
 from clicklab.exceptions import ClicklabError
+
+log = logging.getLogger(__name__)
 
 #: The Java sources of the function (package ``clicklab.udf``).
 SOURCE_DIR = settings.REPO / "udf" / "java"
 
-#: The class behind ``RANDOM_CUT_FOREST_WITH_FLAG`` (``RANDOM_CUT_FOREST``'s is :data:`clicklab.udfs.JAVA_UDF_CLASS`).
+#: The Java twin of ``RANDOM_CUT_FOREST``, for Managed Service for Apache Flink Studio and the local ``java``
+#: backend: its class (named like the lab's ``RandomCutForestUDF``), the class behind ``RANDOM_CUT_FOREST_WITH_FLAG``,
+#: and the jar ``clicklab udf-jar`` builds.
+JAVA_UDF_CLASS = "clicklab.udf.RandomCutForestUDF"
 JAVA_UDF_WITH_FLAG_CLASS = "clicklab.udf.RandomCutForestWithFlagUDF"
+JAVA_UDF_JAR = settings.DEFAULT_BUILD / "udf" / "clickstream-rcf-udf.jar"
+
+#: SQL name -> Java class of the functions the jar offers.
+JAVA_FUNCTIONS = {
+    settings.RANDOM_CUT_FOREST: JAVA_UDF_CLASS,
+    settings.RANDOM_CUT_FOREST_WITH_FLAG: JAVA_UDF_WITH_FLAG_CLASS,
+}
 
 #: Prefix of the Flink job parameters the Java function reads: ``rcf.number_of_trees`` etc.
 JOB_PARAMETER_PREFIX = "rcf."
@@ -171,14 +182,14 @@ def _unpack_rcf(rcf: Path, classes: Path) -> None:
             target.write_bytes(zf.read(info))
 
 
-def build_jar(out: Path | None = None, force: bool = False, echo: Any = None) -> Path:
+def build_jar(out: Path | None = None, force: bool = False) -> Path:
     """Build the jar (``build/udf/clickstream-rcf-udf.jar`` by default) unless it is current; return its path.
 
     ``javac --release 11`` against the Flink jars and ``randomcutforest-core``; the RCF classes are
     unpacked into the jar, Flink's are not. The jar is written next to ``out`` and renamed into place,
     so a reader never sees half a jar.
     """
-    out = Path(out) if out is not None else udfs.JAVA_UDF_JAR
+    out = Path(out) if out is not None else JAVA_UDF_JAR
     if not force and jar_is_current(out):
         return out
     javac = javac_command()
@@ -186,8 +197,7 @@ def build_jar(out: Path | None = None, force: bool = False, echo: Any = None) ->
     rcf = rcf_core_jar()
     digest = inputs_digest()
     out.parent.mkdir(parents=True, exist_ok=True)
-    if echo:
-        echo(f"building {out} (javac --release {JAVA_RELEASE}, {rcf.name}) ...")
+    log.info("building %s (javac --release %s, %s) ...", out, JAVA_RELEASE, rcf.name)
     with tempfile.TemporaryDirectory(prefix=".udf-build-", dir=out.parent) as tmp:
         work = Path(tmp)
         classes = work / "classes"
@@ -208,8 +218,7 @@ def build_jar(out: Path | None = None, force: bool = False, echo: Any = None) ->
         mf = work / "MANIFEST.MF"
         mf.write_text(
             "Implementation-Title: clickstream-rcf-udf\n"
-            f"Clicklab-Functions: RANDOM_CUT_FOREST={udfs.JAVA_UDF_CLASS} "
-            f"RANDOM_CUT_FOREST_WITH_FLAG={JAVA_UDF_WITH_FLAG_CLASS}\n"
+            f"Clicklab-Functions: {' '.join(f'{k}={v}' for k, v in JAVA_FUNCTIONS.items())}\n"
             f"Clicklab-Java-Release: {JAVA_RELEASE}\n"
             f"Clicklab-RCF-Core: {rcf.stem}\n"
             f"{_DIGEST_ATTRIBUTE}: {digest}\n",
@@ -269,32 +278,7 @@ def register(t_env: Any, params: Any, jar: Path | None = None) -> Path:
 
     jar = build_jar(jar)
     configure(t_env, params, jar)
-    for name, cls in ((udfs.RANDOM_CUT_FOREST, udfs.JAVA_UDF_CLASS),
-                      (udfs.RANDOM_CUT_FOREST_WITH_FLAG, JAVA_UDF_WITH_FLAG_CLASS)):
+    for name, cls in JAVA_FUNCTIONS.items():
         flink.execute(t_env, f"DROP TEMPORARY FUNCTION IF EXISTS {name}")
         flink.execute(t_env, f"CREATE TEMPORARY FUNCTION {name} AS '{cls}' LANGUAGE JAVA")
     return jar
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m clicklab.javaudf", description="the Java RANDOM_CUT_FOREST jar")
-    sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build the jar (only if its sources changed, unless --force)")
-    b.add_argument("--out", type=Path, default=udfs.JAVA_UDF_JAR,
-                   help="jar to write (build/udf/clickstream-rcf-udf.jar)")
-    b.add_argument("--force", action="store_true", help="rebuild even if the jar is current")
-    args = p.parse_args(argv)
-    try:
-        current = not args.force and jar_is_current(args.out)
-        jar = build_jar(args.out, force=args.force)
-    except ClicklabError as exc:
-        print(f"clicklab udf-jar: {exc}", file=sys.stderr)
-        return 1
-    state = "up to date" if current else "built"
-    print(f"{jar} {state} ({jar.stat().st_size / 2**10:,.0f} KiB; upload it to Studio as a custom connector, "
-          f"then CREATE FUNCTION RANDOM_CUT_FOREST AS '{udfs.JAVA_UDF_CLASS}')")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

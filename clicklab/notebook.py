@@ -1,7 +1,7 @@
 """What a lab notebook calls: start a Flink session with the lab's tables, and run SQL in it.
 
 Each notebook begins with ``lab = clicklab.notebook.start(dataset, build)``; its SQL cells then use
-the ``%%flink_sql`` magic (see :mod:`clicklab.magics`), which runs in that session.
+the ``%%flink_sql`` magic (see :mod:`clicklab.magics`), which ``start`` binds to that session.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import pandas as pd
 
 from clicklab import flink, settings, sqltext, streams, udfs
 from clicklab.results import check_dataset, read_stream
-
-_current: Lab | None = None
 
 
 @dataclass
@@ -129,13 +127,6 @@ class Lab:
         return Outcome(st, f"{note} ({got.seconds:.1f} s)", frame, shown=min(max_rows, len(frame)))
 
 
-def current() -> Lab:
-    """The session started by :func:`start` in this kernel."""
-    if _current is None:
-        raise RuntimeError("no Flink session yet: run `lab = clicklab.notebook.start(dataset, build)` first")
-    return _current
-
-
 def start(
     dataset: str | Path = settings.DEFAULT_DATASET,
     build: str | Path = settings.DEFAULT_BUILD,
@@ -151,7 +142,6 @@ def start(
     In IPython it also loads the ``%%flink_sql`` magic and defines the lab's parameters
     (``window_seconds``, ``anomaly_threshold``) as notebook variables for ``{name}`` substitution.
     """
-    global _current
     dataset = check_dataset(Path(dataset))
     build = Path(build)
     build.mkdir(parents=True, exist_ok=True)
@@ -159,15 +149,14 @@ def start(
     if create_tables:
         lab.create_tables()
     lab.register_functions(detector)
-    _current = lab
     try:
         from IPython import get_ipython
     except ImportError:  # plain Python: no magics to load
         return lab
     shell = get_ipython()
     if shell is not None:
-        from clicklab.magics import load_ipython_extension
+        from clicklab import magics
 
-        load_ipython_extension(shell)
+        magics.load(shell, lab)
         shell.user_ns.update({k: v for k, v in lab.variables().items() if k not in shell.user_ns})
     return lab

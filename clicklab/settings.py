@@ -29,6 +29,12 @@ WINDOW_STREAM_WATERMARK_SECONDS = 2 * WINDOW_SECONDS
 #: the watermark has passed it, up to two windows after later windows; a minute covers that.
 CTR_WATERMARK_SECONDS = 60
 
+#: SQL names of the lab's functions: :mod:`clicklab.udfs` registers them; the Java jar
+#: (:mod:`clicklab.javaudf`) offers the first two.
+RANDOM_CUT_FOREST = "RANDOM_CUT_FOREST"
+RANDOM_CUT_FOREST_WITH_FLAG = "RANDOM_CUT_FOREST_WITH_FLAG"
+IS_ANOMALY = "IS_ANOMALY"
+
 #: Anomaly score above which a CTR is an anomaly (the lab uses 2).
 ANOMALY_THRESHOLD = 2.0
 

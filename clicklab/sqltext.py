@@ -1,16 +1,14 @@
-"""Pure text work on Flink SQL for the notebook magic: substitution, splitting, classification.
+"""Pure text work on Flink SQL for the notebook magic: substitution, splitting, classification, changelogs.
 
 No Flink here, so everything is tested quickly and on its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import shlex
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -47,6 +45,48 @@ def substitute(sql: str, variables: Mapping[str, Any], environ: Mapping[str, str
     return _VAR.sub(var_value, _ENV.sub(env_value, sql))
 
 
+def tokens(sql: str) -> Iterator[tuple[str, str]]:
+    """The script as ``(kind, text)`` pieces: ``quoted``, ``comment``, ``semicolon`` or ``code``.
+
+    The one scanner of this module: quotes (``'``, ``"``, backticks; a doubled quote is an escaped
+    quote), ``--`` line comments and ``/* */`` block comments are recognised here and nowhere else.
+    Joining the texts gives the script back.
+
+    >>> list(tokens("SELECT 'a;b' -- c\\n;"))
+    [('code', 'SELECT '), ('quoted', "'a;b'"), ('code', ' '), ('comment', '-- c'), ('code', '\\n'), ('semicolon', ';')]
+    """
+    i, n, start = 0, len(sql), 0
+    while i < n:
+        ch = sql[i]
+        if ch in ("'", '"', "`"):
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:  # doubled quote: an escaped quote
+                        end += 2
+                        continue
+                    break
+                end += 1
+            kind, stop = "quoted", min(end + 1, n)
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            kind, stop = "comment", n if end < 0 else end
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            kind, stop = "comment", n if end < 0 else end + 2
+        elif ch == ";":
+            kind, stop = "semicolon", i + 1
+        else:
+            i += 1
+            continue
+        if start < i:
+            yield "code", sql[start:i]
+        yield kind, sql[i:stop]
+        i = start = stop
+    if start < n:
+        yield "code", sql[start:]
+
+
 def split_statements(script: str) -> list[str]:
     """Split a script on semicolons that are outside quotes and comments; drop empty statements.
 
@@ -55,69 +95,19 @@ def split_statements(script: str) -> list[str]:
     """
     statements: list[str] = []
     current: list[str] = []
-    i, n = 0, len(script)
-    quote: str | None = None
-    while i < n:
-        ch = script[i]
-        if quote:
-            current.append(ch)
-            if ch == quote:
-                if i + 1 < n and script[i + 1] == quote:  # doubled quote is an escaped quote
-                    current.append(script[i + 1])
-                    i += 1
-                else:
-                    quote = None
-        elif ch in ("'", '"', "`"):
-            quote = ch
-            current.append(ch)
-        elif script.startswith("--", i):
-            end = script.find("\n", i)
-            end = n if end < 0 else end
-            current.append(script[i:end])
-            i = end
-            continue
-        elif script.startswith("/*", i):
-            end = script.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-            current.append(script[i:end])
-            i = end
-            continue
-        elif ch == ";":
+    for kind, text in tokens(script):
+        if kind == "semicolon":
             statements.append("".join(current))
             current = []
         else:
-            current.append(ch)
-        i += 1
+            current.append(text)
     statements.append("".join(current))
     return [s.strip() for s in statements if strip_comments(s).strip()]
 
 
 def strip_comments(sql: str) -> str:
     """The statement without ``--`` and ``/* */`` comments (quotes are respected)."""
-    out: list[str] = []
-    i, n = 0, len(sql)
-    quote: str | None = None
-    while i < n:
-        ch = sql[i]
-        if quote:
-            out.append(ch)
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"', "`"):
-            quote = ch
-            out.append(ch)
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            continue
-        else:
-            out.append(ch)
-        i += 1
-    return "".join(out)
+    return "".join(text for kind, text in tokens(sql) if kind != "comment")
 
 
 #: Kinds of statement, as the magic treats them.
@@ -205,61 +195,3 @@ def materialize(changes: Iterable[tuple[str, tuple]]) -> list[tuple]:
         else:
             raise ValueError(f"unknown row kind {kind!r}")
     return [rows[i] for i in sorted(rows)]
-
-
-@dataclass(frozen=True)
-class MagicOptions:
-    """The options of a ``%%flink_sql`` line.
-
-    ``zeppelin`` holds the paragraph's Zeppelin local properties (``type``, ``parallelism``,
-    ``refreshInterval``, ...): the Zeppelin export writes them as ``%flink.ssql(type=append, ...)``
-    and the import puts them back here. Locally they change nothing: every query result is shown as
-    its current table (Zeppelin's ``type=update``), and the local session's parallelism stays.
-    """
-
-    max_rows: int = 20
-    timeout: float = 60.0
-    echo: bool = False
-    out: str | None = None
-    zeppelin: dict[str, str] = field(default_factory=dict)
-
-
-def _magic_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="%%flink_sql", add_help=False, exit_on_error=False)
-    p.add_argument("--max-rows", type=int, default=20, help="rows shown per query")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds a query may run")
-    p.add_argument("--echo", action="store_true", help="show the SQL after substitution")
-    p.add_argument("--out", metavar="NAME", help="keep the last query's rows in this notebook variable")
-    p.add_argument("--type", choices=["update", "append", "single"], help="Zeppelin result type (export only)")
-    p.add_argument("--parallelism", type=int, help="Zeppelin paragraph parallelism (export only)")
-    p.add_argument("--zeppelin", metavar="PROPS", help='Zeppelin local properties: "key=value, ..."')
-    return p
-
-
-def parse_magic_line(line: str) -> MagicOptions:
-    """Parse a ``%%flink_sql`` line; a bad option raises ``ValueError`` naming it.
-
-    >>> parse_magic_line('--max-rows 5 --type append --zeppelin "refreshInterval=2000"').zeppelin
-    {'refreshInterval': '2000', 'type': 'append'}
-    """
-    from clicklab.zeppelin.localprops import LocalPropertyError, parse_properties
-
-    try:
-        args, rest = _magic_parser().parse_known_args(shlex.split(line))
-    except (argparse.ArgumentError, ValueError) as exc:
-        raise ValueError(f"%%flink_sql: {exc}") from None
-    if rest:
-        raise ValueError(f"%%flink_sql: unknown option(s) {' '.join(rest)}")
-    props: dict[str, str] = {}
-    if args.zeppelin:
-        try:
-            props = parse_properties(args.zeppelin)
-        except LocalPropertyError as exc:
-            raise ValueError(f"%%flink_sql --zeppelin {args.zeppelin!r}: {exc}") from None
-    if args.type:
-        props["type"] = args.type
-    if args.parallelism is not None:
-        if args.parallelism < 1:
-            raise ValueError(f"%%flink_sql --parallelism {args.parallelism}: must be 1 or more")
-        props["parallelism"] = str(args.parallelism)
-    return MagicOptions(args.max_rows, args.timeout, args.echo, args.out, props)

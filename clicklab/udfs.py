@@ -12,16 +12,6 @@ from typing import Any
 
 from clicklab import settings
 
-#: SQL names of the functions.
-RANDOM_CUT_FOREST = "RANDOM_CUT_FOREST"
-RANDOM_CUT_FOREST_WITH_FLAG = "RANDOM_CUT_FOREST_WITH_FLAG"
-IS_ANOMALY = "IS_ANOMALY"
-
-#: The Java twin of RANDOM_CUT_FOREST (``udf/java/``), for Managed Service for Apache Flink Studio and the
-#: local ``java`` backend: its class (named like the lab's ``RandomCutForestUDF``) and the jar ``make udf-jar`` builds.
-JAVA_UDF_CLASS = "clicklab.udf.RandomCutForestUDF"
-JAVA_UDF_JAR = settings.DEFAULT_BUILD / "udf" / "clickstream-rcf-udf.jar"
-
 
 @dataclass(frozen=True)
 class Detector:
@@ -52,14 +42,14 @@ def register(t_env: Any, detector: Detector | None = None) -> Detector:
     params = detector.forest_params()
     # the highest AWS score grows with the sample size, so the spike ratio follows it
     options = {"spike_ratio": spike_ratio_for(params.sub_sample_size), **detector.threshold_options}
-    functions = {IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, options)}
+    functions = {settings.IS_ANOMALY: is_anomaly(detector.threshold, detector.adaptive, options)}
     if params.backend == "java":
         from clicklab import javaudf
 
         javaudf.register(t_env, params)
     else:
-        functions[RANDOM_CUT_FOREST] = random_cut_forest(params)
-        functions[RANDOM_CUT_FOREST_WITH_FLAG] = random_cut_forest(params, with_flag=True)
+        functions[settings.RANDOM_CUT_FOREST] = random_cut_forest(params)
+        functions[settings.RANDOM_CUT_FOREST_WITH_FLAG] = random_cut_forest(params, with_flag=True)
     for name, function in functions.items():
         with contextlib.suppress(Exception):  # not registered yet
             t_env.drop_temporary_function(name)

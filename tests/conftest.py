@@ -70,3 +70,20 @@ def t_env():
     from clicklab.flink import create_table_env
 
     return create_table_env()
+
+
+@pytest.fixture(autouse=True)
+def _only_flink_tests_start_a_jvm(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that starts Flink or jpype in this process must be marked ``flink`` (``make test-fast`` skips those)."""
+    if request.node.get_closest_marker("flink") is not None:
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{request.node.nodeid} starts a JVM: mark it @pytest.mark.flink")
+
+    monkeypatch.setattr("clicklab.flink.create_table_env", refuse)
+    try:
+        import jpype
+    except ImportError:  # pragma: no cover - jpype is a dev dependency
+        return
+    monkeypatch.setattr(jpype, "startJVM", refuse)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clicklab import nbfiles, notebook, results, settings, sqltext
+from clicklab import cells, notebook, results, settings, sqltext
 from tests.conftest import write_events
 
 A, B = "https://a.example", "https://b.example"
@@ -48,7 +48,7 @@ EXPECTED = {
 def _insert_sql(number: str) -> str:
     """The notebook's INSERT cell (the SQL that fills its stream)."""
     path = next(settings.NOTEBOOKS_DIR.glob(f"{number}_*.ipynb"))
-    inserts = [c for c in nbfiles.sql_cells(path) if sqltext.parse_script(c)[0].kind == sqltext.INSERT]
+    inserts = [c for c in cells.sql_cells(path) if sqltext.parse_script(c)[0].kind == sqltext.INSERT]
     assert len(inserts) == 1, path
     return inserts[0]
 
@@ -64,6 +64,7 @@ def tiny_lab(t_env, tmp_path_factory) -> notebook.Lab:
     return lab
 
 
+@pytest.mark.flink
 def test_impression_and_click_windows(tiny_lab):
     imp = tiny_lab.stream("impressionstream")
     got = {(r.site, int(r.rowtime.timestamp())): r.impressioncount for r in imp.itertuples()}
@@ -73,6 +74,7 @@ def test_impression_and_click_windows(tiny_lab):
     assert got == {(A, T0): 1, (A, T0 + 20): 1, (A, T0 + 30): 3, (B, T0 + 10): 2, (B, T0 + 20): 1}
 
 
+@pytest.mark.flink
 def test_ctr_per_site_and_window_including_one_sided_windows(tiny_lab):
     ctr = tiny_lab.stream("ctrstream")
     got = {(r.site, r.time): (r.clickcount, r.impressioncount, r.ctr) for r in ctr.itertuples()}
@@ -80,12 +82,14 @@ def test_ctr_per_site_and_window_including_one_sided_windows(tiny_lab):
     assert len(ctr) == len(EXPECTED)  # no duplicates
 
 
+@pytest.mark.flink
 def test_reference_computation_agrees(tiny_lab):
     ref = results.reference_ctr(tiny_lab.dataset)
     assert {(r.site, r.time): (r.clickcount, r.impressioncount, r.ctr) for r in ref.itertuples()} == EXPECTED
     assert results.compare_ctr(tiny_lab.stream("ctrstream"), ref) == []
 
 
+@pytest.mark.flink
 def test_compare_ctr_reports_a_wrong_window(tiny_lab):
     ctr = tiny_lab.stream("ctrstream")
     broken = ctr[ctr["site"] == A].copy()
@@ -95,11 +99,13 @@ def test_compare_ctr_reports_a_wrong_window(tiny_lab):
     assert sum("missing in ctrstream" in p and B in p for p in problems) == 2
 
 
+@pytest.mark.flink
 def test_rerunning_a_step_overwrites_its_stream(tiny_lab):
     tiny_lab.run(sqltext.substitute(_insert_sql("06"), tiny_lab.variables()))
     assert len(tiny_lab.stream("ctrstream")) == len(EXPECTED)
 
 
+@pytest.mark.flink
 def test_query_results_are_bounded_and_updating_queries_materialized(tiny_lab):
     [out] = tiny_lab.run("SELECT site, `time` FROM ctrstream", max_rows=2)
     assert out.shown == 2 and len(out.frame) == len(EXPECTED)
@@ -110,6 +116,7 @@ def test_query_results_are_bounded_and_updating_queries_materialized(tiny_lab):
     assert len(out.frame) == 5 and "row limit" in out.message
 
 
+@pytest.mark.flink
 def test_sql_errors_are_one_line_with_flinks_reason(tiny_lab):
     from clicklab.exceptions import SqlError
 
@@ -120,14 +127,14 @@ def test_sql_errors_are_one_line_with_flinks_reason(tiny_lab):
         tiny_lab.run("INSERT INTO tickerstream SELECT * FROM tickerstream")
 
 
+@pytest.mark.flink
 def test_magic_substitutes_variables_and_keeps_rows(tiny_lab, monkeypatch, capsys):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from clicklab.magics import load_ipython_extension
+    from clicklab import magics
 
-    monkeypatch.setattr(notebook, "_current", tiny_lab)
     shell = InteractiveShell.instance()
-    load_ipython_extension(shell)
+    magics.load(shell, tiny_lab)  # the magic holds its session
     shell.user_ns["wanted"] = A
     monkeypatch.setenv("MIN_CTR", "60")
     shell.run_cell_magic(
@@ -155,3 +162,14 @@ def test_dataset_errors_name_the_path(tmp_path: Path):
     other.write_text('{"site": "x"}\n')
     with pytest.raises(DatasetError, match="browseraction"):
         results.check_dataset(other)
+
+
+def test_the_magic_without_a_session_says_what_to_run():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from clicklab.magics import load_ipython_extension
+
+    shell = InteractiveShell.instance()
+    load_ipython_extension(shell)  # %load_ext clicklab.magics before any session
+    with pytest.raises(RuntimeError, match=r"clicklab\.notebook\.start"):
+        shell.run_cell_magic("flink_sql", "", "SHOW TABLES")

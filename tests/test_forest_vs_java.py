@@ -21,6 +21,8 @@ import pytest
 
 from clicklab_udf.forest import ForestParams, KeyedForests
 
+pytestmark = pytest.mark.flink
+
 N, TREES, SAMPLES, TIME_DECAY = 2000, 100, 256, 100_000.0
 SEEDS = tuple(range(1, 9))
 SPIKES = (700, 1100, 1500, 1800)

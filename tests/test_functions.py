@@ -12,6 +12,8 @@ from clicklab import flink, udfs
 from clicklab.exceptions import SqlError
 from clicklab_udf.forest import ForestParams, KeyedForests
 
+pytestmark = pytest.mark.flink
+
 PARAMS = ForestParams(number_of_trees=30, sub_sample_size=64, warmup=32)
 
 

@@ -29,6 +29,8 @@ from clicklab.results import read_labels, reference_ctr
 from clicklab.score import score_frames
 from clicklab_udf.forest import ForestParams, KeyedForests
 
+pytestmark = pytest.mark.flink
+
 DRAWS = 4  # draws per backend (the same ctrstream under DRAWS keys per site)
 
 
@@ -51,7 +53,7 @@ def test_jar_holds_our_classes_and_the_rcf_library_but_no_flink(built_jar: Path)
     with zipfile.ZipFile(built_jar) as zf:
         names = set(zf.namelist())
     assert {"clicklab/udf/RandomCutForestUDF.class", "clicklab/udf/RandomCutForestWithFlagUDF.class"} <= names
-    assert udfs.JAVA_UDF_CLASS.replace(".", "/") + ".class" in names
+    assert javaudf.JAVA_UDF_CLASS.replace(".", "/") + ".class" in names
     with zipfile.ZipFile(javaudf.rcf_core_jar()) as rcf:
         rcf_classes = {n for n in rcf.namelist() if n.endswith(".class")}
     assert "com/amazon/randomcutforest/RandomCutForest.class" in rcf_classes
@@ -90,9 +92,11 @@ def test_missing_javac_is_one_clear_message(tmp_path: Path, monkeypatch, capsys)
         javaudf.build_jar(tmp_path / "x.jar", force=True)
     monkeypatch.delenv("JAVA_HOME")
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert javaudf.main(["build", "--out", str(tmp_path / "x.jar"), "--force"]) == 1
+    from clicklab.cli import main
+
+    assert main(["udf-jar", "--out", str(tmp_path / "x.jar"), "--force"]) == 1
     err = capsys.readouterr().err
-    assert "javac not found on PATH" in err and "JDK" in err and "Traceback" not in err
+    assert "clicklab udf-jar: javac not found on PATH" in err and "JDK" in err and "Traceback" not in err
     assert not (tmp_path / "x.jar").exists()
 
 

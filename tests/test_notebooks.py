@@ -7,14 +7,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from clicklab import nbfiles, results, runner, settings
+from clicklab import cells, results, runner, settings
 from clicklab.exceptions import DatasetError, NotebookError
 from clicklab.generator import generate
 from clicklab.scenario import load_scenario
+from clicklab.summary import summarize
 
-NOTEBOOKS = runner.lab_notebooks()
+NOTEBOOKS = cells.lab_notebooks()
 #: All but the cleanup notebook, which removes the streams the tests below read (it is tested last, on a copy).
-PIPELINE = [p for p in NOTEBOOKS if not p.name.endswith(runner.CLEANUP_SUFFIX)]
+PIPELINE = [p for p in NOTEBOOKS if not cells.info(p).cleanup]
 
 
 def test_the_lab_notebooks_are_there_in_order():
@@ -25,18 +26,35 @@ def test_the_lab_notebooks_are_there_in_order():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_without_outputs_and_with_a_parameters_cell(path: Path):
-    assert nbfiles.cells_with_outputs(path) == [], f"{path.name}: clear outputs before committing"
-    nb = nbfiles.read(path)
-    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert cells.cells_with_outputs(path) == [], f"{path.name}: clear outputs before committing"
+    nb = cells.read(path)
+    tagged = [c for c in nb.cells if cells.PARAMETERS in cells.tags(c)]
     assert len(tagged) == 1, f"{path.name}: needs one cell tagged 'parameters'"
     assert "dataset =" in tagged[0].source and "build =" in tagged[0].source
     assert nb.cells[0].cell_type == "markdown", f"{path.name}: starts with prose"
 
 
+def test_every_notebook_says_what_it_is_in_the_lab():
+    infos = [cells.info(p) for p in NOTEBOOKS]
+    assert all(i.step or i.about for i in infos), [i.path.name for i in infos if not (i.step or i.about)]
+    assert [i.number for i in infos if i.cleanup] == [NOTEBOOKS[-1].name[:2]], "the last notebook is the cleanup"
+    assert infos[4].step == "#4 Impression stream"
+
+
+@pytest.mark.parametrize("where", ["README.md", "notebooks/00_overview.ipynb"])
+def test_the_lab_table_matches_the_notebooks_metadata(where: str):
+    table = cells.lab_table(NOTEBOOKS)
+    path = settings.REPO / where
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".ipynb":
+        text = "\n".join(c.source for c in cells.read(path).cells if c.cell_type == "markdown")
+    assert table in text, f"{where}: the lab table differs from the notebooks' metadata; it should read:\n{table}"
+
+
 def test_no_sql_cell_is_copied_between_notebooks():
     seen: dict[str, str] = {}
     for path in NOTEBOOKS:
-        for sql in nbfiles.sql_cells(path):
+        for sql in cells.sql_cells(path):
             key = " ".join(sql.split())
             assert key not in seen, f"{path.name} repeats a SQL cell of {seen.get(key)}"
             seen[key] = path.name
@@ -48,11 +66,11 @@ def small_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     replay = generate(load_scenario("tiny"), 7, root / "tiny.jsonl.gz")
     build = root / "build"
-    report = runner.run(dataset=replay.out_path, build=build, only=[p.name[:2] for p in PIPELINE],
-                        echo=lambda _: None)
+    report = runner.run(dataset=replay.out_path, build=build, only=[p.name[:2] for p in PIPELINE])
     return replay, build, report
 
 
+@pytest.mark.flink
 def test_papermill_runs_every_notebook(small_run):
     _, _, report = small_run
     assert [p.name for p in report.executed] == [p.name for p in PIPELINE]
@@ -62,6 +80,7 @@ def test_papermill_runs_every_notebook(small_run):
         assert not errors, path.name
 
 
+@pytest.mark.flink
 def test_produced_streams_match_the_replay(small_run):
     replay, build, _ = small_run
     ctr = results.read_stream(build, "ctrstream")
@@ -78,6 +97,7 @@ def test_produced_streams_match_the_replay(small_run):
     assert len(burst) == 3
 
 
+@pytest.mark.flink
 def test_executed_notebooks_show_tables_and_plots(small_run):
     _, build, _ = small_run
 
@@ -92,15 +112,19 @@ def test_executed_notebooks_show_tables_and_plots(small_run):
     assert "ctrstream matches the replay file" in text
 
 
+@pytest.mark.flink
 def test_summary_names_streams_and_sites(small_run):
     replay, build, _ = small_run
-    text = runner.summary(replay.out_path, build)
+    summary = summarize(replay.out_path, build)
+    assert summary.ok and summary.events == replay.events
+    assert summary.windows["ctrstream"] == len(results.read_stream(build, "ctrstream"))
+    text = summary.render()
     assert f"events replayed: {replay.events:,}" in text
     assert "https://shop.example.com" in text and "ctrstream matches" in text
     assert "anomalies per site" in text and "adaptive (IS_ANOMALY): labelled 2" in text
     # notebook 11 ran: the summary the run printed says what the alerts did (per channel, when there were any)
     anomalies = len(results.read_stream(build, "anomalydetectionstream"))
-    assert f"alerts ({anomalies} anomalies; local default)" in small_run[2].summary
+    assert f"alerts ({anomalies} anomalies; local default)" in small_run[2].summary.render()
 
 
 def test_a_failing_cell_names_notebook_and_cell(tmp_path: Path):
@@ -113,7 +137,7 @@ def test_a_failing_cell_names_notebook_and_cell(tmp_path: Path):
     nbformat.write(nb, tmp_path / "42_broken.ipynb")
     with pytest.raises(NotebookError) as err:
         runner.run(dataset=settings.DEFAULT_DATASET, build=tmp_path / "build",
-                   notebooks_dir=tmp_path, echo=lambda _: None)
+                   notebooks_dir=tmp_path)
     assert err.value.notebook == "42_broken.ipynb"
     assert err.value.cell == "In [4], cell 3 of the notebook"  # papermill adds a parameters cell
     assert "RuntimeError: boom in the third cell" in str(err.value)
@@ -121,7 +145,7 @@ def test_a_failing_cell_names_notebook_and_cell(tmp_path: Path):
 
 def test_a_missing_dataset_is_refused_before_anything_runs(tmp_path: Path):
     with pytest.raises(DatasetError, match=r"nothere\.jsonl\.gz"):
-        runner.run(dataset=tmp_path / "nothere.jsonl.gz", build=tmp_path / "b", echo=lambda _: None)
+        runner.run(dataset=tmp_path / "nothere.jsonl.gz", build=tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
 
@@ -132,16 +156,18 @@ def test_only_selects_notebooks_by_number():
         runner.select(NOTEBOOKS, ["99"])
 
 
+@pytest.mark.flink
 def test_cleanup_runs_after_the_summary_and_removes_the_streams(small_run, tmp_path: Path):
     import shutil
 
     replay, build, _ = small_run
     copy = tmp_path / "build"
     shutil.copytree(build, copy)
-    cleanup = [p.name[:2] for p in NOTEBOOKS if p.name.endswith(runner.CLEANUP_SUFFIX)]
+    cleanup = [p.name[:2] for p in NOTEBOOKS if cells.info(p).cleanup]
     assert cleanup, "the lab ends with a cleanup notebook"
-    report = runner.run(dataset=replay.out_path, build=copy, only=cleanup, echo=lambda _: None)
+    report = runner.run(dataset=replay.out_path, build=copy, only=cleanup)
     # the summary was computed from the streams before the notebook removed them
-    assert "ctrstream matches" in report.summary and "anomalies per site" in report.summary
+    text = report.summary.render()
+    assert "ctrstream matches" in text and "anomalies per site" in text
     assert not settings.streams_dir(copy).exists()
     assert settings.streams_dir(build).exists()

@@ -47,6 +47,7 @@ def test_keys_may_interleave_but_each_must_be_in_time_order(tmp_path: Path):
     assert list(frame["key"]) == ["a", "b", "a"] and list(frame["line"]) == [2, 3, 4]
 
 
+@pytest.mark.flink
 def test_flink_job_scores_exactly_like_the_scorer_in_order_per_key(t_env, tmp_path: Path):
     rng = np.random.default_rng(5)
     n = 300
@@ -70,6 +71,7 @@ def test_flink_job_scores_exactly_like_the_scorer_in_order_per_key(t_env, tmp_pa
     assert scored.loc[(scored["key"] == "a")].iloc[250]["is_anomaly"]
 
 
+@pytest.mark.flink
 def test_cli_score_writes_the_series_back_in_input_order(tmp_path: Path):
     times = pd.date_range("2015-01-01", periods=200, freq="5min")
     values = np.r_[np.full(150, 10.0) + np.sin(np.arange(150)), [80.0], np.full(49, 10.0)]

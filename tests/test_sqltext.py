@@ -35,6 +35,26 @@ def test_split_keeps_escaped_quotes():
     assert sqltext.split_statements("SELECT 'it''s; fine'; SHOW TABLES") == ["SELECT 'it''s; fine'", "SHOW TABLES"]
 
 
+@pytest.mark.parametrize("script", [
+    "SELECT 'it''s -- not a comment' FROM t -- but this is\n;",
+    "SELECT \"a\"\"b\" /* x; 'y */ , `c``d` FROM t; SELECT 1",
+    "SELECT 'unclosed; -- quote",
+    "/* unclosed block; comment",
+    "",
+])
+def test_tokens_give_the_script_back_and_one_scanner_serves_split_and_strip(script: str):
+    pieces = list(sqltext.tokens(script))
+    assert "".join(text for _, text in pieces) == script
+    assert sqltext.strip_comments(script) == "".join(t for k, t in pieces if k != "comment")
+    outside = [t for k, t in pieces if k == "semicolon"]
+    assert len(sqltext.split_statements(script)) <= len(outside) + 1
+
+
+def test_strip_comments_keeps_comment_markers_inside_doubled_quotes():
+    sql = "SELECT 'it''s -- here' AS a -- gone"
+    assert sqltext.strip_comments(sql) == "SELECT 'it''s -- here' AS a "
+
+
 @pytest.mark.parametrize(
     ("sql", "kind", "target"),
     [

@@ -62,6 +62,7 @@ def test_kinesis_ddl_option_names_per_flink_version():
         streams.kinesis_ddl("clickstream", "latest")
 
 
+@pytest.mark.flink
 def test_flink_accepts_the_kinesis_ddl(t_env):
     """Flink parses and registers the tables (the connector itself is only looked up when a job runs)."""
     for name in streams.STREAM_NAMES:

@@ -11,7 +11,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from clicklab import runner, settings, udfs
+from clicklab import cells, javaudf, settings
 from clicklab.zeppelin.export import ExportOptions, export_lab, export_notebooks, lab_titles
 from clicklab.zeppelin.importer import import_note
 from clicklab.zeppelin.localprops import parse_paragraph
@@ -43,8 +43,8 @@ def test_export_is_byte_identical_twice_and_named_name_id(tmp_path: Path):
     check_loads(first)
 
 
-def test_lab_titles_come_from_the_overview_table_in_lab_order(tmp_path: Path):
-    assert list(lab_titles(runner.lab_notebooks()).values())[:10] == LAB_TITLES
+def test_lab_titles_come_from_the_notebooks_metadata_in_lab_order(tmp_path: Path):
+    assert list(lab_titles(cells.lab_notebooks()).values())[:10] == LAB_TITLES
     _, data = export(tmp_path)
     titles = [p["title"] for p in data["paragraphs"] if p.get("title", "").startswith("#")]
     assert titles[:10] == LAB_TITLES
@@ -69,7 +69,7 @@ def test_studio_note_registers_the_java_udf_and_keeps_the_labs_threshold(tmp_pat
     _, data = export(tmp_path)
     step2 = paragraph(data, "#2 Register the RANDOM_CUT_FOREST UDF")["text"]
     assert step2 == f"%flink.ssql(type=update)\nCREATE TEMPORARY FUNCTION IF NOT EXISTS RANDOM_CUT_FOREST AS " \
-                    f"'{udfs.JAVA_UDF_CLASS}'"
+                    f"'{javaudf.JAVA_UDF_CLASS}'"
     step9 = paragraph(data, "#9 Anomaly stream")["text"]
     assert "IS_ANOMALY" not in step9 and f"WHERE score > {settings.ANOMALY_THRESHOLD}" in step9
 
@@ -155,7 +155,7 @@ def test_round_trip_export_import_export_gives_the_same_note(tmp_path: Path, tar
 def test_exports_whatever_numbered_notebooks_exist(tmp_path: Path):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
-    for path in runner.lab_notebooks()[:5]:
+    for path in cells.lab_notebooks()[:5]:
         shutil.copy(path, notebooks / path.name)
     extra = nbformat.v4.new_notebook()
     extra.cells = [nbformat.v4.new_markdown_cell("# 13 Extra step\n\nMore."),

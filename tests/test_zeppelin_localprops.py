@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clicklab.sqltext import parse_magic_line
+from clicklab.cells import parse_magic_line
 from clicklab.zeppelin.localprops import (
     LocalPropertyError,
     format_header,

@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from clicklab import settings
 from clicklab.zeppelin.note import check_loads
 from tests.conftest import client_env, write_events
+
+pytestmark = pytest.mark.flink
 
 
 def test_run_writes_the_checked_local_note_with_results(tmp_path: Path):

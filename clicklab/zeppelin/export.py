@@ -14,7 +14,9 @@ Each numbered notebook becomes a run of paragraphs, in order:
   ``CREATE TEMPORARY FUNCTION RANDOM_CUT_FOREST AS '<JAVA_UDF_CLASS>'`` in Studio;
 * a markdown cell tagged ``zeppelin-title`` (what the import writes for a titled paragraph) is the
   title of the next paragraph. Lab notebooks' first step paragraph gets the lab's title (``#4 Impression
-  stream``), read from the lab table in ``00_overview``.
+  stream``), from the notebook's metadata ``clicklab.step``.
+
+The tags and metadata are the cell protocol of :mod:`clicklab.cells`.
 
 ``--with-results`` adds each notebook's last outputs (from ``build/executed/NN_*.ipynb``, or the
 notebook's own outputs) as paragraph results.
@@ -30,19 +32,14 @@ from typing import Any
 
 import nbformat
 
-from clicklab import settings, sqltext, streams, udfs
-from clicklab.nbfiles import MAGIC
+from clicklab import cells, javaudf, settings, sqltext, streams
 from clicklab.zeppelin.localprops import LocalPropertyError, format_header, parse_paragraph
 from clicklab.zeppelin.note import Note, Paragraph, ZeppelinError, check_loads, write_note
 from clicklab.zeppelin.results import outputs_to_results
 
 TARGETS = ("studio", "local")
-SKIP_TAGS = frozenset({"local-only", "parameters", "injected-parameters"})
-TITLE_TAG = "zeppelin-title"
 SQL_INTERPRETERS = ("flink.ssql", "flink.bsql")
 PYTHON_INTERPRETERS = ("flink.pyflink", "flink.ipyflink")
-#: A row of the lab table in 00_overview: | #4 Impression stream | `04_impression_stream` | ...
-_TABLE_ROW = re.compile(r"^\|\s*([^|(][^|]*?)\s*\|\s*`(\d\d)_", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -92,8 +89,8 @@ def variables(options: ExportOptions) -> dict[str, Any]:
         values["ddl"] = "\n\n".join(
             f"DROP TABLE IF EXISTS {n};\n{streams.local_ddl(n, options.build, options.dataset)};"
             for n in streams.STREAM_NAMES)
-    values["java_udf_class"] = udfs.JAVA_UDF_CLASS
-    values["java_udf_jar"] = udfs.JAVA_UDF_JAR.name
+    values["java_udf_class"] = javaudf.JAVA_UDF_CLASS
+    values["java_udf_jar"] = javaudf.JAVA_UDF_JAR.name
     return values
 
 
@@ -136,16 +133,12 @@ class _KeepEnv(Mapping[str, str]):
 
 
 def lab_titles(notebooks: list[Path]) -> dict[str, str]:
-    """Notebook number -> lab paragraph title, from the lab table of the ``00`` notebook."""
-    overview = [p for p in notebooks if p.name.startswith("00_")]
-    if not overview:
-        overview = sorted(settings.NOTEBOOKS_DIR.glob("00_*.ipynb"))
+    """Notebook number -> lab paragraph title, from each notebook's metadata (:class:`clicklab.cells.NotebookInfo`)."""
     titles: dict[str, str] = {}
-    for path in overview[:1]:
-        for cell in nbformat.read(str(path), as_version=4).cells:
-            if cell.cell_type == "markdown":
-                for title, number in _TABLE_ROW.findall(cell.source):
-                    titles.setdefault(number, title)
+    for path in notebooks:
+        step = cells.info(path).step
+        if step and re.match(r"\d\d_", path.name):
+            titles[path.name[:2]] = step
     return titles
 
 
@@ -158,15 +151,6 @@ def _first_heading(nb: nbformat.NotebookNode) -> str | None:
     return None
 
 
-def _tags(cell: Any) -> set[str]:
-    return set(cell.get("metadata", {}).get("tags", []))
-
-
-def _zmeta(cell: Any) -> dict[str, Any]:
-    meta = cell.get("metadata", {}).get("zeppelin", {})
-    return meta if isinstance(meta, dict) else {}
-
-
 def _resolve_sql(script: str, values: dict[str, Any], where: str, warnings: list[str]) -> str:
     try:
         return sqltext.substitute(script, _Resolver(values, where, warnings), _KeepEnv())
@@ -177,7 +161,7 @@ def _resolve_sql(script: str, values: dict[str, Any], where: str, warnings: list
 def _sql_paragraph(header_line: str, body: str, interpreter: str, values: dict[str, Any], where: str,
                    warnings: list[str]) -> str:
     try:
-        opts = sqltext.parse_magic_line(header_line)
+        opts = cells.parse_magic_line(header_line)
     except ValueError as exc:
         raise ZeppelinError(f"{where}: {exc}") from None
     props = dict(opts.zeppelin) or {"type": "update"}
@@ -202,29 +186,22 @@ def _replacement(text: str, values: dict[str, Any], where: str, warnings: list[s
 def cell_paragraphs(cell: Any, target: str, values: dict[str, Any], where: str,
                     warnings: list[str]) -> list[str] | None:
     """The paragraph texts for one cell (``[]``: left out; ``None``: a title cell)."""
-    tags, zmeta = _tags(cell), _zmeta(cell)
-    replace = zmeta.get("replace", {}).get(target) if isinstance(zmeta.get("replace"), dict) else None
+    tags, zmeta = cells.tags(cell), cells.zeppelin_meta(cell)
+    replace = cells.replacement(cell, target)
     if replace is not None:
-        items = [replace] if isinstance(replace, str) else list(replace)
-        return [_replacement(str(t), values, where, warnings) for t in items]
-    if TITLE_TAG in tags:
+        return [_replacement(t, values, where, warnings) for t in replace]
+    if cells.TITLE in tags:
         return None
-    if tags & SKIP_TAGS:
+    if tags & cells.EXPORT_SKIPS:
         return []
     source = cell.source
     if cell.cell_type == "markdown":
         return [f"%md\n{source.strip()}"]
     if cell.cell_type == "raw":
-        return [source] if "zeppelin-not-runnable" in tags else []
-    stripped = source.lstrip()
+        return [source] if cells.NOT_RUNNABLE in tags else []
     interpreter = zmeta.get("interpreter", "")
-    line_magic = MAGIC[1:]  # %flink_sql: one statement on the magic's line
-    if stripped.startswith((MAGIC, line_magic)):
-        header, _, body = stripped.partition("\n")
-        if stripped.startswith(MAGIC):
-            header = header[len(MAGIC):]
-        else:
-            header, body = "", header[len(line_magic):]
+    if cells.is_sql(cell):
+        header, body = cells.split_sql(cell)
         sql_interpreter = interpreter if interpreter in SQL_INTERPRETERS else "flink.ssql"
         return [_sql_paragraph(header, body, sql_interpreter, values, where, warnings)]
     py_interpreter = interpreter if interpreter in PYTHON_INTERPRETERS else "flink.pyflink"
@@ -239,10 +216,10 @@ def _executed_cells(path: Path, options: ExportOptions, nb: nbformat.NotebookNod
     if not executed.exists():
         return list(nb.cells)
     run = nbformat.read(str(executed), as_version=4)
-    cells = [c for c in run.cells if "injected-parameters" not in _tags(c)]
-    if [c.source for c in cells] != [c.source for c in nb.cells]:
+    ran = [c for c in run.cells if cells.INJECTED_PARAMETERS not in cells.tags(c)]
+    if [c.source for c in ran] != [c.source for c in nb.cells]:
         return list(nb.cells)  # the notebook changed since it ran: its outputs do not belong to it
-    return cells
+    return ran
 
 
 def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
@@ -261,10 +238,10 @@ def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
         step_title = titles.get(number or "")
         if step_title is None and number not in (None, "00"):
             step_title = _first_heading(nb)
-        cells = _executed_cells(path, options, nb) if options.with_results else list(nb.cells)
+        nb_cells = _executed_cells(path, options, nb) if options.with_results else list(nb.cells)
         pending_title: str | None = None
         first = len(paragraphs)
-        for index, cell in enumerate(cells, 1):
+        for index, cell in enumerate(nb_cells, 1):
             where = f"{path.name}, cell {index}"
             texts = cell_paragraphs(cell, options.target, values, where, warnings)
             if texts is None:
@@ -277,7 +254,7 @@ def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
                     title, step_title = step_title, None
                 results = None
                 if options.with_results and cell.cell_type == "code" and k == len(texts) - 1 \
-                        and not _zmeta(cell).get("replace"):
+                        and not cells.has_replacement(cell):
                     results = outputs_to_results(cell.get("outputs", []))
                 paragraphs.append(Paragraph(text=text, title=title, results=results))
         mine = [p for p in paragraphs[first:] if p.title is None]
@@ -289,9 +266,7 @@ def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
 def export_lab(options: ExportOptions, out_dir: Path | None = None,
                notebooks_dir: Path = settings.NOTEBOOKS_DIR, check: bool = True) -> ExportResult:
     """Export the numbered notebooks to ``<out_dir>/<name>_<id>.zpln`` and check that it loads."""
-    from clicklab.runner import lab_notebooks
-
-    notebooks = lab_notebooks(notebooks_dir)
+    notebooks = cells.lab_notebooks(notebooks_dir)
     if not notebooks:
         raise ZeppelinError(f"{notebooks_dir}: no numbered notebooks (NN_topic.ipynb) to export")
     note, warnings = notebooks_to_note(notebooks, options, lab_note_name(options))

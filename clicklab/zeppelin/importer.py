@@ -26,7 +26,7 @@ from typing import Any
 
 import nbformat
 
-from clicklab import settings
+from clicklab import cells, settings
 from clicklab.zeppelin.localprops import format_properties
 from clicklab.zeppelin.note import Note, Paragraph, ZeppelinError, read_note
 from clicklab.zeppelin.results import results_to_outputs
@@ -81,14 +81,13 @@ def paragraph_cells(p: Paragraph, default_group: str | None) -> list[Any]:
     meta: dict[str, Any] = {"interpreter": resolved, "id": p.id}
     if parsed.properties and kind != "sql":
         meta["properties"] = dict(parsed.properties)
-    cells = []
+    out = []
     if p.title:
-        title = nbformat.v4.new_markdown_cell(f"### {p.title}", metadata={"tags": ["zeppelin-title"]})
-        cells.append(title)
+        out.append(nbformat.v4.new_markdown_cell(f"### {p.title}", metadata={"tags": [cells.TITLE]}))
     if kind == "markdown" and not parsed.properties:
         cell = nbformat.v4.new_markdown_cell(parsed.script)
     elif kind == "sql":
-        line = "%%flink_sql"
+        line = cells.MAGIC
         if parsed.properties:
             line += " --zeppelin " + shlex.quote(format_properties(parsed.properties))
         source = line + ("\n" + _escape_braces(parsed.script) if parsed.script else "")
@@ -98,12 +97,12 @@ def paragraph_cells(p: Paragraph, default_group: str | None) -> list[Any]:
                                          outputs=[nbformat.from_dict(o) for o in results_to_outputs(p.results)])
     else:
         cell = nbformat.v4.new_raw_cell(p.text or "")
-        cell.metadata["tags"] = ["zeppelin-not-runnable"]
+        cell.metadata["tags"] = [cells.NOT_RUNNABLE]
         if p.results:
             meta["results"] = p.results
     cell.metadata["zeppelin"] = meta
-    cells.append(cell)
-    return cells
+    out.append(cell)
+    return out
 
 
 def note_to_notebook(note: Note, dataset: str = "../data/lab_replay.jsonl.gz",
@@ -119,10 +118,10 @@ def note_to_notebook(note: Note, dataset: str = "../data/lab_replay.jsonl.gz",
         f"*Imported from the Zeppelin note `{Path(note.source).name}` by `clicklab import-zeppelin`.* "
         "SQL paragraphs run here with `%%flink_sql`; paragraphs of other interpreters are kept as raw cells "
         "(not run). `clicklab export-zeppelin --notebook <this file>` writes the note back.",
-        metadata={"tags": ["local-only"]})
+        metadata={"tags": [cells.LOCAL_ONLY]})
     params = nbformat.v4.new_code_cell(SETUP.format(dataset=dataset, build=build),
-                                       metadata={"tags": ["parameters", "local-only"]})
-    start = nbformat.v4.new_code_cell(START, metadata={"tags": ["local-only"]})
+                                       metadata={"tags": [cells.PARAMETERS, cells.LOCAL_ONLY]})
+    start = nbformat.v4.new_code_cell(START, metadata={"tags": [cells.LOCAL_ONLY]})
     nb.cells = [intro, params, start]
     for p in note.paragraphs:
         nb.cells.extend(paragraph_cells(p, note.default_interpreter_group))

@@ -1,0 +1,93 @@
+"""The run summary as figures and checks, on streams written by hand (no Flink), and how `clicklab run` ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clicklab import results, runner, settings
+from clicklab.summary import RunSummary, summarize
+from tests.conftest import write_events
+
+SITE_A, SITE_B = "https://a.example", "https://b.example"
+
+
+def write_stream(build: Path, name: str, rows: list[dict]) -> None:
+    folder = settings.streams_dir(build) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part-0").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture
+def replay(tmp_path: Path) -> Path:
+    events = [("Impression", SITE_A, f"2023-08-23T12:00:0{i}Z") for i in range(4)]
+    events += [("Click", SITE_A, "2023-08-23T12:00:05Z"), ("Impression", SITE_B, "2023-08-23T12:00:12Z"),
+               ("Click", SITE_B, "2023-08-23T12:00:13Z"), ("Click", SITE_B, "2023-08-23T12:00:14Z")]
+    return write_events(tmp_path / "r.jsonl", events)
+
+
+def ctr_rows(replay: Path) -> list[dict]:
+    return json.loads(results.reference_ctr(replay).to_json(orient="records"))
+
+
+def test_figures_and_a_passing_check(tmp_path: Path, replay: Path):
+    build = tmp_path / "build"
+    write_stream(build, "ctrstream", ctr_rows(replay))
+    summary = summarize(replay, build)
+    assert summary.ok and summary.events == 8
+    assert summary.windows == {"impressionstream": 0, "clickstream": 0, "ctrstream": 2}
+    assert summary.ctr_per_site == {SITE_A: (25.0, 25.0, 25.0), SITE_B: (200.0, 200.0, 200.0)}
+    assert summary.anomalies_per_site is None and summary.alerts is None  # 08 and 11 did not run
+    text = summary.render()
+    assert text.splitlines()[0] == f"events replayed: 8 from {replay}"
+    assert f"  {SITE_B}: 200.0  200.0  200.0" in text
+    assert "ctrstream matches the CTR computed independently from the replay file (2 windows)" in text
+
+
+def test_a_failing_check_is_shown_with_what_differs(tmp_path: Path, replay: Path):
+    build = tmp_path / "build"
+    rows = ctr_rows(replay)
+    rows[0]["clickcount"] += 1
+    write_stream(build, "ctrstream", rows)
+    summary = summarize(replay, build)
+    assert not summary.ok and [c.name for c in summary.failed()] == ["ctrstream"]
+    text = summary.render()
+    assert "ctrstream differs from the CTR computed from the replay file:" in text
+    assert "clickcount differs for site" in text and "expected 1, ctrstream has 2" in text
+    assert "CTR per site" in text  # the figures are still there
+
+
+def test_anomalies_without_labels_say_so(tmp_path: Path, replay: Path):
+    build = tmp_path / "build"
+    write_stream(build, "ctrstream", ctr_rows(replay))
+    write_stream(build, "destinationstream", [{"site": r["site"], "time": r["time"], "ctr": r["ctr"], "score": 3.0}
+                                              for r in ctr_rows(replay)])
+    write_stream(build, "anomalydetectionstream", [{"site": SITE_B, "rowtime": "2023-08-23 12:00:10",
+                                                    "ctrpercent": 200.0, "anomaly_score": 3.0}])
+    summary = summarize(replay, build)
+    assert summary.anomalies_per_site == {SITE_A: 0, SITE_B: 1} and not summary.labelled
+    assert "no labels file next to the dataset: detections not judged" in summary.render()
+
+
+def test_clicklab_run_prints_the_summary_then_fails_on_a_failed_check(tmp_path: Path, replay: Path, monkeypatch,
+                                                                        capsys):
+    from clicklab import cli, flink
+    from clicklab.zeppelin import export
+
+    build = tmp_path / "build"
+    rows = ctr_rows(replay)
+    rows[1]["ctr"] = 1.0
+    write_stream(build, "ctrstream", rows)
+    monkeypatch.setattr(flink, "check_java", lambda: 17)
+    monkeypatch.setattr(runner, "run", lambda **kw: runner.RunReport(summary=summarize(replay, build)))
+    monkeypatch.setattr(export, "export_lab", lambda *a, **kw: type("R", (), {"path": tmp_path / "n.zpln"}))
+    assert cli.main(["run", "--dataset", str(replay), "--build", str(build)]) == 1
+    out, err = capsys.readouterr()
+    assert "ctr differs for site" in out and "events replayed: 8" in out
+    assert "clicklab run: check failed: ctrstream differs" in err and "Traceback" not in err
+
+
+def test_a_summary_without_checks_is_ok():
+    assert RunSummary(dataset=Path("x"), events=0, windows={}).ok
