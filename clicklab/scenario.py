@@ -9,28 +9,41 @@ list of labelled *anomalies* that change or add traffic for a while.
 in-memory mapping. Both return a frozen :class:`Scenario` or raise
 :class:`~clicklab.exceptions.ScenarioError`, whose message names the file, the sender or
 anomaly, and the field at fault.
+
+Validation has two stages. The JSON Schema ``scenario_schema.json`` (Draft 2020-12, next to
+this module, loaded as :data:`SCHEMA`) holds every rule about a single field: types, required
+and unknown fields, ranges, the ``arrivals`` values, defaults, what a template may contain.
+The code below holds only the rules that relate fields to each other (an anomaly or a sender
+ending within the scenario or the anomaly, unique sender names, an anomaly's site and
+``rate_factor`` keys matching a sender, ...) and turns the file's values into the dataclasses.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
 from clicklab.exceptions import ScenarioError
 
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+
 __all__ = [
     "ARRIVALS",
     "SCENARIO_DIR",
     "SCENARIO_SUFFIXES",
+    "SCHEMA",
     "Anomaly",
     "Drift",
     "Scenario",
@@ -47,13 +60,11 @@ SCENARIO_DIR = Path(__file__).resolve().parent.parent / "data" / "scenarios"
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 """File extensions tried, in order, for a bare scenario name."""
 
-ARRIVALS = ("poisson", "constant")
-"""Supported arrival processes."""
+SCHEMA: dict[str, Any] = json.loads(resources.files("clicklab").joinpath("scenario_schema.json").read_text("utf-8"))
+"""The JSON Schema (Draft 2020-12) of a scenario file's per-field rules; treat it as read-only."""
 
-_TOP_FIELDS = ("name", "description", "start_time", "duration", "senders", "anomalies")
-_SENDER_FIELDS = ("name", "template", "rate", "arrivals", "start", "duration", "drift")
-_DRIFT_FIELDS = ("amplitude", "period", "phase")
-_ANOMALY_FIELDS = ("site", "kind", "start", "duration", "rate_factor", "senders")
+ARRIVALS: tuple[str, ...] = tuple(SCHEMA["$defs"]["sender"]["properties"]["arrivals"]["enum"])
+"""Supported arrival processes (from the schema)."""
 
 
 @dataclass(frozen=True)
@@ -185,44 +196,31 @@ def parse_scenario(data: Mapping[str, Any], source: str = "<scenario>", default_
     ``source`` is used as the file name in error messages; ``default_name`` is the scenario
     name when the mapping has no ``name`` (``load_scenario`` passes the file stem).
     """
-    v = _Validator(source)
-    if not isinstance(data, Mapping):
-        raise ScenarioError(f"{source}: the scenario must be a mapping of fields, got {_tname(data)}")
-    v.check_fields(data, _TOP_FIELDS, "")
-    for req in ("start_time", "duration", "senders"):
-        v.require(data, req, "")
-
+    _check_schema(data, source)
+    # from here on every field has the type and range the schema asks for
+    rules = _Rules(source)
     if "name" in data:
-        name = v.string(data["name"], "", "name")
+        name = data["name"]
     elif default_name is not None:
         name = default_name
     else:
-        v.fail("", "name", "missing required field")
-    description = v.string(data.get("description", ""), "", "description", allow_empty=True)
-    start_time = v.timestamp(data["start_time"], "", "start_time")
-    duration = v.number(data["duration"], "", "duration")
-    if duration <= 0:
-        v.fail("", "duration", f"must be > 0, got {_fmt(duration)}")
+        rules.fail("", "name", "missing required field")
+    start_time = rules.timestamp(data["start_time"], "", "start_time")
+    duration = float(data["duration"])
     try:
         last_year = (start_time + timedelta(seconds=duration)).year
     except OverflowError:
         last_year = 10_000
     if start_time.year < 1000 or last_year > 9999:
-        v.fail("", "duration", "the scenario must lie between the years 1000 and 9999")
+        rules.fail("", "duration", "the scenario must lie between the years 1000 and 9999")
 
-    raw_senders = v.sequence(data["senders"], "", "senders")
-    if not raw_senders:
-        v.fail("", "senders", "must list at least one sender")
     seen: dict[str, str] = {}
-    senders = tuple(
-        v.sender(raw, i, "", 0.0, duration, duration, seen, "scenario") for i, raw in enumerate(raw_senders)
-    )
-
-    raw_anomalies = v.sequence(data.get("anomalies", []) or [], "", "anomalies")
-    anomalies = tuple(v.anomaly(raw, i, senders, duration, seen) for i, raw in enumerate(raw_anomalies))
+    senders = tuple(rules.sender(raw, i, "", 0.0, duration, seen, "scenario") for i, raw in enumerate(data["senders"]))
+    raw_anomalies = _value(data, "scenario", "anomalies")
+    anomalies = tuple(rules.anomaly(raw, i, senders, duration, seen) for i, raw in enumerate(raw_anomalies))
     return Scenario(
         name=name,
-        description=description,
+        description=_value(data, "scenario", "description"),
         start_time=start_time,
         duration=duration,
         senders=senders,
@@ -308,7 +306,184 @@ def _parse_text(text: str, path: Path, label: str) -> Any:
 
 
 # --------------------------------------------------------------------------------------------
-# validation
+# validation, stage 1: the schema (one field at a time)
+
+
+def _is_json_number(_checker: Any, value: Any) -> bool:
+    """An int or a finite float, not a bool: JSON has no NaN or Infinity (YAML's ``.nan``, ``.inf``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+@functools.cache
+def _schema_validator() -> Any:
+    """The validator of :data:`SCHEMA`, built on first use (importing jsonschema can take seconds).
+
+    It is Draft 2020-12 over Python's JSON-like values: any Mapping is an object, a tuple is an
+    array, and non-finite floats are not numbers (so ``rate: .inf`` fails the schema like a string).
+    """
+    from jsonschema import Draft202012Validator, validators
+
+    types = Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {
+            "number": _is_json_number,
+            "array": lambda _checker, value: isinstance(value, (list, tuple)),
+            "object": lambda _checker, value: isinstance(value, Mapping),
+        }
+    )
+    return validators.extend(Draft202012Validator, type_checker=types)(SCHEMA)
+
+
+_OBJECTS: dict[str, Mapping[str, Any]] = {
+    "scenario": SCHEMA,
+    "sender": SCHEMA["$defs"]["sender"],
+    "drift": SCHEMA["$defs"]["drift"],
+    "anomaly": SCHEMA["$defs"]["anomaly"],
+}
+"""The schema of each kind of object a scenario is made of."""
+
+_ITEMS = {("scenario", "senders"): "sender", ("scenario", "anomalies"): "anomaly", ("anomaly", "senders"): "sender"}
+"""Lists of named objects: (kind of object, field) -> kind of the list's items."""
+
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+_TYPE_WORDS = {"number": "a number", "string": "a string", "array": "a list", "object": "a mapping"}
+
+
+def _value(data: Mapping[str, Any], kind: str, key: str) -> Any:
+    """``data[key]``, or the schema's default for that field when it is absent or null."""
+    value = data.get(key)
+    return _OBJECTS[kind]["properties"][key].get("default") if value is None else value
+
+
+def _check_schema(data: Any, source: str) -> None:
+    """Validate ``data`` against :data:`SCHEMA`; raise ScenarioError for the first error in the file."""
+    document = data
+    if isinstance(data, Mapping) and isinstance(data.get("start_time"), datetime):
+        # YAML reads an unquoted timestamp as a datetime: the schema sees the text it was written as
+        document = {**data, "start_time": data["start_time"].isoformat()}
+    error = _first_in_file(_schema_validator().iter_errors(document), document)
+    if error is not None:
+        raise ScenarioError(_message(source, *_explain(error, document)))
+
+
+def _first_in_file(errors: Iterable[ValidationError], document: Any) -> ValidationError | None:
+    """The error met first when reading the file: an object's own errors (unknown, missing fields)
+    before those of its fields, then fields and list items in file order."""
+
+    def position(error: ValidationError) -> list[int]:
+        node, out = document, []
+        for part in error.absolute_path:
+            out.append(part if isinstance(node, (list, tuple)) else list(node).index(part))
+            node = node[part]
+        return out
+
+    return min(errors, key=position, default=None)
+
+
+def _sender_label(raw: Any, index: int) -> str:
+    """``sender 'name'``, or ``sender #n`` while the sender has no usable name."""
+    if isinstance(raw, Mapping) and isinstance(raw.get("name"), str) and raw["name"].strip():
+        return f"sender '{raw['name']}'"
+    return f"sender #{index + 1}"
+
+
+def _anomaly_label(raw: Any, index: int) -> str:
+    """``anomaly #n 'kind'``, or ``anomaly #n`` while it has no kind."""
+    if isinstance(raw, Mapping) and isinstance(raw.get("kind"), str):
+        return f"anomaly #{index + 1} '{raw['kind']}'"
+    return f"anomaly #{index + 1}"
+
+
+_LABELS = {"sender": _sender_label, "anomaly": _anomaly_label}
+
+
+def _place(document: Any, path: Sequence[Any]) -> tuple[str, str, Any, Any, list[Any]]:
+    """Split a JSON path into the words of a message.
+
+    Returns ``(where, kind, obj, key, rest)``: for ``anomalies/1/senders/0/drift/period`` where is
+    ``anomaly #2 'kind': sender 'name': drift``, kind ``'drift'``, obj the drift mapping, key
+    ``'period'`` and rest ``[]``; for ``anomalies/0/rate_factor/Click`` key is ``'rate_factor'`` and
+    rest ``['Click']``. key is None when the path ends at a sender or an anomaly.
+    """
+    where: list[str] = []
+    kind, obj, parts = "scenario", document, list(path)
+    while parts:
+        key = parts.pop(0)
+        item_kind = _ITEMS.get((kind, key))
+        if item_kind and parts:
+            index = parts.pop(0)
+            kind, obj = item_kind, obj[key][index]
+            where.append(_LABELS[item_kind](obj, index))
+        elif (kind, key) == ("sender", "drift") and parts:
+            kind, obj = "drift", obj[key]
+            where.append("drift")
+        else:
+            return ": ".join(where), kind, obj, key, parts
+    return ": ".join(where), kind, obj, None, []
+
+
+def _explain(error: ValidationError, document: Any) -> tuple[str, str | None, str]:
+    """``(where, field, problem)`` for a schema error, e.g. ``("sender 'clicks'", "rate", "must be >= 0, got -1")``."""
+    path = list(error.absolute_path)
+    keyword, value, schema = error.validator, error.instance, error.schema
+    # the object's own errors: name the field that is missing or unknown
+    if keyword == "required":
+        key = next(k for k in error.validator_value if k not in value)
+        return _place(document, [*path, key])[0], key, "missing required field"
+    if keyword == "additionalProperties":
+        known = schema["properties"]
+        key = next(k for k in value if k not in known)
+        return _place(document, [*path, key])[0], str(key), f"unknown field (allowed: {', '.join(known)})"
+
+    where, kind, obj, key, rest = _place(document, path)
+    names_a_key = len(error.schema_path) >= 2 and error.schema_path[-2] == "propertyNames"
+    if key == "template" and (rest or names_a_key):
+        return where, "template", "must be a JSON object: " + _json_problem(obj[key], rest, value, names_a_key)
+    fieldname = None if key is None else ".".join(str(p) for p in (key, *rest))
+    if keyword == "type" and value is None and not rest and key in _OBJECTS[kind].get("required", ()):
+        return where, fieldname, "missing required field"
+
+    wording = schema.get("errorMessage", {}).get(keyword) if isinstance(schema, Mapping) else None
+    if keyword == "type":
+        types = error.validator_value
+        wanted = [t for t in ([types] if isinstance(types, str) else types) if t != "null"]
+        if "number" in wanted and isinstance(value, float):  # only inf and nan fail to be numbers
+            wording = "must be a finite number, got {repr}"
+        elif wording is None:
+            got = "{type}" if wanted == ["array"] else "{type} {repr}"
+            wording = "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in wanted) + ", got " + got
+    elif keyword in _BOUNDS and wording is None:
+        bounds = " and ".join(f"{op} {_fmt(schema[k])}" for k, op in _BOUNDS.items() if k in schema)
+        wording = f"must be {bounds}, got {{value}}"
+    elif keyword == "enum" and wording is None:
+        wording = f"must be one of {', '.join(map(str, error.validator_value))}, got {{repr}}"
+    if wording is None:
+        return where, fieldname, error.message
+    return where, fieldname, wording.format(value=_fmt(value), repr=repr(value), type=_tname(value))
+
+
+def _json_problem(template: Any, rest: list[Any], value: Any, names_a_key: bool) -> str:
+    """Why ``value``, at ``rest`` below a sender's template, cannot be part of a JSON object."""
+    where, node = "template", template
+    for part in rest:
+        where += f"[{part}]" if isinstance(node, (list, tuple)) else f".{part}"
+        node = node[part]
+    if names_a_key:
+        return f"{where} has a non-string key {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} is not a finite number"
+    return f"{where} is a {_tname(value)}, which JSON cannot hold (quote it)"
+
+
+def _message(source: str, where: str, fieldname: str | None, problem: str) -> str:
+    """``<file>: <where>: field '<field>': <problem>``, leaving out an empty where or field."""
+    parts = [source]
+    if where:
+        parts.append(where)
+    if fieldname:
+        parts.append(f"field '{fieldname}'")
+    return ": ".join(parts) + ": " + problem
 
 
 def _tname(value: Any) -> str:
@@ -335,29 +510,6 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _check_json_value(value: Any, where: str) -> str | None:
-    """None if ``value`` is representable in JSON, else a description of the problem."""
-    if value is None or isinstance(value, (bool, str, int)):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{where} is not a finite number"
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            problem = _check_json_value(item, f"{where}[{i}]")
-            if problem:
-                return problem
-        return None
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{where} has a non-string key {key!r}"
-            problem = _check_json_value(item, f"{where}.{key}")
-            if problem:
-                return problem
-        return None
-    return f"{where} is a {_tname(value)}, which JSON cannot hold (quote it)"
-
-
 def _freeze(value: Any) -> Any:
     """Read-only deep copy of a JSON-like value (mappings become MappingProxyType)."""
     if isinstance(value, Mapping):
@@ -367,57 +519,26 @@ def _freeze(value: Any) -> Any:
     return copy.copy(value)
 
 
-class _Validator:
-    """Field checks that raise ScenarioError with ``<file>: <where>: field '<f>': <problem>``."""
+# --------------------------------------------------------------------------------------------
+# validation, stage 2: the rules that relate fields, and the dataclasses
+
+
+class _Rules:
+    """Cross-field checks on a schema-valid scenario; they raise ScenarioError with
+    ``<file>: <where>: field '<f>': <problem>`` like the schema errors."""
 
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, where: str, fieldname: str | None, problem: str) -> Any:
-        parts = [self.source]
-        if where:
-            parts.append(where)
-        if fieldname:
-            parts.append(f"field '{fieldname}'")
-        raise ScenarioError(": ".join(parts) + ": " + problem)
+    def fail(self, where: str, fieldname: str | None, problem: str) -> NoReturn:
+        raise ScenarioError(_message(self.source, where, fieldname, problem))
 
-    def check_fields(self, data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-        for key in data:
-            if key not in allowed:
-                self.fail(where, str(key), f"unknown field (allowed: {', '.join(allowed)})")
-
-    def require(self, data: Mapping[str, Any], key: str, where: str) -> None:
-        if key not in data or data[key] is None:
-            self.fail(where, key, "missing required field")
-
-    def number(self, value: Any, where: str, fieldname: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(where, fieldname, f"must be a number, got {_tname(value)} {value!r}")
-        if not math.isfinite(value):
-            self.fail(where, fieldname, f"must be a finite number, got {value!r}")
-        return float(value)
-
-    def string(self, value: Any, where: str, fieldname: str, allow_empty: bool = False) -> str:
-        if not isinstance(value, str):
-            self.fail(where, fieldname, f"must be a string, got {_tname(value)} {value!r}")
-        if not allow_empty and not value.strip():
-            self.fail(where, fieldname, "must not be empty")
-        return value
-
-    def sequence(self, value: Any, where: str, fieldname: str) -> list[Any]:
-        if not isinstance(value, (list, tuple)):
-            self.fail(where, fieldname, f"must be a list, got {_tname(value)}")
-        return list(value)
-
-    def mapping(self, value: Any, where: str, fieldname: str) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            self.fail(where, fieldname, f"must be a mapping, got {_tname(value)} {value!r}")
-        return value
-
-    def timestamp(self, value: Any, where: str, fieldname: str) -> datetime:
+    def timestamp(self, value: str | datetime, where: str, fieldname: str) -> datetime:
+        """The UTC datetime of an ISO-8601 string (or of YAML's datetime); it must have a time zone
+        and whole milliseconds. Kept in code: the accepted syntax is ``datetime.fromisoformat``'s."""
         if isinstance(value, datetime):
             moment = value
-        elif isinstance(value, str):
+        else:
             text = value.strip()
             if text.endswith(("Z", "z")):
                 text = text[:-1] + "+00:00"
@@ -425,83 +546,40 @@ class _Validator:
                 moment = datetime.fromisoformat(text)
             except ValueError:
                 self.fail(where, fieldname, f"must be an ISO-8601 UTC time like 2023-08-23T12:00:00Z, got {value!r}")
-        else:
-            self.fail(where, fieldname, f"must be an ISO-8601 time string, got {_tname(value)} {value!r}")
         if moment.tzinfo is None or moment.utcoffset() is None:
             self.fail(where, fieldname, f"must include a time zone, e.g. 2023-08-23T12:00:00Z, got {value!r}")
         if moment.microsecond % 1000:
             self.fail(where, fieldname, f"must be a whole number of milliseconds, got {value!r}")
         return moment.astimezone(UTC)
 
-    def drift(self, value: Any, where: str) -> Drift:
-        data = self.mapping(value, where, "drift")
-        sub = f"{where}: drift" if where else "drift"
-        self.check_fields(data, _DRIFT_FIELDS, sub)
-        for req in ("amplitude", "period"):
-            self.require(data, req, sub)
-        amplitude = self.number(data["amplitude"], sub, "amplitude")
-        if not 0 <= amplitude < 1:
-            self.fail(sub, "amplitude", f"must be >= 0 and < 1, got {_fmt(amplitude)}")
-        period = self.number(data["period"], sub, "period")
-        if period <= 0:
-            self.fail(sub, "period", f"must be > 0 seconds, got {_fmt(period)}")
-        phase = self.number(data.get("phase", 0.0), sub, "phase")
-        return Drift(amplitude=amplitude, period=period, phase=phase)
-
     def sender(
         self,
-        raw: Any,
+        raw: Mapping[str, Any],
         index: int,
         prefix: str,
         origin: float,
-        default_duration: float,
         limit: float,
         seen: dict[str, str],
         limit_name: str,
     ) -> Sender:
-        """Validate one sender.
-
-        ``origin`` is the offset its ``start`` is relative to, ``default_duration`` the
-        duration when it has none, ``limit`` the relative offset it must end by.
-        """
-        where = f"{prefix}sender #{index + 1}"
-        if isinstance(raw, Mapping) and isinstance(raw.get("name"), str) and raw["name"].strip():
-            where = f"{prefix}sender '{raw['name']}'"
-        data = self.mapping(raw, where, None)
-        self.check_fields(data, _SENDER_FIELDS, where)
-        for req in ("name", "template", "rate"):
-            self.require(data, req, where)
-        name = self.string(data["name"], where, "name")
+        """One sender: its name is unused so far (``seen``: name -> where it was used) and it
+        starts and ends within ``limit`` seconds, the duration of the scenario or of the anomaly
+        (``limit_name``) whose start is at scenario offset ``origin``. Without a duration it runs
+        until ``limit``."""
+        where = prefix + _sender_label(raw, index)
+        name = raw["name"]
         if name in seen:
             here = f"{prefix}sender #{index + 1} '{name}'"
             self.fail(here, "name", f"duplicate sender name (already used by {seen[name]})")
-        seen[name] = f"{prefix}sender #{index + 1}" if prefix else f"sender #{index + 1}"
+        seen[name] = f"{prefix}sender #{index + 1}"
 
-        template = self.mapping(data["template"], where, "template")
-        problem = _check_json_value(template, "template")
-        if problem:
-            self.fail(where, "template", f"must be a JSON object: {problem}")
-        if "event_time" in template:
-            self.fail(where, "template", "must not contain 'event_time' (the generator adds it)")
-
-        rate = self.number(data["rate"], where, "rate")
-        if rate < 0:
-            self.fail(where, "rate", f"must be >= 0, got {_fmt(rate)}")
-        arrivals = data.get("arrivals", "poisson")
-        if arrivals not in ARRIVALS:
-            self.fail(where, "arrivals", f"must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
-
-        start = self.number(data.get("start", 0), where, "start")
-        if start < 0:
-            self.fail(where, "start", f"must be >= 0, got {_fmt(start)}")
+        start = float(_value(raw, "sender", "start"))
         if start >= limit:
             self.fail(where, "start", f"must be before the {limit_name} end ({_fmt(limit)} s), got {_fmt(start)}")
-        if data.get("duration") is None:
-            duration = default_duration - start
+        if raw.get("duration") is None:
+            duration = limit - start
         else:
-            duration = self.number(data["duration"], where, "duration")
-            if duration <= 0:
-                self.fail(where, "duration", f"must be > 0 (end before start), got {_fmt(duration)}")
+            duration = float(raw["duration"])
             if start + duration > limit + 1e-9:
                 self.fail(
                     where,
@@ -509,12 +587,15 @@ class _Validator:
                     f"sender runs past the {limit_name} end: start {_fmt(start)} + duration "
                     f"{_fmt(duration)} = {_fmt(start + duration)} > {limit_name} duration {_fmt(limit)}",
                 )
-        drift = self.drift(data["drift"], where) if data.get("drift") is not None else None
+        drift = None
+        if raw.get("drift") is not None:
+            amplitude, period = float(raw["drift"]["amplitude"]), float(raw["drift"]["period"])
+            drift = Drift(amplitude=amplitude, period=period, phase=float(_value(raw["drift"], "drift", "phase")))
         return Sender(
             name=name,
-            template=_freeze(dict(template)),
-            rate=rate,
-            arrivals=arrivals,
+            template=_freeze(dict(raw["template"])),
+            rate=float(raw["rate"]),
+            arrivals=_value(raw, "sender", "arrivals"),
             start=origin + start,
             duration=duration,
             drift=drift,
@@ -522,27 +603,18 @@ class _Validator:
 
     def anomaly(
         self,
-        raw: Any,
+        raw: Mapping[str, Any],
         index: int,
         normal: tuple[Sender, ...],
         scenario_duration: float,
         seen: dict[str, str],
     ) -> Anomaly:
-        where = f"anomaly #{index + 1}"
-        if isinstance(raw, Mapping) and isinstance(raw.get("kind"), str):
-            where = f"anomaly #{index + 1} '{raw['kind']}'"
-        data = self.mapping(raw, where, None)
-        self.check_fields(data, _ANOMALY_FIELDS, where)
-        for req in ("site", "kind", "start", "duration"):
-            self.require(data, req, where)
-        site = self.string(data["site"], where, "site")
-        kind = self.string(data["kind"], where, "kind")
-        start = self.number(data["start"], where, "start")
-        if start < 0:
-            self.fail(where, "start", f"must be >= 0, got {_fmt(start)}")
-        duration = self.number(data["duration"], where, "duration")
-        if duration <= 0:
-            self.fail(where, "duration", f"must be > 0 (end before start), got {_fmt(duration)}")
+        """One anomaly: it ends within the scenario, changes something (a rate factor or extra
+        senders), and its site and rate_factor keys match senders."""
+        where = _anomaly_label(raw, index)
+        site = raw["site"]
+        start = float(raw["start"])
+        duration = float(raw["duration"])
         if start + duration > scenario_duration + 1e-9:
             self.fail(
                 where,
@@ -552,36 +624,22 @@ class _Validator:
             )
 
         factors: dict[str, float] = {}
-        if data.get("rate_factor") is not None:
-            raw_factors = self.mapping(data["rate_factor"], where, "rate_factor")
-            for action, factor in raw_factors.items():
-                if not isinstance(action, str):
-                    self.fail(where, "rate_factor", f"keys must be browseraction strings, got {action!r}")
-                value = self.number(factor, where, f"rate_factor.{action}")
-                if value < 0:
-                    self.fail(where, f"rate_factor.{action}", f"must be >= 0, got {_fmt(value)}")
-                if not any(s.site == site and s.browseraction == action for s in normal):
-                    self.fail(
-                        where,
-                        f"rate_factor.{action}",
-                        f"no sender has site {site!r} and browseraction {action!r}",
-                    )
-                factors[action] = value
+        for action, factor in _value(raw, "anomaly", "rate_factor").items():
+            if not any(s.site == site and s.browseraction == action for s in normal):
+                self.fail(where, f"rate_factor.{action}", f"no sender has site {site!r} and browseraction {action!r}")
+            factors[action] = float(factor)
 
-        extra: list[Sender] = []
-        if data.get("senders") is not None:
-            raw_senders = self.sequence(data["senders"], where, "senders")
-            extra = [
-                self.sender(s, i, f"{where}: ", start, duration, duration, seen, "anomaly")
-                for i, s in enumerate(raw_senders)
-            ]
+        extra = [
+            self.sender(s, i, f"{where}: ", start, duration, seen, "anomaly")
+            for i, s in enumerate(_value(raw, "anomaly", "senders"))
+        ]
         if not factors and not extra:
             self.fail(where, None, "needs a 'rate_factor' or 'senders' (otherwise nothing changes)")
         if not any(s.site == site for s in (*normal, *extra)):
             self.fail(where, "site", f"no sender has site {site!r}")
         return Anomaly(
             site=site,
-            kind=kind,
+            kind=raw["kind"],
             start=start,
             duration=duration,
             rate_factor=MappingProxyType(factors),

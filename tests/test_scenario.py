@@ -8,17 +8,23 @@ import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
 from clicklab.exceptions import ScenarioError
 from clicklab.scenario import (
+    ARRIVALS,
     SCENARIO_DIR,
+    SCHEMA,
     Drift,
     Scenario,
+    Sender,
     list_scenarios,
     load_scenario,
     parse_scenario,
@@ -406,3 +412,167 @@ def test_parse_scenario_uses_source_in_messages() -> None:
     data["senders"][0]["rate"] = -3
     with pytest.raises(ScenarioError, match=r"^<memory>: sender 'mysite-impressions': field 'rate'"):
         parse_scenario(data, source="<memory>")
+
+
+# --------------------------------------------------------------------------------------------
+# the JSON Schema: per-field rules live in clicklab/scenario_schema.json
+
+
+def test_schema_is_valid_draft_2020_12() -> None:
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_schema_is_the_json_file_next_to_the_module() -> None:
+    resource = resources.files("clicklab").joinpath("scenario_schema.json")
+    assert resource.is_file()
+    assert json.loads(resource.read_text(encoding="utf-8")) == SCHEMA
+
+
+def test_arrivals_come_from_the_schema() -> None:
+    assert ARRIVALS == ("poisson", "constant")
+    assert (
+        SCHEMA["$defs"]["sender"]["properties"]["arrivals"]["default"]
+        == Sender.__dataclass_fields__["arrivals"].default
+    )
+
+
+def _subschemas(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        return [node, *(s for value in node.values() for s in _subschemas(value))]
+    if isinstance(node, list):
+        return [s for value in node for s in _subschemas(value)]
+    return []
+
+
+def test_every_error_message_belongs_to_a_keyword_of_its_schema() -> None:
+    worded = [s for s in _subschemas(SCHEMA) if "errorMessage" in s]
+    assert len(worded) >= 5
+    for schema in worded:
+        for keyword, wording in schema["errorMessage"].items():
+            assert keyword in schema, f"errorMessage for {keyword!r} in a schema without it: {schema}"
+            wording.format(value="v", repr="'v'", type="string")  # only the placeholders the code fills
+
+
+@pytest.mark.parametrize("path", sorted(p for p in SCENARIO_DIR.iterdir() if p.suffix in (".yaml", ".yml", ".json")))
+def test_bundled_scenarios_pass_the_plain_schema(path: Path) -> None:
+    """Any Draft 2020-12 tool (an editor, CI) can check a scenario file with the schema alone."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert list(Draft202012Validator(SCHEMA).iter_errors(data)) == []
+    assert list(Draft202012Validator(SCHEMA).iter_errors(base())) == []
+
+
+EXTRA_CASES: list[tuple[str, Mutation, str]] = [
+    (
+        "rate infinite",
+        _set(["senders", 0, "rate"], float("inf")),
+        "sender 'mysite-impressions': field 'rate': must be a finite number, got inf",
+    ),
+    ("duration NaN", _set(["duration"], float("nan")), "field 'duration': must be a finite number, got nan"),
+    (
+        "null required field",
+        _set(["senders", 1, "rate"], None),
+        "sender 'mysite-clicks': field 'rate': missing required field",
+    ),
+    (
+        "null optional field without a null default",
+        _set(["senders", 0, "start"], None),
+        "sender 'mysite-impressions': field 'start': must be a number, got null None",
+    ),
+    (
+        "start_time a number",
+        _set(["start_time"], 5),
+        "field 'start_time': must be an ISO-8601 time string, got number 5",
+    ),
+    ("anomalies not a list", _set(["anomalies"], {}), "field 'anomalies': must be a list, got mapping"),
+    (
+        "drift not a mapping",
+        _set(["senders", 1, "drift"], 5),
+        "sender 'mysite-clicks': field 'drift': must be a mapping, got number 5",
+    ),
+    (
+        "negative drift amplitude",
+        _set(["senders", 1, "drift", "amplitude"], -0.5),
+        "sender 'mysite-clicks': drift: field 'amplitude': must be >= 0 and < 1, got -0.5",
+    ),
+    (
+        "drift period zero",
+        _set(["senders", 1, "drift", "period"], 0),
+        "sender 'mysite-clicks': drift: field 'period': must be > 0 seconds, got 0",
+    ),
+    ("blank sender name", _set(["senders", 0, "name"], "  "), "sender #1: field 'name': must not be empty"),
+    (
+        "anomaly sender not a mapping",
+        _set(["anomalies", 1, "senders", 0], 3),
+        "anomaly #2 'studio-lab-burst': sender #1: must be a mapping, got number 3",
+    ),
+    (
+        "rate_factor key not a string",
+        _set(["anomalies", 0, "rate_factor", 1], 0),
+        "anomaly #1 'click-drop': field 'rate_factor': keys must be browseraction strings, got 1",
+    ),
+    (
+        "rate_factor value not a number",
+        _set(["anomalies", 0, "rate_factor", "Click"], "off"),
+        "anomaly #1 'click-drop': field 'rate_factor.Click': must be a number, got string 'off'",
+    ),
+    (
+        "template value infinite",
+        _set(["senders", 0, "template", "weight"], float("inf")),
+        "sender 'mysite-impressions': field 'template': must be a JSON object: template.weight is not a finite number",
+    ),
+    (
+        "template date in a list",
+        _set(["senders", 0, "template", "tags"], ["a", datetime(2023, 1, 1, tzinfo=UTC).date()]),
+        "sender 'mysite-impressions': field 'template': must be a JSON object: template.tags[1] is a date, "
+        "which JSON cannot hold (quote it)",
+    ),
+    (
+        "template non-string key",
+        _set(["senders", 0, "template", "nested"], {7: "x"}),
+        "sender 'mysite-impressions': field 'template': must be a JSON object: template.nested has a non-string key 7",
+    ),
+    (
+        "two errors: the first in the file wins",
+        lambda d: d["senders"][2].update(rate=-1) or d["senders"][0].update(rate="fast"),
+        "sender 'mysite-impressions': field 'rate': must be a number, got string 'fast'",
+    ),
+    (
+        "an object's unknown field before its fields' errors",
+        lambda d: d["senders"][0].update(rate=-1, speed=2),
+        "sender 'mysite-impressions': field 'speed': unknown field (allowed: name, template, rate, arrivals, start, "
+        "duration, drift)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [(m, e) for _, m, e in EXTRA_CASES], ids=[c[0] for c in EXTRA_CASES])
+def test_schema_error_message(tmp_path: Path, mutate: Mutation, expected: str) -> None:
+    data = copy.deepcopy(base())
+    mutate(data)
+    path, message = load_error(tmp_path, data)
+    label, rest = message.split(": ", 1)
+    assert label.endswith(path.name) and rest == expected
+    assert "\n" not in message
+
+
+def test_null_optional_fields_mean_their_defaults(tmp_path: Path) -> None:
+    data = base()
+    data["senders"][0].update(duration=None, drift=None)
+    data["anomalies"][0]["senders"] = None
+    data["anomalies"][1]["rate_factor"] = None
+    plain = load_scenario(write_yaml(tmp_path, data, "nulls.yaml"))
+    del data["senders"][0]["duration"], data["senders"][0]["drift"]
+    del data["anomalies"][0]["senders"], data["anomalies"][1]["rate_factor"]
+    assert dataclasses.replace(plain, source="x") == dataclasses.replace(
+        load_scenario(write_yaml(tmp_path, data)), source="x"
+    )
+    data["anomalies"] = None
+    assert load_scenario(write_yaml(tmp_path, data)).anomalies == ()
+
+
+def test_parse_scenario_takes_any_mapping_and_tuples() -> None:
+    data = base()
+    expected = parse_scenario(copy.deepcopy(data))
+    data["senders"] = tuple(MappingProxyType(s) for s in data["senders"])
+    assert parse_scenario(MappingProxyType(data)) == expected
