@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clicklab import settings
+from clicklab.zeppelin import note as note_module
 from clicklab.zeppelin.note import (
     NOTE_ID,
     PARAGRAPH_ID,
@@ -22,9 +22,10 @@ from clicklab.zeppelin.note import (
     to_zpln,
     write_note,
 )
+from tests.conftest import shared_files, shared_path
+from tests.fixtures.zeppelin_notes import DATE_FORMATS, EXPECTED, NOTES, dated_note, write_note_file
 
-SAMPLES = settings.REPO.parent / "shared" / "zeppelin-samples"
-SAMPLE_FILES = sorted(p for p in SAMPLES.glob("*") if p.suffix in (".zpln", ".json"))
+REAL_NOTES = shared_files("zeppelin-samples", suffixes=(".zpln", ".json"))
 
 
 def note_text(paragraphs: list[dict], **fields) -> str:
@@ -76,17 +77,67 @@ def test_bad_input_is_refused_naming_the_file_and_paragraph(tmp_path: Path, text
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("kind", NOTES)
+def test_our_notes_load_as_written_by_each_zeppelin(tmp_path: Path, kind: str):
+    path = write_note_file(kind, tmp_path)
+    expected = EXPECTED[kind]
+    note = check_loads(path, strict=False)  # Zeppelin's own rules (not ours: ids, dates, file name)
+    assert note.name == expected["name"] and note.default_interpreter_group == expected["group"]
+    assert [p.parsed().interpreter for p in note.paragraphs] == expected["interpreters"]
+    assert [p.title for p in note.paragraphs if p.title] == expected["titles"]
+    assert note.paragraphs[0].dates["dateUpdated"] == datetime(*expected["dateUpdated"], tzinfo=UTC)
+    assert all(len(p.dates) >= 2 for p in note.paragraphs)
+    raw = path.read_bytes()
+    if kind == "studio":
+        assert raw.startswith(b"\xef\xbb\xbf") and b"\\u003d" not in raw and "Zürich".encode() in raw
+    else:
+        assert not raw.startswith(b"\xef\xbb\xbf") and b"\\u003d" in raw  # Gson's escapes
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("path", REAL_NOTES)
 def test_real_notes_load(path: Path):
     note = check_loads(path, strict=False)
     assert note.paragraphs and all(p.text is not None for p in note.paragraphs)
 
 
+def test_our_0_8_note_keeps_its_folder_in_the_name_has_no_default_group_and_a_paragraph_without_text(
+        tmp_path: Path):
+    path = write_note_file("zeppelin-0.8", tmp_path)
+    assert path.name == "note.json" and path.parent.name == "2D5KQ7W3X"
+    note = read_note(path)
+    assert note.name == "Lab notes/Clicks per site (batch)"
+    assert note.default_interpreter_group is None and note.version is None
+    assert note.paragraphs[-1].text is None and note.paragraphs[-1].status == "READY"
+    assert note.paragraphs[0].id == "20180303-090501_123456789"
+    assert note.paragraphs[3].dates["dateFinished"] == datetime(2018, 3, 3, 13, 2, 3, tzinfo=UTC)  # 1:02:03 PM
+    assert note.paragraphs[2].dates["dateCreated"] == datetime(2018, 3, 3, 12, 0, 0, tzinfo=UTC)  # 12:00:00 PM
+
+
+@pytest.mark.shared
 def test_the_0_8_note_keeps_its_folder_in_the_name_and_has_no_default_group():
-    note = read_note(SAMPLES / "2C35YU814-note.json")
+    note = read_note(shared_path("zeppelin-samples", "2C35YU814-note.json"))
     assert note.name == "Zeppelin Tutorial/Using Flink for batch processing"
     assert note.default_interpreter_group is None
     assert [p.parsed().interpreter for p in note.paragraphs][:3] == ["md", "md", "sh"]
+
+
+def test_the_fixtures_cover_each_of_zeppelins_date_formats():
+    assert set(DATE_FORMATS) == {fmt for fmt, _ in note_module._DATE_PATTERNS}
+
+
+@pytest.mark.parametrize("fmt", DATE_FORMATS)
+def test_a_note_in_each_date_format_loads_and_only_0_9_dates_pass_our_strict_check(tmp_path: Path, fmt: str):
+    text, expected = DATE_FORMATS[fmt]
+    path = tmp_path / "dated_2JKM3NP4Q.zpln"
+    path.write_text(dated_note(text), encoding="utf-8")
+    note = check_loads(path, strict=False)
+    assert set(note.paragraphs[0].dates.values()) == {datetime(*expected, tzinfo=UTC)}
+    if fmt == "yyyy-MM-dd HH:mm:ss.SSS":
+        check_loads(path)
+    else:
+        with pytest.raises(ZeppelinError, match=r"is not written as yyyy-MM-dd HH:mm:ss\.SSS"):
+            check_loads(path)
 
 
 def test_writing_is_deterministic_and_follows_zeppelins_conventions(tmp_path: Path):
