@@ -10,7 +10,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ from clicklab.scenario import (
     SCHEMA,
     Drift,
     Scenario,
-    Sender,
     list_scenarios,
     load_scenario,
     parse_scenario,
@@ -204,94 +202,210 @@ def _delete(path: list[Any]) -> Mutation:
 
 
 CASES: list[tuple[str, Mutation, list[str]]] = [
-    ("unknown top-level field", _set(["durration"], 5), ["field 'durration'", "unknown field"]),
-    (
-        "unknown sender field",
-        _set(["senders", 1, "rat"], 5),
-        ["sender 'mysite-clicks'", "field 'rat'", "unknown field"],
-    ),
+    # unknown and missing fields: jsonschema's message names the field
+    ("unknown top-level field", _set(["durration"], 5), ["'durration' was unexpected"]),
+    ("unknown sender field", _set(["senders", 1, "rat"], 5), ["sender 'mysite-clicks'", "'rat' was unexpected"]),
     (
         "unknown anomaly field",
         _set(["anomalies", 0, "factor"], 2),
-        ["anomaly #1 'click-drop'", "field 'factor'", "unknown field"],
+        ["anomaly #1 'click-drop'", "'factor' was unexpected"],
     ),
     (
         "unknown drift field",
         _set(["senders", 1, "drift", "amp"], 0.1),
-        ["sender 'mysite-clicks'", "drift", "field 'amp'", "unknown field"],
+        ["sender 'mysite-clicks'", "field 'drift'", "'amp' was unexpected"],
     ),
     (
         "unknown field in an anomaly's sender",
         _set(["anomalies", 1, "senders", 0, "speed"], 1),
-        ["anomaly #2 'studio-lab-burst'", "sender 'burst-clicks'", "field 'speed'", "unknown field"],
+        ["anomaly #2 'studio-lab-burst': sender 'burst-clicks'", "'speed' was unexpected"],
     ),
-    ("missing start_time", _delete(["start_time"]), ["field 'start_time'", "missing required field"]),
-    ("missing senders", _delete(["senders"]), ["field 'senders'", "missing required field"]),
+    ("missing start_time", _delete(["start_time"]), ["'start_time' is a required property"]),
+    ("missing senders", _delete(["senders"]), ["'senders' is a required property"]),
     (
         "missing sender rate",
         _delete(["senders", 0, "rate"]),
-        ["sender 'mysite-impressions'", "field 'rate'", "missing"],
+        ["sender 'mysite-impressions'", "'rate' is a required property"],
     ),
-    ("missing sender name", _delete(["senders", 1, "name"]), ["sender #2", "field 'name'", "missing"]),
-    ("missing sender template", _delete(["senders", 2, "template"]), ["sender 'shop-clicks'", "field 'template'"]),
-    ("missing anomaly kind", _delete(["anomalies", 0, "kind"]), ["anomaly #1", "field 'kind'", "missing"]),
-    ("missing drift period", _delete(["senders", 1, "drift", "period"]), ["sender 'mysite-clicks'", "field 'period'"]),
+    ("missing sender name", _delete(["senders", 1, "name"]), ["sender #2", "'name' is a required property"]),
+    (
+        "missing sender template",
+        _delete(["senders", 2, "template"]),
+        ["sender 'shop-clicks'", "'template' is a required property"],
+    ),
+    ("missing anomaly kind", _delete(["anomalies", 0, "kind"]), ["anomaly #1: ", "'kind' is a required property"]),
+    (
+        "missing drift period",
+        _delete(["senders", 1, "drift", "period"]),
+        ["sender 'mysite-clicks'", "field 'drift'", "'period' is a required property"],
+    ),
+    # types
     (
         "rate not a number",
         _set(["senders", 0, "rate"], "fast"),
-        ["sender 'mysite-impressions'", "field 'rate'", "number"],
+        ["sender 'mysite-impressions'", "field 'rate'", "'fast' is not of type 'number'"],
     ),
-    ("rate boolean", _set(["senders", 0, "rate"], True), ["field 'rate'", "must be a number"]),
-    ("duration not a number", _set(["duration"], "2h"), ["field 'duration'", "must be a number"]),
-    ("senders not a list", _set(["senders"], {"a": 1}), ["field 'senders'", "must be a list"]),
-    ("empty senders", _set(["senders"], []), ["field 'senders'", "at least one"]),
-    ("sender not a mapping", _set(["senders", 1], "mysite-clicks"), ["sender #2", "must be a mapping"]),
-    ("name not a string", _set(["senders", 0, "name"], 7), ["sender #1", "field 'name'", "must be a string"]),
-    ("bad start_time", _set(["start_time"], "yesterday"), ["field 'start_time'", "ISO-8601"]),
-    ("naive start_time", _set(["start_time"], "2023-08-23T12:00:00"), ["field 'start_time'", "time zone"]),
+    ("rate boolean", _set(["senders", 0, "rate"], True), ["field 'rate'", "True is not of type 'number'"]),
     (
-        "negative rate",
-        _set(["senders", 1, "rate"], -1),
-        ["sender 'mysite-clicks'", "field 'rate'", "must be >= 0, got -1"],
+        "rate infinite",
+        _set(["senders", 0, "rate"], float("inf")),
+        ["sender 'mysite-impressions'", "field 'rate'", "inf is not of type 'number'"],
     ),
-    ("negative sender start", _set(["senders", 0, "start"], -5), ["sender 'mysite-impressions'", "field 'start'"]),
+    ("duration NaN", _set(["duration"], float("nan")), ["field 'duration'", "nan is not of type 'number'"]),
+    ("duration not a number", _set(["duration"], "2h"), ["field 'duration'", "'2h' is not of type 'number'"]),
     (
-        "negative sender duration",
-        _set(["senders", 0, "duration"], -10),
-        ["sender 'mysite-impressions'", "field 'duration'", "end before start"],
-    ),
-    ("zero scenario duration", _set(["duration"], 0), ["field 'duration'", "must be > 0"]),
-    ("scenario past year 9999", _set(["start_time"], "9999-12-31T23:59:00Z"), ["field 'duration'", "9999"]),
-    (
-        "sender past scenario end",
-        lambda d: d["senders"][2].update(start=250, duration=100),
-        ["sender 'shop-clicks'", "field 'duration'", "past the scenario end", "350 > scenario duration 300"],
-    ),
-    ("sender starts after end", _set(["senders", 2, "start"], 300), ["sender 'shop-clicks'", "field 'start'"]),
-    (
-        "anomaly negative duration",
-        _set(["anomalies", 0, "duration"], -60),
-        ["anomaly #1 'click-drop'", "field 'duration'", "end before start"],
+        "null required field",
+        _set(["senders", 1, "rate"], None),
+        ["sender 'mysite-clicks'", "field 'rate'", "None is not of type 'number'"],
     ),
     (
-        "anomaly past scenario end",
-        _set(["anomalies", 0, "start"], 280),
-        ["anomaly #1 'click-drop'", "field 'duration'", "past the scenario end"],
+        "null optional field without a null default",
+        _set(["senders", 0, "start"], None),
+        ["sender 'mysite-impressions'", "field 'start'", "None is not of type 'number'"],
+    ),
+    ("senders not a list", _set(["senders"], {"a": 1}), ["field 'senders'", "{'a': 1} is not of type 'array'"]),
+    ("empty senders", _set(["senders"], []), ["field 'senders'", "[] should be non-empty"]),
+    ("anomalies not a list", _set(["anomalies"], {}), ["field 'anomalies'", "{} is not of type 'array'"]),
+    (
+        "sender not a mapping",
+        _set(["senders", 1], "mysite-clicks"),
+        ["sender #2: ", "'mysite-clicks' is not of type 'object'"],
     ),
     (
-        "anomaly sender past anomaly end",
-        _set(["anomalies", 1, "senders", 0, "duration"], 25),
-        ["anomaly #2 'studio-lab-burst'", "sender 'burst-clicks'", "field 'duration'", "past the anomaly end"],
+        "anomaly sender not a mapping",
+        _set(["anomalies", 1, "senders", 0], 3),
+        ["anomaly #2 'studio-lab-burst': sender #1: ", "3 is not of type 'object'"],
     ),
+    (
+        "drift not a mapping",
+        _set(["senders", 1, "drift"], 5),
+        ["sender 'mysite-clicks'", "field 'drift'", "5 is not of type 'object'"],
+    ),
+    ("name not a string", _set(["senders", 0, "name"], 7), ["sender #1", "field 'name'", "7 is not of type 'string'"]),
+    ("blank sender name", _set(["senders", 0, "name"], "  "), ["sender #1", "field 'name'", "'  ' does not match"]),
+    ("start_time a number", _set(["start_time"], 5), ["field 'start_time'", "5 is not of type 'string'"]),
     (
         "template not an object",
         _set(["senders", 0, "template"], "browseraction=Click"),
-        ["sender 'mysite-impressions'", "field 'template'", "must be a mapping"],
+        ["sender 'mysite-impressions'", "field 'template'", "'browseraction=Click' is not of type 'object'"],
     ),
     (
         "template with event_time",
         _set(["senders", 0, "template", "event_time"], "now"),
-        ["sender 'mysite-impressions'", "field 'template'", "event_time"],
+        ["sender 'mysite-impressions'", "field 'template'", "'event_time' should not be valid"],
+    ),
+    (
+        "template value infinite",
+        _set(["senders", 0, "template", "weight"], float("inf")),
+        ["sender 'mysite-impressions'", "field 'template.weight'", "inf is not of type"],
+    ),
+    (
+        "template date in a list",
+        _set(["senders", 0, "template", "tags"], ["a", datetime(2023, 1, 1, tzinfo=UTC).date()]),
+        ["sender 'mysite-impressions'", "field 'template.tags.1'", "datetime.date(2023, 1, 1) is not of type"],
+    ),
+    (
+        "template non-string key",
+        _set(["senders", 0, "template", "nested"], {7: "x"}),
+        ["sender 'mysite-impressions'", "field 'template.nested'", "7 is not of type 'string'"],
+    ),
+    (
+        "rate_factor key not a string",
+        _set(["anomalies", 0, "rate_factor", 1], 0),
+        ["anomaly #1 'click-drop'", "field 'rate_factor'", "1 is not of type 'string'"],
+    ),
+    (
+        "rate_factor value not a number",
+        _set(["anomalies", 0, "rate_factor", "Click"], "off"),
+        ["anomaly #1 'click-drop'", "field 'rate_factor.Click'", "'off' is not of type 'number'"],
+    ),
+    # ranges and enums
+    (
+        "negative rate",
+        _set(["senders", 1, "rate"], -1),
+        ["sender 'mysite-clicks'", "field 'rate'", "-1 is less than the minimum of 0"],
+    ),
+    (
+        "negative sender start",
+        _set(["senders", 0, "start"], -5),
+        ["sender 'mysite-impressions'", "field 'start'", "-5 is less than the minimum of 0"],
+    ),
+    (
+        "negative sender duration",
+        _set(["senders", 0, "duration"], -10),
+        ["sender 'mysite-impressions'", "field 'duration'", "-10 is less than or equal to the minimum of 0"],
+    ),
+    ("zero scenario duration", _set(["duration"], 0), ["field 'duration'", "0 is less than or equal to the minimum"]),
+    (
+        "anomaly negative duration",
+        _set(["anomalies", 0, "duration"], -60),
+        ["anomaly #1 'click-drop'", "field 'duration'", "-60 is less than or equal to the minimum of 0"],
+    ),
+    (
+        "unknown arrivals",
+        _set(["senders", 0, "arrivals"], "burst"),
+        ["sender 'mysite-impressions'", "field 'arrivals'", "'burst' is not one of ['poisson', 'constant']"],
+    ),
+    (
+        "drift amplitude too large",
+        _set(["senders", 1, "drift", "amplitude"], 1.0),
+        ["sender 'mysite-clicks'", "field 'drift.amplitude'", "1.0 is greater than or equal to the maximum of 1"],
+    ),
+    (
+        "negative drift amplitude",
+        _set(["senders", 1, "drift", "amplitude"], -0.5),
+        ["sender 'mysite-clicks'", "field 'drift.amplitude'", "-0.5 is less than the minimum of 0"],
+    ),
+    (
+        "drift period zero",
+        _set(["senders", 1, "drift", "period"], 0),
+        ["sender 'mysite-clicks'", "field 'drift.period'", "0 is less than or equal to the minimum of 0"],
+    ),
+    (
+        "negative rate_factor",
+        _set(["anomalies", 0, "rate_factor", "Click"], -1),
+        ["anomaly #1 'click-drop'", "field 'rate_factor.Click'", "-1 is less than the minimum of 0"],
+    ),
+    # rules in code
+    (
+        "bad start_time",
+        _set(["start_time"], "yesterday"),
+        ["field 'start_time'", "'yesterday' is not an ISO-8601 time"],
+    ),
+    (
+        "naive start_time",
+        _set(["start_time"], "2023-08-23T12:00:00"),
+        ["field 'start_time'", "'2023-08-23T12:00:00' is not", "with a time zone"],
+    ),
+    (
+        "start_time below milliseconds",
+        _set(["start_time"], "2023-08-23T12:00:00.0005Z"),
+        ["field 'start_time'", "'2023-08-23T12:00:00.0005Z' is not", "millisecond"],
+    ),
+    ("scenario past year 9999", _set(["start_time"], "9999-12-31T23:59:00Z"), ["field 'duration'", "9999"]),
+    (
+        "sender past scenario end",
+        lambda d: d["senders"][2].update(start=250, duration=100),
+        ["sender 'shop-clicks'", "field 'duration'", "start 250 + duration 100 is past the scenario end (300 s)"],
+    ),
+    (
+        "sender starts after end",
+        _set(["senders", 2, "start"], 300),
+        ["sender 'shop-clicks'", "field 'start'", "must be before the scenario end (300 s), got 300"],
+    ),
+    (
+        "anomaly past scenario end",
+        _set(["anomalies", 0, "start"], 280),
+        ["anomaly #1 'click-drop'", "field 'duration'", "start 280 + duration 60 is past the scenario end"],
+    ),
+    (
+        "anomaly sender past anomaly end",
+        _set(["anomalies", 1, "senders", 0, "duration"], 25),
+        [
+            "anomaly #2 'studio-lab-burst': sender 'burst-clicks'",
+            "field 'duration'",
+            "start 10 + duration 25 is past the anomaly end (30 s)",
+        ],
     ),
     (
         "duplicate sender names",
@@ -304,31 +418,19 @@ CASES: list[tuple[str, Mutation, list[str]]] = [
         ["anomaly #2", "sender #1 'shop-clicks'", "field 'name'", "duplicate", "already used by sender #3"],
     ),
     (
-        "unknown arrivals",
-        _set(["senders", 0, "arrivals"], "burst"),
-        ["sender 'mysite-impressions'", "field 'arrivals'", "'burst'", "poisson"],
-    ),
-    (
-        "drift amplitude too large",
-        _set(["senders", 1, "drift", "amplitude"], 1.0),
-        ["sender 'mysite-clicks'", "field 'amplitude'", "< 1"],
-    ),
-    ("drift period zero", _set(["senders", 1, "drift", "period"], 0), ["sender 'mysite-clicks'", "field 'period'"]),
-    (
-        "negative rate_factor",
-        _set(["anomalies", 0, "rate_factor", "Click"], -1),
-        ["anomaly #1 'click-drop'", "field 'rate_factor.Click'", ">= 0"],
-    ),
-    (
         "rate_factor for an action the site has no sender for",
         _set(["anomalies", 0, "rate_factor"], {"Impression": 0}),
-        ["anomaly #1 'click-drop'", "field 'rate_factor.Impression'", "no sender"],
+        ["anomaly #1 'click-drop'", "field 'rate_factor.Impression'", "no sender", "'Impression'"],
     ),
-    ("anomaly site without senders", _set(["anomalies", 0, "site"], "https://nowhere"), ["anomaly #1", "no sender"]),
+    (
+        "anomaly site without senders",
+        lambda d: d["anomalies"][1].update(site="https://nowhere", rate_factor=None),
+        ["anomaly #2 'studio-lab-burst'", "field 'site'", "no sender has site 'https://nowhere'"],
+    ),
     (
         "anomaly that changes nothing",
         _delete(["anomalies", 0, "rate_factor"]),
-        ["anomaly #1 'click-drop'", "rate_factor"],
+        ["anomaly #1 'click-drop'", "needs a 'rate_factor' or 'senders'"],
     ),
 ]
 
@@ -339,16 +441,32 @@ def test_validation_error_names_file_sender_and_field(tmp_path: Path, mutate: Mu
     mutate(data)
     path, message = load_error(tmp_path, data)
     assert message.split(": ")[0].endswith(path.name), message
+    assert "\n" not in message
     for part in parts:
         assert part in message, f"{part!r} not in {message!r}"
 
 
-def test_negative_rate_message_format(tmp_path: Path) -> None:
+def test_message_format(tmp_path: Path) -> None:
     data = base()
     data["senders"][1]["rate"] = -1
     path = write_yaml(tmp_path, data)
-    with pytest.raises(ScenarioError, match=r"sender 'mysite-clicks': field 'rate': must be >= 0, got -1$"):
+    with pytest.raises(ScenarioError) as info:
         load_scenario(path)
+    assert str(info.value).endswith(
+        f"{path.name}: sender 'mysite-clicks': field 'rate': -1 is less than the minimum of 0"
+    )
+
+
+def test_one_error_is_reported_and_an_objects_own_error_first(tmp_path: Path) -> None:
+    data = base()
+    data["senders"][0]["rate"] = "fast"
+    data["senders"][2]["rate"] = -1
+    _, message = load_error(tmp_path, data)
+    reported = ["'fast' is not of type" in message, "-1 is less than" in message]
+    assert reported.count(True) == 1, message
+    data["senders"][0].update(rate=-1, speed=2)  # an unknown field is reported before a field's value
+    _, message = load_error(tmp_path, data)
+    assert "sender 'mysite-impressions'" in message and "'speed' was unexpected" in message, message
 
 
 def test_scenario_error_is_a_value_error(tmp_path: Path) -> None:
@@ -360,7 +478,7 @@ def test_scenario_error_is_a_value_error(tmp_path: Path) -> None:
 
 def test_top_level_not_a_mapping(tmp_path: Path) -> None:
     path, message = load_error(tmp_path, ["a", "b"])
-    assert path.name in message and "mapping" in message
+    assert path.name in message and "['a', 'b'] is not of type 'object'" in message
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
@@ -403,7 +521,9 @@ def test_template_value_json_cannot_hold(tmp_path: Path) -> None:
     path = tmp_path / "date.yaml"
     text = yaml.safe_dump(base(), sort_keys=False).replace("site: https://shop.example.com", "site: 2023-01-01", 1)
     path.write_text(text, encoding="utf-8")
-    with pytest.raises(ScenarioError, match=r"date\.yaml: sender 'shop-clicks': field 'template': must be a JSON"):
+    with pytest.raises(
+        ScenarioError, match=r"date\.yaml: sender 'shop-clicks': field 'template\.site': datetime\.date\("
+    ):
         load_scenario(path)
 
 
@@ -429,29 +549,15 @@ def test_schema_is_the_json_file_next_to_the_module() -> None:
     assert json.loads(resource.read_text(encoding="utf-8")) == SCHEMA
 
 
-def test_arrivals_come_from_the_schema() -> None:
+def test_arrivals_and_defaults_come_from_the_schema() -> None:
     assert ARRIVALS == ("poisson", "constant")
-    assert (
-        SCHEMA["$defs"]["sender"]["properties"]["arrivals"]["default"]
-        == Sender.__dataclass_fields__["arrivals"].default
-    )
-
-
-def _subschemas(node: Any) -> list[dict[str, Any]]:
-    if isinstance(node, dict):
-        return [node, *(s for value in node.values() for s in _subschemas(value))]
-    if isinstance(node, list):
-        return [s for value in node for s in _subschemas(value)]
-    return []
-
-
-def test_every_error_message_belongs_to_a_keyword_of_its_schema() -> None:
-    worded = [s for s in _subschemas(SCHEMA) if "errorMessage" in s]
-    assert len(worded) >= 5
-    for schema in worded:
-        for keyword, wording in schema["errorMessage"].items():
-            assert keyword in schema, f"errorMessage for {keyword!r} in a schema without it: {schema}"
-            wording.format(value="v", repr="'v'", type="string")  # only the placeholders the code fills
+    data = base()
+    del data["description"], data["anomalies"], data["senders"][1]["drift"]["phase"]
+    sc = parse_scenario(data)
+    sender, drift = SCHEMA["$defs"]["sender"]["properties"], SCHEMA["$defs"]["drift"]["properties"]
+    assert sc.description == SCHEMA["properties"]["description"]["default"] and sc.anomalies == ()
+    assert sc.senders[0].arrivals == sender["arrivals"]["default"] and sc.senders[0].start == sender["start"]["default"]
+    assert sc.senders[1].drift is not None and sc.senders[1].drift.phase == drift["phase"]["default"]
 
 
 @pytest.mark.parametrize("path", sorted(p for p in SCENARIO_DIR.iterdir() if p.suffix in (".yaml", ".yml", ".json")))
@@ -460,100 +566,6 @@ def test_bundled_scenarios_pass_the_plain_schema(path: Path) -> None:
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert list(Draft202012Validator(SCHEMA).iter_errors(data)) == []
     assert list(Draft202012Validator(SCHEMA).iter_errors(base())) == []
-
-
-EXTRA_CASES: list[tuple[str, Mutation, str]] = [
-    (
-        "rate infinite",
-        _set(["senders", 0, "rate"], float("inf")),
-        "sender 'mysite-impressions': field 'rate': must be a finite number, got inf",
-    ),
-    ("duration NaN", _set(["duration"], float("nan")), "field 'duration': must be a finite number, got nan"),
-    (
-        "null required field",
-        _set(["senders", 1, "rate"], None),
-        "sender 'mysite-clicks': field 'rate': missing required field",
-    ),
-    (
-        "null optional field without a null default",
-        _set(["senders", 0, "start"], None),
-        "sender 'mysite-impressions': field 'start': must be a number, got null None",
-    ),
-    (
-        "start_time a number",
-        _set(["start_time"], 5),
-        "field 'start_time': must be an ISO-8601 time string, got number 5",
-    ),
-    ("anomalies not a list", _set(["anomalies"], {}), "field 'anomalies': must be a list, got mapping"),
-    (
-        "drift not a mapping",
-        _set(["senders", 1, "drift"], 5),
-        "sender 'mysite-clicks': field 'drift': must be a mapping, got number 5",
-    ),
-    (
-        "negative drift amplitude",
-        _set(["senders", 1, "drift", "amplitude"], -0.5),
-        "sender 'mysite-clicks': drift: field 'amplitude': must be >= 0 and < 1, got -0.5",
-    ),
-    (
-        "drift period zero",
-        _set(["senders", 1, "drift", "period"], 0),
-        "sender 'mysite-clicks': drift: field 'period': must be > 0 seconds, got 0",
-    ),
-    ("blank sender name", _set(["senders", 0, "name"], "  "), "sender #1: field 'name': must not be empty"),
-    (
-        "anomaly sender not a mapping",
-        _set(["anomalies", 1, "senders", 0], 3),
-        "anomaly #2 'studio-lab-burst': sender #1: must be a mapping, got number 3",
-    ),
-    (
-        "rate_factor key not a string",
-        _set(["anomalies", 0, "rate_factor", 1], 0),
-        "anomaly #1 'click-drop': field 'rate_factor': keys must be browseraction strings, got 1",
-    ),
-    (
-        "rate_factor value not a number",
-        _set(["anomalies", 0, "rate_factor", "Click"], "off"),
-        "anomaly #1 'click-drop': field 'rate_factor.Click': must be a number, got string 'off'",
-    ),
-    (
-        "template value infinite",
-        _set(["senders", 0, "template", "weight"], float("inf")),
-        "sender 'mysite-impressions': field 'template': must be a JSON object: template.weight is not a finite number",
-    ),
-    (
-        "template date in a list",
-        _set(["senders", 0, "template", "tags"], ["a", datetime(2023, 1, 1, tzinfo=UTC).date()]),
-        "sender 'mysite-impressions': field 'template': must be a JSON object: template.tags[1] is a date, "
-        "which JSON cannot hold (quote it)",
-    ),
-    (
-        "template non-string key",
-        _set(["senders", 0, "template", "nested"], {7: "x"}),
-        "sender 'mysite-impressions': field 'template': must be a JSON object: template.nested has a non-string key 7",
-    ),
-    (
-        "two errors: the first in the file wins",
-        lambda d: d["senders"][2].update(rate=-1) or d["senders"][0].update(rate="fast"),
-        "sender 'mysite-impressions': field 'rate': must be a number, got string 'fast'",
-    ),
-    (
-        "an object's unknown field before its fields' errors",
-        lambda d: d["senders"][0].update(rate=-1, speed=2),
-        "sender 'mysite-impressions': field 'speed': unknown field (allowed: name, template, rate, arrivals, start, "
-        "duration, drift)",
-    ),
-]
-
-
-@pytest.mark.parametrize(("mutate", "expected"), [(m, e) for _, m, e in EXTRA_CASES], ids=[c[0] for c in EXTRA_CASES])
-def test_schema_error_message(tmp_path: Path, mutate: Mutation, expected: str) -> None:
-    data = copy.deepcopy(base())
-    mutate(data)
-    path, message = load_error(tmp_path, data)
-    label, rest = message.split(": ", 1)
-    assert label.endswith(path.name) and rest == expected
-    assert "\n" not in message
 
 
 def test_null_optional_fields_mean_their_defaults(tmp_path: Path) -> None:
@@ -569,10 +581,3 @@ def test_null_optional_fields_mean_their_defaults(tmp_path: Path) -> None:
     )
     data["anomalies"] = None
     assert load_scenario(write_yaml(tmp_path, data)).anomalies == ()
-
-
-def test_parse_scenario_takes_any_mapping_and_tuples() -> None:
-    data = base()
-    expected = parse_scenario(copy.deepcopy(data))
-    data["senders"] = tuple(MappingProxyType(s) for s in data["senders"])
-    assert parse_scenario(MappingProxyType(data)) == expected
