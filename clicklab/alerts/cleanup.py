@@ -1,6 +1,8 @@
-"""The lab's "Environment Cleanup", locally: stop the local servers, remove the streams.
+"""The lab's "Environment Cleanup", locally: remove the streams; check nothing of the alerts still listens.
 
-What a user who ran the lab on AWS deletes is listed in :data:`AWS_RESOURCES` (notebook 12 shows it).
+The local alert servers (moto and SMTP) are threads of notebook 11's kernel and ended with it: there is
+nothing to stop here. :func:`clean_up` checks that nothing answers on the ports notebook 11 recorded in its
+report. What a user who ran the lab on AWS deletes is listed in :data:`AWS_RESOURCES` (notebook 12 shows it).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clicklab import settings
-from clicklab.alerts import local
+from clicklab.alerts import local, report
+from clicklab.alerts.destination import recorded_ports
 
 #: What the AWS lab created, in the order to delete it (the console page, and what to look for).
 AWS_RESOURCES: tuple[tuple[str, str], ...] = (
@@ -29,31 +32,52 @@ AWS_RESOURCES: tuple[tuple[str, str], ...] = (
 
 @dataclass
 class Cleanup:
-    """What :func:`clean_up` did."""
+    """What :func:`clean_up` did and found."""
 
-    stopped: list[str] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)  # the local servers' ports, from notebook 11's report
+    listening: list[str] = field(default_factory=list)  # those of them that still accept connections
     removed: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"stopped {s}" for s in self.stopped] or ["no local alert server was running"]
+        if not self.ports:
+            out = ["no local alert servers recorded (notebook 11 did not run on this build, or sent to a configured "
+                   "destination); the local servers run in notebook 11's kernel and end with it"]
+        else:
+            where = ", ".join(f"{name} on port {port}" for name, port in self.ports.items())
+            if self.listening:
+                out = [f"still listening: {', '.join(self.listening)}: notebook 11's kernel is still running (its "
+                       "last cell stops the servers; so does shutting the kernel down), or another program took "
+                       "the port since"]
+            else:
+                out = [f"the local servers ({where}) ended with notebook 11's kernel: nothing listens on their "
+                       "ports"]
         out += [f"removed {p}" for p in self.removed]
         out += [f"kept {p}" for p in self.kept]
         return out
 
 
 def clean_up(build: Path = settings.DEFAULT_BUILD, remove_streams: bool = True) -> Cleanup:
-    """Stop the local moto and SMTP servers left under ``build``; remove ``build/streams``.
+    """Remove ``build/streams``; check that nothing listens on the local servers' ports any more.
 
-    The alert state and report, the outbox and the executed notebooks are kept (delete ``build/`` for a
-    fresh start: the alerts will then be sent again).
+    The servers ran in notebook 11's kernel and ended with it; nothing is stopped here. The alert state and
+    report, the outbox and the executed notebooks are kept (delete ``build/`` for a fresh start: the
+    alerts will then be sent again). A ``build/alerts/run/`` folder (the pid files of an older version) is
+    removed.
     """
     build = Path(build)
-    done = Cleanup(stopped=local.stop_stale(build))
+    recorded = report.read(build)
+    ports = recorded_ports(recorded.get("destination", "")) if recorded else {}
+    done = Cleanup(ports=ports, listening=[f"{name} on port {port}" for name, port in ports.items()
+                                           if local.port_open(port)])
     streams = settings.streams_dir(build)
     if remove_streams and streams.exists():
         shutil.rmtree(streams)
         done.removed.append(streams)
+    old_run = build / "alerts" / "run"
+    if old_run.is_dir():
+        shutil.rmtree(old_run)
+        done.removed.append(old_run)
     for kept in (build / "alerts", local.outbox_dir(build)):
         if kept.exists():
             done.kept.append(kept)

@@ -3,8 +3,9 @@
 :func:`events` turns the stream's rows into Kinesis Data Analytics' Lambda-destination events.
 :func:`open_destination` gives the handler its channels and state: with ``ALERT_TOPIC_ARN`` or
 ``ALERT_SMTP_HOST`` set, from the environment exactly as deployed on Lambda; otherwise the local default
-(a real ``moto_server`` with an SNS topic that has an e-mail and an SMS subscription, and an SMTP server
-writing ``.eml`` files), with dummy credentials given to boto3 explicitly, never put into ``os.environ``.
+(moto's server with an SNS topic that has an e-mail and an SMS subscription, and an SMTP server writing
+``.eml`` files, both running in this process: see :mod:`clicklab.alerts.local`), with dummy credentials
+given to boto3 explicitly, never put into ``os.environ``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -95,6 +97,7 @@ class Destination:
     outcomes: list[handler.Outcome] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
+    _seen_messages: set[str] = field(default_factory=set)
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         """Call the handler with one event, as Kinesis Data Analytics would; keep what happened."""
@@ -115,12 +118,18 @@ class Destination:
         return sorted(p for p in self.outbox.glob("*.eml") if p.name not in self._seen)
 
     def sns_deliveries(self) -> pd.DataFrame:
-        """What the local SNS delivered to each subscription of the topic, read from moto's own API."""
+        """What the local SNS delivered to each subscription of the topic since this destination opened.
+
+        Read from moto's own API. moto keeps its data per process, not per server: messages published
+        before (by an earlier destination in the same kernel) are left out, as :meth:`emails` does.
+        """
         if self.local is None or self.local.moto is None or self.topic_arn is None:
             return pd.DataFrame(columns=["message_id", "protocol", "endpoint", "subject", "text"])
-        return sns_deliveries(self.local.moto.url, self.topic_arn)
+        got = sns_deliveries(self.local.moto.url, self.topic_arn)
+        return got[~got["message_id"].isin(self._seen_messages)].reset_index(drop=True)
 
     def close(self) -> None:
+        """Stop the local servers, if this destination started them, and check their ports are free."""
         if self.local is not None:
             self.local.stop()
 
@@ -227,12 +236,29 @@ def _local_destination(build: Path, config: handler.Config, services: local.Loca
     else:
         state = handler.FileState(config.state_file)
         kept = f"state in {config.state_file}"
-    description = (f"local default: moto_server at {services.moto.url} (SNS topic {TOPIC_NAME}, e-mail and SMS "
+    description = (f"local default: moto server at {services.moto.url} (SNS topic {TOPIC_NAME}, e-mail and SMS "
                    f"subscriptions), SMTP server on {local.HOST}:{services.smtp.port} writing to "
                    f"{services.outbox}; {kept}")
     dest = Destination(config, channels, state, services, description, topic_arn, services.outbox)
     dest._seen = {p.name for p in services.outbox.glob("*.eml")}
+    dest._seen_messages = set(sns_deliveries(services.moto.url, topic_arn)["message_id"])
     return dest
+
+
+_RECORDED_PORTS = {"moto": re.compile(r"moto[ _]server at http://[\d.]+:(\d+)"),  # moto_server: older reports
+                   "smtp": re.compile(r"SMTP server on [\d.]+:(\d+)")}
+
+
+def recorded_ports(description: str) -> dict[str, int]:
+    """The local servers' ports in a destination's description (as the report of notebook 11 keeps it).
+
+    >>> recorded_ports("local default: moto server at http://127.0.0.1:5001 (...), SMTP server on 127.0.0.1:2525")
+    {'moto': 5001, 'smtp': 2525}
+    >>> recorded_ports("configured from the environment: sns")
+    {}
+    """
+    found = {name: pattern.search(description) for name, pattern in _RECORDED_PORTS.items()}
+    return {name: int(m.group(1)) for name, m in found.items() if m}
 
 
 def create_state_table(ddb: Any, name: str) -> None:
