@@ -10,6 +10,8 @@ from pathlib import Path
 from clicklab import settings
 from clicklab.exceptions import ClicklabError
 
+log = logging.getLogger(__name__)
+
 
 def _cmd_run(args: argparse.Namespace) -> None:
     from clicklab import flink, runner
@@ -31,15 +33,16 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     from clicklab.scenario import load_scenario
 
     scenario = load_scenario(args.scenario)
+    shown = [-1.0]  # when progress was last logged (seconds into the run): about once a second
 
     def progress(events: int, seconds: float, fraction: float) -> None:
-        rate = events / seconds if seconds > 0 else 0.0
-        print(f"\r{fraction:6.1%}  {events:,} events  {rate:,.0f} events/s", end="", file=sys.stderr, flush=True)
+        if seconds - shown[0] >= 1.0 or fraction >= 1.0:
+            shown[0] = seconds
+            rate = events / seconds if seconds > 0 else 0.0
+            log.info("%6.1f%%  %s events  %s events/s", 100 * fraction, f"{events:,}", f"{rate:,.0f}")
 
     result = generate(scenario, args.seed, args.out, labels_path=args.labels,
                       progress=progress if args.progress else None)
-    if args.progress:
-        print(file=sys.stderr)
     rate = f"{result.events_per_s:,.0f} events/s"
     print(f"{result.events:,} events in {result.seconds:.1f} s ({rate}) -> {result.out_path}")
     print(f"labels -> {result.labels_path}")
@@ -83,7 +86,7 @@ def _cmd_score(args: argparse.Namespace) -> None:
     frame = read_series(args.input, columns)
     detector = _detector(args)
     flink.check_java()
-    print(f"scoring {len(frame):,} rows of {args.input} ({frame['key'].nunique()} key(s)) ...", file=sys.stderr)
+    log.info("scoring %s rows of %s (%d key(s)) ...", f"{len(frame):,}", args.input, frame["key"].nunique())
     scored = score_frames({"input": frame}, args.build / "score", detector)["input"]
     write_scored(scored, args.output, columns)
     print(f"{len(scored):,} rows -> {args.output}; {int(scored['is_anomaly'].sum())} anomalies "
@@ -137,7 +140,7 @@ def _cmd_export_zeppelin(args: argparse.Namespace) -> None:
     out = args.out or args.build / "zeppelin"
     result = export_notebooks(args.notebook, options, out) if args.notebook else export_lab(options, out)
     for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        log.warning("warning: %s", warning)
     print(f"{len(result.note.paragraphs)} paragraphs -> {result.path} (checked: Zeppelin loads it)")
 
 
