@@ -15,9 +15,10 @@ from clicklab.cells import parse_magic_line
 from clicklab.sqltext import substitute
 from clicklab.zeppelin.export import ExportOptions, export_notebooks
 from clicklab.zeppelin.importer import import_note, resolve_interpreter
-from clicklab.zeppelin.note import check_loads, read_note
+from clicklab.zeppelin.note import ZeppelinError, check_loads, read_note
+from clicklab.zeppelin.results import outputs_to_results, results_to_outputs
 from tests.conftest import client_env, shared_files, shared_path
-from tests.fixtures.zeppelin_notes import EXPECTED, NOTES, png_pixel, write_note_file
+from tests.fixtures.zeppelin_notes import EXPECTED, NOTES, TABLE_0_6, png_pixel, write_note_file
 
 REAL_NOTES = shared_files("zeppelin-samples", suffixes=(".zpln", ".json"))
 
@@ -37,6 +38,10 @@ def cell_script(cell) -> str:
 
 def result_messages(results: dict | None) -> list[tuple[str, str]]:
     return [(m["type"], m["data"]) for m in (results or {}).get("msg", [])]
+
+
+def failed(results: dict | None) -> bool:
+    return (results or {}).get("code") == "ERROR"
 
 
 def assert_imports_without_losing_text_and_reexports_to_a_note_that_loads(path: Path, tmp_path: Path) -> None:
@@ -72,6 +77,7 @@ def assert_imports_without_losing_text_and_reexports_to_a_note_that_loads(path: 
             assert new.properties == old.properties  # local properties kept, of every interpreter
         if cell.cell_type == "code":
             assert result_messages(after.results) == result_messages(before.results)
+            assert failed(after.results) == failed(before.results)  # a failed paragraph stays failed
 
 
 @pytest.mark.parametrize("kind", NOTES)
@@ -162,7 +168,9 @@ def test_our_studio_note_with_a_byte_order_mark_imports_as_sql_cells(tmp_path: P
     sql = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%flink_sql")]
     assert len(sql) == 3 and all(c.source.startswith("%%flink_sql --zeppelin type=update\n") for c in sql)
     assert sql[0].outputs[0]["text"] == "Table has been created.\n"
-    assert sql[2].outputs[0]["name"] == "stderr" and "ValidationException" in sql[2].outputs[0]["text"]
+    error = "org.apache.flink.table.api.ValidationException: Object 'no_such_table' not found\n"
+    assert sql[2].outputs[0] == {"output_type": "error", "ename": "org.apache.flink.table.api.ValidationException",
+                                 "evalue": "Object 'no_such_table' not found\n", "traceback": [error]}
     assert nb.cells[3].cell_type == "markdown" and "Zürich" in nb.cells[3].source  # "%md " read as %md
     setup = [c for c in nb.cells if "local-only" in c.metadata.get("tags", [])]
     assert "st_env = lab.t_env" in setup[-1].source and "parameters" in setup[1].metadata["tags"]
@@ -202,22 +210,133 @@ def test_a_paragraph_without_prefix_takes_the_notes_default_group(tmp_path: Path
     assert again.paragraphs[0].text == (f"%md\n{text}" if group == "md" else text)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="importer: a pre-0.7 \"result\" (one message, msg a string) fails in results_to_outputs")
+def write_paragraphs(tmp_path: Path, *paragraphs: dict) -> Path:
+    path = tmp_path / "note.json"
+    path.write_text(json.dumps({"paragraphs": list(paragraphs), "name": "old", "id": "2ABCDEFGH"}), encoding="utf-8")
+    return path
+
+
 def test_a_pre_0_7_result_imports(tmp_path: Path):
     old = {"code": "SUCCESS", "type": "TABLE", "msg": "site\tclicks\nshop\t3\n"}
-    path = tmp_path / "note.json"
-    path.write_text(json.dumps({"paragraphs": [{"text": "%flink.ssql\nSELECT 1", "result": old}],
-                                "name": "old", "id": "2ABCDEFGH"}), encoding="utf-8")
+    path = write_paragraphs(tmp_path, {"text": "%flink.ssql\nSELECT 1", "result": old})
     nb = nbformat.read(str(import_note(path, tmp_path / "nb")), 4)
     assert paragraph_cells(nb)[0].outputs[0]["data"]["text/tab-separated-values"] == old["msg"]
 
 
-@pytest.mark.xfail(strict=True, reason="export: an ERROR result comes back as SUCCESS (stderr is not an error)")
+@pytest.mark.parametrize("old, outputs", [
+    ({"code": "SUCCESS", "type": "TEXT", "msg": "3 rows\n"},
+     [{"output_type": "stream", "name": "stdout", "text": "3 rows\n"}]),
+    ({"code": "SUCCESS", "msg": "no type: TEXT\n"},
+     [{"output_type": "stream", "name": "stdout", "text": "no type: TEXT\n"}]),
+    ({"code": "SUCCESS", "type": "HTML", "msg": "<b>3</b>"},
+     [{"output_type": "display_data", "metadata": {}, "data": {"text/html": "<b>3</b>"}}]),
+    ({"code": "SUCCESS", "type": "IMG", "msg": png_pixel()},
+     [{"output_type": "display_data", "metadata": {}, "data": {"image/png": png_pixel()}}]),
+    ({"code": "ERROR", "type": "TEXT", "msg": "java.lang.RuntimeException: boom"},
+     [{"output_type": "error", "ename": "java.lang.RuntimeException", "evalue": "boom",
+       "traceback": ["java.lang.RuntimeException: boom"]}]),
+    ("a bare text", [{"output_type": "stream", "name": "stdout", "text": "a bare text"}]),
+])
+def test_a_pre_0_7_result_is_read_as_one_result_message(tmp_path: Path, old, outputs: list):
+    path = write_paragraphs(tmp_path, {"text": "%flink.pyflink\nprint(3)", "result": old})
+    nb = nbformat.read(str(import_note(path, tmp_path / "nb")), 4)
+    assert paragraph_cells(nb)[0].outputs == outputs
+    again = export_notebooks([tmp_path / "nb" / "old.ipynb"], ExportOptions(with_results=True, build=tmp_path / "b"),
+                             tmp_path / "z")
+    results = check_loads(again.path).paragraphs[0].results
+    assert results == read_note(path).paragraphs[0].results  # written back in the 0.7+ form, same message
+    assert len(results["msg"]) == 1
+
+
+def test_our_0_6_note_keeps_its_one_result_per_paragraph_in_the_0_7_form(tmp_path: Path):
+    nb = nbformat.read(str(import_note(write_note_file("zeppelin-0.6", tmp_path), tmp_path / "nb")), 4)
+    cells = paragraph_cells(nb)
+    assert [c.metadata["zeppelin"].get("results") for c in cells[1:]] == [
+        {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": "8 /tmp/clicks.csv\n"}]},
+        {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": "n: Long = 8\n"}]},
+        {"code": "SUCCESS", "msg": [{"type": "TABLE", "data": TABLE_0_6}]},
+        {"code": "ERROR", "msg": [{"type": "TEXT", "data": "cat: /tmp/no_such_file: No such file or directory\n"
+                                                           "ExitValue: 1"}]},
+        None,  # never ran
+    ]
+    assert cells[3].metadata["zeppelin"]["interpreter"] == "sql"  # Spark SQL: kept, not run
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("result", {"code": "SUCCESS", "type": "TEXT", "msg": 3}, '"msg" must be a list of messages'),
+    ("result", {"code": "SUCCESS", "type": 7, "msg": "x"}, '"msg" must be a list of messages'),
+    ("result", ["x"], "an object is needed"),
+    ("results", {"code": "SUCCESS", "type": "TEXT", "msg": "old form, new field"}, '"msg" must be a list'),
+    ("results", "text", "an object is needed"),
+    ("results", {"code": 0, "msg": []}, '"code" must be a string'),
+    ("results", {"code": "SUCCESS", "msg": ["x"]}, "message 1 must be an object"),
+    ("results", {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": "ok"}, {"type": "TEXT", "data": 5}]},
+     'message 2 needs a string "type" and a string "data"'),
+])
+@pytest.mark.parametrize("text", ["%flink.ssql\nSELECT 1", "%sh\nls"])  # a code cell, a raw cell
+def test_a_malformed_result_is_refused_naming_the_file_and_paragraph(tmp_path: Path, field: str, value, message: str,
+                                                                      text: str):
+    path = write_paragraphs(tmp_path, {"text": "%md\nfine"}, {"text": text, field: value})
+    with pytest.raises(ZeppelinError, match=message) as info:
+        import_note(path, tmp_path / "nb")
+    assert str(info.value).startswith(f"{path}, paragraph 2: malformed saved result: ")
+    assert not (tmp_path / "nb").exists()
+
+
 def test_a_failed_paragraph_stays_failed_through_import_and_export(tmp_path: Path):
-    nb = import_note(write_note_file("studio", tmp_path), tmp_path / "nb")
+    path = write_note_file("studio", tmp_path)
+    nb = import_note(path, tmp_path / "nb")
     again = export_notebooks([nb], ExportOptions(with_results=True, build=tmp_path / "build"), tmp_path / "z")
     assert check_loads(again.path).paragraphs[3].results["code"] == "ERROR"
+    assert again.note.paragraphs[3].results == read_note(path).paragraphs[3].results  # exactly
+    assert json.loads(again.path.read_text())["paragraphs"][3]["status"] == "ERROR"
+
+
+@pytest.mark.parametrize("results", [
+    {"code": "ERROR", "msg": [{"type": "TEXT", "data": "Fail to execute line 1: print(x)\nTraceback ...\n"}]},
+    {"code": "ERROR", "msg": [{"type": "TEXT", "data": "partial output\n"},
+                              {"type": "TEXT", "data": "org.apache.flink.table.api.SqlParserException: SQL parse "
+                                                       "failed. Encountered \"FROM\"\n\tat org.apache..."},
+                              {"type": "TEXT", "data": "Error: with a name, then \x1b[31mcolour\x1b[0m\n"},
+                              {"type": "TEXT", "data": ""}]},
+    {"code": "ERROR", "msg": [{"type": "TABLE", "data": "a\tb\n1\t2\n"}, {"type": "HTML", "data": "<b>no</b>"},
+                              {"type": "ANGULAR", "data": "{{x}}"}, {"type": "IMG", "data": png_pixel()}]},
+    {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": "java.lang.RuntimeException: printed, not raised\n"}]},
+])
+def test_error_results_round_trip_exactly_and_make_valid_notebooks(tmp_path: Path, results: dict):
+    outputs = results_to_outputs(results)
+    nbformat.validate(nbformat.from_dict({**nbformat.v4.new_notebook(),
+                                          "cells": [nbformat.v4.new_code_cell("x", outputs=outputs)]}))
+    assert outputs_to_results(outputs) == results
+    path = write_paragraphs(tmp_path, {"text": "%flink.pyflink\nprint(x)", "results": results})
+    first = export_notebooks([import_note(path, tmp_path / "nb")], ExportOptions(with_results=True,
+                                                                                build=tmp_path / "b"), tmp_path / "z")
+    second = export_notebooks([import_note(first.path, tmp_path / "nb2")],
+                              ExportOptions(with_results=True, build=tmp_path / "b"), tmp_path / "z2")
+    assert first.note.paragraphs[0].results == results
+    assert second.path.read_bytes() == first.path.read_bytes()
+
+
+def test_a_cell_that_raised_in_jupyter_exports_as_a_failed_paragraph(tmp_path: Path):
+    raised = {"output_type": "error", "ename": "ValueError", "evalue": "no rows for 'shop'", "traceback": [
+        "\x1b[0;31m---------------------------------------------------------------------------\x1b[0m",
+        "\x1b[0;31mValueError\x1b[0m                                Traceback (most recent call last)",
+        "Cell \x1b[0;32mIn[3], line 1\x1b[0m\n\x1b[0;32m----> 1\x1b[0m \x1b[38;5;28;01mraise\x1b[39;00m ...",
+        "\x1b[0;31mValueError\x1b[0m: no rows for 'shop'"]}
+    one_line = {**raised, "traceback": ["\x1b[0;31mValueError\x1b[0m: no rows for 'shop'"]}  # %xmode Minimal
+    nb = nbformat.v4.new_notebook(metadata={"zeppelin": {"name": "raised", "defaultInterpreterGroup": "flink"}})
+    nb.cells = [nbformat.v4.new_code_cell("print('before')\nraise ValueError(\"no rows for 'shop'\")", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="before\n"), nbformat.from_dict(raised)]),
+        nbformat.v4.new_code_cell("raise ValueError(\"no rows for 'shop'\")", outputs=[nbformat.from_dict(one_line)])]
+    nbformat.validate(nb)
+    nbformat.write(nb, str(tmp_path / "raised.ipynb"))
+    out = export_notebooks([tmp_path / "raised.ipynb"], ExportOptions(with_results=True, build=tmp_path / "b"),
+                           tmp_path / "z")
+    first, second = check_loads(out.path).paragraphs
+    assert first.results == {"code": "ERROR", "msg": [{"type": "TEXT", "data": "before\n"},
+                                                      {"type": "TEXT", "data": "ValueError: no rows for 'shop'"}]}
+    assert second.results == {"code": "ERROR", "msg": [{"type": "TEXT", "data": "ValueError: no rows for 'shop'"}]}
+    assert [p["status"] for p in json.loads(out.path.read_text())["paragraphs"]] == ["ERROR", "ERROR"]
 
 
 def test_interpreters_without_group_no_prefix_and_braces(tmp_path: Path):
@@ -256,6 +375,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     ('{"name": "x", "id": "2ABCDEFGH"}', 'no "paragraphs"'),
     ('{"paragraphs": [{"text": "%md\\nfine"}, {"text": "%flink.ssql(type=update,=x,\\nSELECT 1"}]}',
      "paragraph 2: malformed local properties"),
+    ('{"paragraphs": [{"text": "%md\\nfine"}, {"text": "%flink.ssql\\nSELECT 1", "result": {"code": "SUCCESS", '
+     '"type": "TEXT", "msg": 3}}]}', "paragraph 2: malformed saved result"),
 ])
 def test_cli_refuses_bad_notes_with_file_and_paragraph_and_no_traceback(tmp_path: Path, content: str, message: str):
     bad = tmp_path / "bad note.zpln"

@@ -206,3 +206,43 @@ def test_check_loads_wants_the_name_id_file_name(tmp_path: Path):
 def test_from_json_reads_the_old_result_field():
     note = from_json(note_text([{"text": "%sh\nls", "result": "plain"}]))
     assert note.paragraphs[0].results == {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": "plain"}]}
+
+
+@pytest.mark.parametrize("old, results", [
+    ({"code": "SUCCESS", "type": "TABLE", "msg": "a\tb\n1\t2\n"},
+     {"code": "SUCCESS", "msg": [{"type": "TABLE", "data": "a\tb\n1\t2\n"}]}),
+    ({"code": "ERROR", "type": "TEXT", "msg": "boom"}, {"code": "ERROR", "msg": [{"type": "TEXT", "data": "boom"}]}),
+    ({"type": "HTML", "msg": "<b>x</b>"}, {"code": "SUCCESS", "msg": [{"type": "HTML", "data": "<b>x</b>"}]}),
+    ({"code": "SUCCESS", "msg": 3}, {"code": "SUCCESS", "msg": 3}),  # malformed: kept for the import to refuse
+])
+def test_from_json_reads_a_pre_0_7_result_as_one_result_message(old, results):
+    note = from_json(note_text([{"text": "%sh\nls", "result": old}]))
+    assert note.paragraphs[0].results == results
+
+
+def test_the_0_7_results_field_wins_over_the_old_one():
+    new = {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": "new"}]}
+    note = from_json(note_text([{"text": "%sh\nls", "results": new, "result": {"type": "TEXT", "msg": "old"}}]))
+    assert note.paragraphs[0].results == new
+
+
+@pytest.mark.parametrize("old", [{"code": "SUCCESS", "type": "TEXT", "msg": "x"}, {"msg": 3}, "plain", [1]])
+def test_check_loads_lets_a_pre_0_7_result_through_as_zeppelin_does(tmp_path: Path, old):
+    data = _good(tmp_path)
+    data["paragraphs"][1]["result"] = old  # Zeppelin 0.9+ has no such field: Gson skips it
+    check_loads(_write(tmp_path, f"good_{data['id']}.zpln", data))
+
+
+def test_check_loads_refuses_the_old_one_message_form_in_the_results_field(tmp_path: Path):
+    data = _good(tmp_path)
+    data["paragraphs"][0]["results"] = {"code": "SUCCESS", "type": "TEXT", "msg": "x"}  # Gson: not a list
+    with pytest.raises(ZeppelinError, match='paragraph 1: results "msg" must be a list'):
+        check_loads(_write(tmp_path, f"good_{data['id']}.zpln", data))
+
+
+@pytest.mark.parametrize("code, status", [("SUCCESS", "FINISHED"), ("ERROR", "ERROR"), (None, "READY")])
+def test_a_paragraph_is_written_with_the_status_of_its_results(tmp_path: Path, code, status: str):
+    results = {"code": code, "msg": [{"type": "TEXT", "data": "x"}]} if code else None
+    path = write_note(Note(name="s", paragraphs=[Paragraph(text="%sh\nls", results=results)]), tmp_path)
+    assert json.loads(path.read_text())["paragraphs"][0]["status"] == status
+    assert check_loads(path).paragraphs[0].results == results

@@ -10,7 +10,8 @@
   whose default interpreter is one of those) -> a *raw* cell with the paragraph's text verbatim, interpreter
   line included, tagged ``zeppelin-not-runnable``: Jupyter and papermill do not run raw cells;
 * a paragraph title -> a markdown heading cell tagged ``zeppelin-title`` (the export makes it the next
-  paragraph's title again); saved results -> cell outputs (tables, images, HTML, text).
+  paragraph's title again); saved results -> cell outputs (tables, images, HTML, text; a failed
+  paragraph's text as an ``error`` output), see :mod:`clicklab.zeppelin.results`.
 
 Each cell keeps the paragraph's interpreter and id in its metadata (``zeppelin``). Nothing of a paragraph's
 text is lost: the SQL only has its braces doubled (``{`` -> ``{{``), which the magic reads back as ``{``.
@@ -73,9 +74,13 @@ def _kind(resolved: str) -> str:
     return "raw"
 
 
-def paragraph_cells(p: Paragraph, default_group: str | None) -> list[Any]:
-    """The cells of one paragraph: an optional title cell, then the paragraph's cell."""
+def paragraph_cells(p: Paragraph, default_group: str | None, source: str = "<note>") -> list[Any]:
+    """The cells of one paragraph: an optional title cell, then the paragraph's cell.
+
+    Malformed saved results raise :class:`ZeppelinError` naming ``source`` (the note's file) and the paragraph.
+    """
     parsed = p.parsed()
+    outputs = [nbformat.from_dict(o) for o in results_to_outputs(p.results, f"{source}, paragraph {p.number}")]
     resolved = resolve_interpreter(parsed.interpreter, default_group)
     kind = _kind(resolved)
     meta: dict[str, Any] = {"interpreter": resolved, "id": p.id}
@@ -90,11 +95,10 @@ def paragraph_cells(p: Paragraph, default_group: str | None) -> list[Any]:
         line = cells.MAGIC
         if parsed.properties:
             line += " --zeppelin " + shlex.quote(format_properties(parsed.properties))
-        source = line + ("\n" + _escape_braces(parsed.script) if parsed.script else "")
-        cell = nbformat.v4.new_code_cell(source, outputs=[nbformat.from_dict(o) for o in results_to_outputs(p.results)])
+        text = line + ("\n" + _escape_braces(parsed.script) if parsed.script else "")
+        cell = nbformat.v4.new_code_cell(text, outputs=outputs)
     elif kind == "python":
-        cell = nbformat.v4.new_code_cell(parsed.script,
-                                         outputs=[nbformat.from_dict(o) for o in results_to_outputs(p.results)])
+        cell = nbformat.v4.new_code_cell(parsed.script, outputs=outputs)
     else:
         cell = nbformat.v4.new_raw_cell(p.text or "")
         cell.metadata["tags"] = [cells.NOT_RUNNABLE]
@@ -124,7 +128,7 @@ def note_to_notebook(note: Note, dataset: str = "../data/lab_replay.jsonl.gz",
     start = nbformat.v4.new_code_cell(START, metadata={"tags": [cells.LOCAL_ONLY]})
     nb.cells = [intro, params, start]
     for p in note.paragraphs:
-        nb.cells.extend(paragraph_cells(p, note.default_interpreter_group))
+        nb.cells.extend(paragraph_cells(p, note.default_interpreter_group, note.source))
     for i, cell in enumerate(nb.cells):
         cell.id = f"z{i:03d}"
     return nb

@@ -119,7 +119,7 @@ class Paragraph:
     text: str | None
     title: str | None = None
     id: str = ""
-    results: dict[str, Any] | None = None
+    results: dict[str, Any] | None = None  # as saved (the import checks its form)
     config: dict[str, Any] = field(default_factory=dict)
     status: str = "READY"
     dates: dict[str, datetime | None] = field(default_factory=dict)
@@ -198,12 +198,29 @@ def _paragraph_from_json(raw: Any, source: str, number: int) -> Paragraph:
             dates[key] = parse_date(value)
         except ValueError as exc:
             raise ZeppelinError(f"{where}: \"{key}\": {exc}") from None
-    results = raw.get("results", raw.get("result"))  # "result" in notes before 0.7
-    if results is not None and not isinstance(results, dict):
-        results = {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": str(results)}]}
+    results = raw["results"] if "results" in raw else _old_result(raw.get("result"))  # "result" before 0.7
     config = raw.get("config") if isinstance(raw.get("config"), dict) else {}
     return Paragraph(text=text, title=title, id=str(raw.get("id") or ""), results=results, config=config,
                      status=str(raw.get("status") or "READY"), dates=dates, number=number)
+
+
+def _old_result(result: Any) -> Any:
+    """A pre-0.7 ``result`` (one message: ``{"code", "type", "msg": "<text>"}``, or a bare text) in the 0.7+
+    ``results`` form.
+
+    Anything else is returned as it is. Zeppelin 0.9+ has no ``result`` field (Gson skips it; 0.7 and 0.8
+    kept it as an untyped ``Object``), so :func:`check_loads` does not check it; the import, which reads it,
+    refuses a malformed one (:func:`clicklab.zeppelin.results.results_to_outputs`).
+
+    >>> _old_result({"code": "SUCCESS", "type": "TABLE", "msg": "a\\tb\\n"})
+    {'code': 'SUCCESS', 'msg': [{'type': 'TABLE', 'data': 'a\\tb\\n'}]}
+    """
+    if isinstance(result, str):
+        return {"code": "SUCCESS", "msg": [{"type": "TEXT", "data": result}]}
+    if isinstance(result, dict) and isinstance(result.get("msg"), str) and isinstance(result.get("type", ""), str):
+        return {"code": result.get("code", "SUCCESS"), "msg": [{"type": result.get("type") or "TEXT",
+                                                                 "data": result["msg"]}]}
+    return result
 
 
 def read_note(path: Path) -> Note:
@@ -308,7 +325,8 @@ def paragraph_json(p: Paragraph, default_group: str, base: datetime) -> dict[str
     if p.results:
         out["dateStarted"] = date
         out["dateFinished"] = date
-    out["status"] = "FINISHED" if p.results else "READY"
+    failed = isinstance(p.results, dict) and p.results.get("code") == "ERROR"
+    out["status"] = ("ERROR" if failed else "FINISHED") if p.results else "READY"  # as Zeppelin sets a failed run
     return out
 
 
