@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lab lint clean udf-jar
+.PHONY: run test test-fast lab lab-live lint clean udf-jar
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed (PyFlink 2.3 wheels): set PYTHON=python3.11 or use environment.yml")'
@@ -26,6 +26,11 @@ test-fast: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
+
+# The same notebooks in live mode (live = None in their parameters reads CLICKLAB_LIVE): the first one starts the
+# cluster and the live generator; 12_cleanup stops them.
+lab-live: $(STAMP)
+	CLICKLAB_LIVE=1 $(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check clicklab tests udf

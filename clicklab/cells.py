@@ -19,7 +19,8 @@ A notebook's metadata ``clicklab`` says what the notebook is in the lab (:class:
 ``step``, the lab paragraph's title (``#4 Impression stream``, the Zeppelin paragraph title of its
 first step); ``about``, the table's first column for a notebook that is no lab paragraph; ``fills``,
 the stream it fills or what it does; ``cleanup``, true for the notebook that removes the streams (the
-runner computes its summary before it). :func:`lab_table` renders the lab's table from these; the
+runner computes its summary before it); ``live``, true for the notebooks ``clicklab run --live`` runs.
+:func:`lab_table` renders the lab's table from these; the
 README and ``00_overview`` hold that table (``tests/test_notebooks.py`` checks they agree).
 
 SQL cells start with :data:`MAGIC`; :func:`parse_magic_line` reads the options on that line.
@@ -125,6 +126,7 @@ class NotebookInfo:
     about: str | None = None
     fills: str = ""
     cleanup: bool = False
+    live: bool = False
 
     @property
     def number(self) -> str:
@@ -137,11 +139,11 @@ def info(path: Path, nb: nbformat.NotebookNode | None = None) -> NotebookInfo:
     meta = nb.metadata.get("clicklab", {})
     if not isinstance(meta, dict):
         raise ValueError(f"{Path(path).name}: metadata 'clicklab' must be a mapping, not {type(meta).__name__}")
-    unknown = set(meta) - {"step", "about", "fills", "cleanup"}
+    unknown = set(meta) - {"step", "about", "fills", "cleanup", "live"}
     if unknown:
         raise ValueError(f"{Path(path).name}: unknown key(s) in metadata 'clicklab': {', '.join(sorted(unknown))}")
     return NotebookInfo(Path(path), meta.get("step"), meta.get("about"), meta.get("fills", ""),
-                        bool(meta.get("cleanup", False)))
+                        bool(meta.get("cleanup", False)), bool(meta.get("live", False)))
 
 
 def lab_table(notebooks: list[Path] | None = None) -> str:

@@ -2,19 +2,27 @@
 
 Each notebook begins with ``lab = clicklab.notebook.start(dataset, build)``; its SQL cells then use
 the ``%%flink_sql`` magic (see :mod:`clicklab.magics`), which ``start`` binds to that session.
+
+Two modes. On a **replay** (the default) tickerstream is a finished file, each ``INSERT`` runs to its
+end in a local Flink and the next notebook reads what it wrote. **Live** (``start(..., live=True)``)
+events arrive in real time from the live generator, every ``INSERT`` is a job submitted to the
+standalone cluster (``clicklab cluster up``) that keeps running when its cell returns, as a Studio
+paragraph does; running the cell again replaces its job; queries refresh their table as rows arrive.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from clicklab import flink, settings, sqltext, streams, udfs
+from clicklab import cells, flink, settings, sqltext, streams, udfs
 from clicklab.results import check_dataset, read_stream
 
 
@@ -29,16 +37,26 @@ class Outcome:
     shown: int = 0
 
 
+def job_name(stream: str) -> str:
+    """The name of the job that fills ``stream``: its notebook's lab title (``#4 Impression stream``)."""
+    filled_by = streams.STREAMS[stream].filled_by
+    path = settings.NOTEBOOKS_DIR / f"{filled_by}.ipynb"
+    step = cells.info(path).step if path.is_file() else None
+    return step or f"INSERT INTO {stream}"
+
+
 class Lab:
     """A Flink session on the lab's streams.
 
-    ``dataset`` is the replay file tickerstream reads; ``build`` holds ``streams/<name>/``.
+    ``dataset`` is the replay file tickerstream reads; ``build`` holds ``streams/<name>/``; ``live``
+    selects the live mode (see the module's docstring).
     """
 
-    def __init__(self, dataset: Path, build: Path, t_env: Any) -> None:
+    def __init__(self, dataset: Path, build: Path, t_env: Any, live: bool = False) -> None:
         self.dataset = Path(dataset).resolve()
         self.build = Path(build).resolve()
         self.t_env = t_env
+        self.live = live
         self.detector: udfs.Detector | None = None
 
     def register_functions(self, detector: udfs.Detector | None = None) -> udfs.Detector:
@@ -49,14 +67,22 @@ class Lab:
     @property
     def ddl(self) -> str:
         """The ``CREATE TABLE`` statements of the six streams (from :mod:`clicklab.streams`)."""
+        if self.live:
+            return streams.all_live_ddl(self.build)
         return streams.all_local_ddl(self.build, self.dataset)
 
     def variables(self) -> dict[str, Any]:
-        """Names the lab's SQL may use as ``{name}``: the one source of its parameters."""
+        """Names the lab's SQL may use as ``{name}``: the one source of its parameters.
+
+        ``order_by_time`` is how scoring (08) reads ctrstream: ``ORDER BY rowtime`` on a replay, where
+        the CTR join writes a one-sided window after later ones; nothing live, where windows arrive in
+        time order and a sort would hold every window back until the next one arrives.
+        """
         return {
             "window_seconds": settings.WINDOW_SECONDS,
             "anomaly_threshold": settings.ANOMALY_THRESHOLD,
             "ddl": self.ddl,
+            "order_by_time": "" if self.live else "ORDER BY rowtime",
         }
 
     def create_tables(self) -> None:
@@ -74,8 +100,16 @@ class Lab:
         return folder
 
     def stream(self, name: str) -> pd.DataFrame:
-        """A stream's committed rows, read with pandas (for plots and checks)."""
+        """A stream's committed rows, read with pandas (for plots and checks; live: the retained history)."""
         return read_stream(self.build, name)
+
+    def jobs(self) -> pd.DataFrame:
+        """The jobs on the cluster (live): name, state, since when, id."""
+        from clicklab import cluster
+
+        rows = [{"name": j.name, "state": j.state, "started": j.start_time, "id": j.id}
+                for j in cluster.jobs(self.build)]
+        return pd.DataFrame(rows, columns=["name", "state", "started", "id"])
 
     def run(
         self,
@@ -83,27 +117,53 @@ class Lab:
         max_rows: int = 20,
         timeout_s: float = 60.0,
         max_changes: int = 100_000,
+        on_rows: Callable[[pd.DataFrame, str], None] | None = None,
     ) -> list[Outcome]:
         """Run a script of statements in order; stop at the first failure (it raises).
 
         * DDL runs at once.
-        * ``INSERT INTO <stream>`` empties the stream's folder, runs the job to its end (the replay
-          is bounded) and reports rows written; Ctrl-C cancels the job.
+        * ``INSERT INTO <stream>``, replay: empties the stream's folder, runs the job to its end (the
+          replay is bounded) and reports rows written; Ctrl-C cancels the job. Live: cancels the running
+          job of the same name (an earlier run of the cell), submits the job to the cluster under its
+          lab name (:func:`job_name`) and returns while it runs.
         * Queries show at most ``max_rows`` rows and stop after ``timeout_s`` seconds or
-          ``max_changes`` changes, whichever comes first; the job is then cancelled.
+          ``max_changes`` changes, whichever comes first; the job is then cancelled. ``on_rows`` is
+          called with the current table and a note as rows arrive (about once a second), so a live
+          table can refresh in place.
         """
         outcomes = []
         for statement in sqltext.parse_script(script):
-            outcomes.append(self._run_one(statement, max_rows, timeout_s, max_changes))
+            outcomes.append(self._run_one(statement, max_rows, timeout_s, max_changes, on_rows))
         return outcomes
 
-    def _run_one(self, st: sqltext.Statement, max_rows: int, timeout_s: float, max_changes: int) -> Outcome:
+    def _submit(self, st: sqltext.Statement) -> Outcome:
+        """Live: replace the job that fills ``st.target`` on the cluster, and return while it runs."""
+        from clicklab import cluster
+
+        name = job_name(st.target) if st.target in streams.STREAMS else f"INSERT INTO {st.target}"
+        replaced = cluster.cancel_named(self.build, name)
+        self.t_env.get_config().set("pipeline.name", name)
+        result = flink.execute(self.t_env, st.sql)
+        client = result.get_job_client()
+        job_id = str(client.get_job_id()) if client is not None else "?"
+        info = cluster.status(self.build)
+        where = f"{info.url}/#/job/running/{job_id}/overview" if info is not None else job_id
+        again = f" (replaced the job of the last run: {', '.join(replaced)})" if replaced else ""
+        return Outcome(st, f"job '{name}' is running on the cluster and keeps running{again}: {where}")
+
+    def _run_one(self, st: sqltext.Statement, max_rows: int, timeout_s: float, max_changes: int,
+                 on_rows: Callable[[pd.DataFrame, str], None] | None = None) -> Outcome:
         first_line = sqltext.strip_comments(st.sql).strip().splitlines()[0][:80]
+        if st.kind == sqltext.INSERT and st.target in streams.STREAMS and st.target == "tickerstream":
+            raise ValueError("tickerstream is where the events come in (the replay file, or the live generator): "
+                             "it is read, never written")
+        if st.kind == sqltext.INSERT and self.live:
+            return self._submit(st)
         if st.kind == sqltext.INSERT and st.target in streams.STREAMS:
-            if st.target == "tickerstream":
-                raise ValueError("tickerstream is the replay file: it is read, never written")
             self.reset_stream(st.target)
         started = time.monotonic()
+        if self.live and st.kind == sqltext.QUERY:
+            self.t_env.get_config().set("pipeline.name", f"query: {first_line[:60]}")
         result = flink.execute(self.t_env, st.sql)
         if st.kind == sqltext.DDL:
             return Outcome(st, f"OK: {first_line}")
@@ -115,16 +175,60 @@ class Lab:
                 where = streams.stream_path(self.build, st.target).relative_to(self.build.parent)
                 return Outcome(st, f"INSERT INTO {st.target}: {rows:,} rows written to {where} in {seconds:.1f} s")
             return Outcome(st, f"{first_line}: job finished in {seconds:.1f} s")
-        got = flink.collect(result, max_changes=max_changes, timeout_s=timeout_s)
-        rows = sqltext.materialize(got.changes)
-        frame = pd.DataFrame(rows, columns=got.columns)
-        updates = any(kind != sqltext.INSERT_KIND for kind, _ in got.changes)
-        note = f"{len(frame):,} rows" + (" (updating result)" if updates else "")
-        if len(frame) > max_rows:
-            note += f", first {max_rows} shown"
-        if got.stopped != "end of stream":
-            note += f"; stopped at the {got.stopped}"
-        return Outcome(st, f"{note} ({got.seconds:.1f} s)", frame, shown=min(max_rows, len(frame)))
+
+        def table(got: flink.Collected, running: bool) -> tuple[pd.DataFrame, str]:
+            frame = pd.DataFrame(sqltext.materialize(got.changes), columns=got.columns)
+            updates = any(kind != sqltext.INSERT_KIND for kind, _ in got.changes)
+            note = f"{len(frame):,} rows" + (" (updating result)" if updates else "")
+            if len(frame) > max_rows:
+                note += f", first {max_rows} shown"
+            if running:
+                note += ", refreshing as rows arrive (Ctrl-C stops)"
+            elif got.stopped != "end of stream":
+                note += f"; stopped at the {got.stopped}"
+            return frame, f"{note} ({got.seconds:.1f} s)"
+
+        progress = None
+        if on_rows is not None:
+            def progress(got: flink.Collected) -> None:
+                on_rows(*table(got, running=True))
+
+        got = flink.collect(result, max_changes=max_changes, timeout_s=timeout_s, on_progress=progress)
+        frame, note = table(got, running=False)
+        return Outcome(st, note, frame, shown=min(max_rows, len(frame)))
+
+
+#: ``live=None`` in a notebook's parameters: this environment variable decides (``1``: live; ``make lab-live`` sets it).
+LIVE_VARIABLE = "CLICKLAB_LIVE"
+
+
+def is_live(live: bool | None = None) -> bool:
+    """``live``, or when it is ``None`` whether ``$CLICKLAB_LIVE`` is ``1``/``true``/``yes``."""
+    if live is None:
+        return os.environ.get(LIVE_VARIABLE, "").strip().lower() in ("1", "true", "yes")
+    return bool(live)
+
+
+def live_config() -> dict[str, str]:
+    """The session configuration of live jobs: checkpoints (the file sinks commit at each one)."""
+    return {
+        "execution.checkpointing.interval": settings.LIVE_CHECKPOINT_INTERVAL,
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+    }
+
+
+def start_live(build: Path, scenario: str = "lab") -> None:
+    """Make sure the live lab runs: the standalone cluster, the stream folders and the live generator.
+
+    Each is started only if it is not running yet, so every live notebook can call this.
+    """
+    from clicklab import cluster, livegen
+
+    cluster.up(build)
+    for name in streams.STREAM_NAMES:
+        streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
+    if livegen.status(build) is None:
+        livegen.start_background(build, scenario=scenario)
 
 
 def start(
@@ -132,9 +236,13 @@ def start(
     build: str | Path = settings.DEFAULT_BUILD,
     create_tables: bool = True,
     detector: udfs.Detector | None = None,
+    live: bool | None = False,
 ) -> Lab:
-    """Start the notebook's Flink session on a replay file; register the lab's streams and functions.
+    """Start the notebook's Flink session; register the lab's streams and functions.
 
+    ``dataset`` is the replay file tickerstream reads; ``live=True`` instead starts (if needed) the
+    cluster and the live generator (:func:`start_live`) and sends this session's jobs to the cluster
+    (``live=None``: :func:`is_live` decides).
     ``detector`` sets the Random Cut Forest's parameters and the anomaly threshold (defaults: the
     lab's, see :class:`clicklab.udfs.Detector`).
 
@@ -145,7 +253,13 @@ def start(
     dataset = check_dataset(Path(dataset))
     build = Path(build)
     build.mkdir(parents=True, exist_ok=True)
-    lab = Lab(dataset, build, flink.create_table_env())
+    live = is_live(live)
+    if live:
+        start_live(build)
+        t_env = flink.create_table_env(config=live_config(), target="cluster", build=build)
+    else:
+        t_env = flink.create_table_env()
+    lab = Lab(dataset, build, t_env, live=live)
     if create_tables:
         lab.create_tables()
     lab.register_functions(detector)

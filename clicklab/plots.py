@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
@@ -127,4 +129,36 @@ def anomalies_by_site(
     axes[-1, 0].set_xlabel("window start (UTC)")
     fig.suptitle("CTR, anomaly score and anomalies per site (labelled anomalies shaded)")
     fig.tight_layout()
+    return fig
+
+
+def live_anomalies_by_site(lab: Any, labels: pd.DataFrame | None, seconds: float = 30.0,
+                           every_s: float = 3.0) -> Figure | None:
+    """:func:`anomalies_by_site` redrawn in place every ``every_s`` seconds for ``seconds`` (live).
+
+    It reads ``destinationstream`` and ``anomalydetectionstream`` as they grow (``lab.stream``); the
+    kernel's stop button ends it early. Returns the last figure (``None`` if nothing was scored yet).
+    """
+    import io
+    import time
+
+    from IPython.display import Image, Markdown, display
+
+    handle = display(Markdown("waiting for scores ..."), display_id=True)
+    fig = None
+    deadline = time.monotonic() + seconds
+    try:
+        while True:
+            scored = lab.stream("destinationstream")
+            if len(scored):
+                fig = anomalies_by_site(scored, lab.stream("anomalydetectionstream"), labels, lab.detector.threshold)
+                png = io.BytesIO()
+                fig.savefig(png, format="png", dpi=80)
+                plt.close(fig)
+                handle.update(Image(png.getvalue()))
+            if time.monotonic() + every_s > deadline:
+                break
+            time.sleep(every_s)
+    except KeyboardInterrupt:
+        pass  # the stop button: keep the last figure
     return fig

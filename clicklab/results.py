@@ -61,10 +61,14 @@ def read_labels(path: Path) -> pd.DataFrame:
 
 
 def read_stream(build: Path, name: str) -> pd.DataFrame:
-    """All rows Flink has committed to a local stream (in-progress files are skipped)."""
+    """All rows Flink has committed to a local stream (in-progress files are skipped).
+
+    Live, that includes the files the stream's folder has archived (``.archive/``, see :mod:`clicklab.live`).
+    """
     stream = STREAMS[name]
     folder = stream_path(build, name)
-    files = sorted(p for p in folder.glob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for where in (folder, folder / ".archive") for p in where.glob("*")
+                   if p.is_file() and not p.name.startswith((".", "_")))
     columns = [c.name for c in stream.columns]
     frames = [pd.read_json(p, lines=True, dtype=False) for p in files if p.stat().st_size]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -52,7 +52,7 @@ def _stderr_to(path: Path) -> Iterator[None]:
             os.close(saved)
 
 
-def execute_notebook(notebook: Path, output: Path, parameters: dict[str, str]) -> None:
+def execute_notebook(notebook: Path, output: Path, parameters: dict[str, object]) -> None:
     """Run one notebook with papermill; a failing cell becomes a :class:`NotebookError`.
 
     The kernel's own log (Flink's start-up lines, Jupyter's warnings) goes to ``<output>.log``.
@@ -89,25 +89,64 @@ class RunReport:
     summary: RunSummary | None = None  # computed before the cleanup notebook removes the streams it reads
 
 
+#: What ``clicklab run --live`` passes to the live notebooks besides ``dataset``, ``build`` and ``live``:
+#: no cooldown, so the burst's own alert goes out even if an earlier window of the site was alerted.
+LIVE_PARAMETERS: dict[str, object] = {"cooldown_seconds": 0}
+
+
 def run(
     dataset: Path = settings.DEFAULT_DATASET,
     build: Path = settings.DEFAULT_BUILD,
     only: list[str] | None = None,
     notebooks_dir: Path = settings.NOTEBOOKS_DIR,
+    live: bool = False,
+    linger_s: float = 0.0,
 ) -> RunReport:
     """Execute the notebooks in order into ``<build>/executed/``, logging progress; then
-    :func:`clicklab.summary.summarize` (just before the cleanup notebook, if it is chosen)."""
+    :func:`clicklab.summary.summarize` (just before the cleanup notebook, if it is chosen).
+
+    ``live``: the live lab, headless. The cluster and the live generator are started first; the
+    notebooks marked ``live`` in their metadata run with ``live=True`` (their jobs keep running on the
+    cluster; ``10`` sends the lab's burst once the forest has warmed up and waits for its anomaly,
+    ``11`` follows the stream until its e-mail is in); the cleanup notebook, and in any case this
+    function, stop the generator and the cluster. A step that does not happen in time fails its cell.
+    ``linger_s``: live, keep everything running that long before the cleanup notebook (to look around).
+    """
     dataset = check_dataset(Path(dataset)).resolve()
     build = Path(build).resolve()
     out_dir = build / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
-    chosen = select(cells.lab_notebooks(notebooks_dir), only)
-    params = {"dataset": str(dataset), "build": str(build)}
+    notebooks = cells.lab_notebooks(notebooks_dir)
+    if live:
+        notebooks = [p for p in notebooks if cells.info(p).live]
+    chosen = select(notebooks, only)
+    params: dict[str, object] = {"dataset": str(dataset), "build": str(build)}
+    if not live:
+        return _execute(chosen, dataset, build, params)
+    from clicklab import cluster, livegen, notebook
+
+    try:
+        log.info("live: starting the cluster and the live generator ...")
+        notebook.start_live(build)
+        return _execute(chosen, dataset, build, {**params, "live": True, **LIVE_PARAMETERS}, live=True,
+                        linger_s=linger_s)
+    finally:
+        livegen.stop(build)
+        cluster.down(build)
+
+
+def _execute(chosen: list[Path], dataset: Path, build: Path, params: dict[str, object],
+             live: bool = False, linger_s: float = 0.0) -> RunReport:
+    out_dir = build / "executed"
     report = RunReport()
     start = time.monotonic()
     for k, notebook in enumerate(chosen, 1):
         if report.summary is None and cells.info(notebook).cleanup:
-            report.summary = summarize(dataset, build)
+            if linger_s > 0:
+                log.info("live: everything keeps running for %.0f s (the Flink web UI: clicklab cluster status)",
+                         linger_s)
+                time.sleep(linger_s)
+            report.summary = summarize(dataset, build, live=live)
         log.info("[%d/%d] %s ...", k, len(chosen), notebook.name)
         t0 = time.monotonic()
         output = out_dir / notebook.name
@@ -117,5 +156,5 @@ def run(
         log.info("[%d/%d] %s done in %.1f s (elapsed %.0f s)", k, len(chosen), notebook.name, now - t0, now - start)
     report.seconds = time.monotonic() - start
     if report.summary is None:
-        report.summary = summarize(dataset, build)
+        report.summary = summarize(dataset, build, live=live)
     return report

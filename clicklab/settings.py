@@ -29,6 +29,24 @@ WINDOW_STREAM_WATERMARK_SECONDS = 2 * WINDOW_SECONDS
 #: the watermark has passed it, up to two windows after later windows; a minute covers that.
 CTR_WATERMARK_SECONDS = 60
 
+# ---------------------------------------------------------------------------------------------
+# Live mode (events arrive in real time; jobs run side by side on the standalone cluster)
+
+#: How often a live stream's readers look for new files (``source.monitor-interval``).
+LIVE_MONITOR_INTERVAL = "200 ms"
+#: Checkpoint interval of live jobs: a row-format file sink commits what it wrote at each checkpoint.
+LIVE_CHECKPOINT_INTERVAL = "500 ms"
+#: How old a part file may get before the sink rolls it (and how often it checks): without these the
+#: sink keeps a file open, so commits nothing, for 30 minutes.
+LIVE_ROLLOVER = "200 ms"
+#: How late an event may arrive at tickerstream, live (the generator writes in time order).
+LIVE_WATERMARK_DELAY_SECONDS = 1
+#: A live stream folder holds only the files of the last this many seconds; older ones move to its
+#: hidden ``.archive/`` (Flink's readers skip hidden names), so a job that starts reads little backlog.
+LIVE_FOLDER_SECONDS = 15
+#: How long archived files are kept (the history that tables and plots read back), in seconds.
+LIVE_RETENTION_SECONDS = 600
+
 #: SQL names of the lab's functions: :mod:`clicklab.udfs` registers them; the Java jar
 #: (:mod:`clicklab.javaudf`) offers the first two.
 RANDOM_CUT_FOREST = "RANDOM_CUT_FOREST"

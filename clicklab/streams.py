@@ -2,8 +2,10 @@
 
 The AWS lab creates six Kinesis data streams and one Flink table on each. Here every stream is a
 table on Flink's filesystem connector (JSON lines) under ``build/streams/<stream>/``, except
-``tickerstream``, which reads the replay file. Notebooks, the CLI, the tests and the Zeppelin export
-all take names, columns and DDL from this module.
+``tickerstream``, which reads the replay file (:func:`local_ddl`). In live mode (:func:`live_ddl`)
+tickerstream is a folder the live generator writes to, and every table watches its folder for new
+files, commits what it writes about every second, and uses the live watermarks (see :class:`Stream`).
+Notebooks, the CLI, the tests and the Zeppelin export all take names, columns and DDL from this module.
 
 Example::
 
@@ -34,8 +36,13 @@ class Stream:
     """One of the lab's streams.
 
     ``watermark`` is the column that carries event time when the stream is read (or ``None``),
-    ``watermark_delay_s`` how late rows may be. ``computed`` columns are derived when reading
-    (tickerstream's ``rowtime``) and never written.
+    ``watermark_delay_s`` how late rows may be on a replay. ``computed`` columns are derived when
+    reading (tickerstream's ``rowtime``) and never written.
+
+    ``live_watermark_s`` is the watermark delay live. Live, every stream arrives in time order, a file
+    a second, so one second is enough: the CTR join then writes a window whose clicks and impressions
+    both arrived at once, and a one-sided window when the next window arrives. On a replay a whole
+    stream is read at once, in no particular order of its files, hence the longer ``watermark_delay_s``.
     """
 
     name: str
@@ -45,6 +52,7 @@ class Stream:
     watermark: str | None = None
     watermark_delay_s: int = 0
     filled_by: str = ""
+    live_watermark_s: int = 1
 
     @property
     def column_names(self) -> list[str]:
@@ -71,6 +79,7 @@ STREAMS: dict[str, Stream] = {
             watermark="rowtime",
             watermark_delay_s=settings.WATERMARK_DELAY_SECONDS,
             filled_by="the replay dataset",
+            live_watermark_s=settings.LIVE_WATERMARK_DELAY_SECONDS,
         ),
         Stream(
             name="impressionstream",
@@ -177,10 +186,41 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
     return _create_table(name, options)
 
 
-def _create_table(name: str, options: dict[str, str], arrival_time: str | None = None) -> str:
+def live_options(name: str, build: Path) -> dict[str, str]:
+    """The filesystem options of a live stream: watched for new files, committed every second."""
+    options = {
+        "connector": "filesystem",
+        "path": str(stream_path(build, name).resolve()),
+        "format": "json",
+        "json.timestamp-format.standard": "SQL",
+        "json.fail-on-missing-field": "true" if name == "tickerstream" else "false",
+        "json.ignore-parse-errors": "false",
+        "source.monitor-interval": settings.LIVE_MONITOR_INTERVAL,
+    }
+    if name != "tickerstream":  # written by a job of the lab
+        options["sink.rolling-policy.rollover-interval"] = settings.LIVE_ROLLOVER
+        options["sink.rolling-policy.check-interval"] = settings.LIVE_ROLLOVER
+    return options
+
+
+def live_ddl(name: str, build: Path) -> str:
+    """``CREATE TABLE`` for one stream in live mode: every stream is a folder under ``<build>/streams/``.
+
+    tickerstream's folder is where the live generator writes (``clicklab generate --live``).
+    """
+    return _create_table(name, live_options(name, build), live=True)
+
+
+def all_live_ddl(build: Path) -> str:
+    """The live ``CREATE TABLE`` statements of the six streams, as one script."""
+    return "\n\n".join(live_ddl(n, build) + ";" for n in STREAM_NAMES)
+
+
+def _create_table(name: str, options: dict[str, str], arrival_time: str | None = None, live: bool = False) -> str:
     """``CREATE TABLE`` of a stream from :data:`STREAMS` with connector ``options``.
 
-    ``arrival_time`` names a computed column read instead from the record's arrival time (Kinesis metadata).
+    ``arrival_time`` names a computed column read instead from the record's arrival time (Kinesis metadata);
+    ``live`` takes the live watermark.
     """
     stream = STREAMS[name]
     lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
@@ -190,9 +230,10 @@ def _create_table(name: str, options: dict[str, str], arrival_time: str | None =
         else:
             lines.append(f"  {_quote(col)} AS {expr}")
     if stream.watermark:
+        delay = stream.live_watermark_s if live else stream.watermark_delay_s
         lines.append(
             f"  WATERMARK FOR {_quote(stream.watermark)} AS {_quote(stream.watermark)}"
-            f" - INTERVAL '{stream.watermark_delay_s}' SECOND"
+            f" - INTERVAL '{delay}' SECOND"
         )
     with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
     body = ",\n".join(lines)

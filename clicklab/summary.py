@@ -45,6 +45,8 @@ class RunSummary:
     missed: list[str] = field(default_factory=list)  # labelled anomalies the adaptive mode missed
     alerts: dict[str, Any] | None = None  # notebook 11's report (None: it did not run)
     checks: list[Check] = field(default_factory=list)
+    live: bool = False  # the live lab: events came from the live generator (and no replay file to check against)
+    latency: dict[str, float] = field(default_factory=dict)  # live: seconds from the burst's window end to ...
 
     @property
     def ok(self) -> bool:
@@ -56,7 +58,10 @@ class RunSummary:
 
     def render(self) -> str:
         """The summary as ``clicklab run`` prints it."""
-        lines = [f"events replayed: {self.events:,} from {self.dataset}"]
+        if self.live:
+            lines = [f"events generated live: {self.events:,} (what the streams retain)"]
+        else:
+            lines = [f"events replayed: {self.events:,} from {self.dataset}"]
         lines += [f"{name}: {count:,} windows" for name, count in self.windows.items()]
         if self.ctr_per_site:
             lines.append("CTR per site (%):  min  median  max")
@@ -77,6 +82,9 @@ class RunSummary:
             from clicklab.alerts.report import summary_lines
 
             lines += summary_lines(self.alerts)
+        if self.latency:
+            lines.append("the burst, seconds after its first anomalous window ended: "
+                         + ", ".join(f"{k} {v:.1f}" for k, v in self.latency.items()))
         return "\n".join(lines)
 
 
@@ -90,21 +98,52 @@ def ctr_check(dataset: Path, ctr: Any) -> Check:
                  f"ctrstream matches the CTR computed independently from the replay file ({len(ctr):,} windows)")
 
 
-def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_THRESHOLD) -> RunSummary:
-    """The :class:`RunSummary` of the streams under ``build``, replayed from ``dataset``."""
+def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_THRESHOLD,
+              live: bool = False) -> RunSummary:
+    """The :class:`RunSummary` of the streams under ``build``, replayed from ``dataset`` (or ``live``).
+
+    Live there is no replay file to recompute the CTR from (and a job's first window is partial: it
+    starts mid-stream), so the CTR check is left out; the labels are the sessions the live generator
+    played, and ``latency`` says how long after its window ended the last one showed as an anomaly row
+    and as an e-mail.
+    """
     from clicklab.alerts import report as alerts_report
 
     dataset, build = Path(dataset), Path(build)
     streams = {name: read_stream(build, name) for name in WINDOW_STREAMS}
-    out = RunSummary(dataset=dataset, events=len(read_events(dataset)),
+    events = len(read_stream(build, "tickerstream")) if live else len(read_events(dataset))
+    out = RunSummary(dataset=dataset, events=events, live=live,
                      windows={name: len(frame) for name, frame in streams.items()})
     ctr = streams["ctrstream"]
     if not ctr.empty:
         stats = ctr.groupby("site")["ctr"].agg(["min", "median", "max"])
         out.ctr_per_site = {str(site): (row["min"], row["median"], row["max"]) for site, row in stats.iterrows()}
-        out.checks.append(ctr_check(dataset, ctr))
+        if not live:
+            out.checks.append(ctr_check(dataset, ctr))
     _add_anomalies(out, dataset, build, threshold)
     out.alerts = alerts_report.read(build)
+    if live:
+        out.latency = burst_latency(build)
+    return out
+
+
+def burst_latency(build: Path) -> dict[str, float]:
+    """Live: seconds from the end of the last session's first anomalous window to its anomaly row and e-mail."""
+    from clicklab import live
+    from clicklab.alerts import local
+
+    session = live.last_session(build)
+    if session is None:
+        return {}
+    rows = live.session_rows(build, "anomalydetectionstream", session)
+    if not len(rows):
+        return {}
+    first = rows.sort_values("rowtime").iloc[0]
+    window_end = float(live.window_start_s(rows.loc[[first.name]]).iloc[0]) + settings.WINDOW_SECONDS
+    out = {"anomaly row": float(first["committed_at"]) - window_end}
+    mails = [p.stat().st_mtime for p in local.outbox_dir(build).glob("*.eml") if p.stat().st_mtime >= window_end]
+    if mails:
+        out["e-mail"] = min(mails) - window_end
     return out
 
 
@@ -118,7 +157,12 @@ def _add_anomalies(out: RunSummary, dataset: Path, build: Path, threshold: float
     flagged = read_stream(build, "anomalydetectionstream")
     counts = flagged.groupby("site").size() if len(flagged) else {}
     out.anomalies_per_site = {str(site): int(counts.get(site, 0)) for site in sorted(scored["site"].unique())}
-    labels = read_labels(settings.labels_path_for(dataset))
+    if out.live:
+        from clicklab import live
+
+        labels = live.labels(build)
+    else:
+        labels = read_labels(settings.labels_path_for(dataset))
     if labels.empty:
         return
     out.labelled = True

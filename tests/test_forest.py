@@ -178,7 +178,8 @@ def test_parameters_are_validated_by_name_and_value(field, value, message):
 def test_defaults_are_kinesis_data_analytics_and_time_decay_maps_to_aws_lambda():
     p = ForestParams()
     assert (p.number_of_trees, p.sub_sample_size, p.time_decay, p.shingle_size) == (100, 256, 100_000.0, 1)
-    assert (p.seed, p.warmup, p.backend) == (42, 256, "aws")
+    assert (p.seed, p.warmup, p.backend) == (42, 65, "aws")  # warm-up: 1 + sub_sample_size // 4, as AWS's
+    assert ForestParams(sub_sample_size=12).warmup == 4 and ForestParams(sub_sample_size=12, warmup=0).warmup == 0
     assert aws_options(p, 1)["lambda"] == pytest.approx(1e-5)
     assert aws_options(ForestParams(time_decay=2560), 1)["lambda"] == pytest.approx(1 / 2560)
     assert aws_options(ForestParams(time_decay=0), 1)["lambda"] == 0.0

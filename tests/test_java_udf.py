@@ -122,7 +122,7 @@ def test_job_parameters_reach_the_function_and_keys_have_their_own_forests(t_env
     scored = score_frames({"s": frame}, tmp_path, udfs.Detector(forest=params, adaptive=False), t_env=t_env)["s"]
     for key in ("a", "b"):
         part = scored[scored["key"] == key]
-        # warm-up 5 (not the default 256): the job parameter reached open()
+        # warm-up 5 (not the default 65): the job parameter reached open()
         assert part["warming_up"].tolist() == [True] * 5 + [False] * (n - 5)
         assert (part["anomaly_score"].iloc[:5] == 0).all() and (part["anomaly_score"].iloc[5:] > 0).all()
     a = scored[scored["key"] == "a"]["anomaly_score"].to_numpy()
@@ -131,7 +131,7 @@ def test_job_parameters_reach_the_function_and_keys_have_their_own_forests(t_env
 
 
 def test_defaults_when_no_job_parameters_as_in_studio(t_env):
-    """Registered by hand, with no ``rcf.*`` job parameter set: warm-up 256 (and the other defaults)."""
+    """Registered by hand, with no ``rcf.*`` job parameter set: warm-up 65 = 1 + 256 // 4 (and the other defaults)."""
     conf = t_env.get_config()
     before = conf.get("pipeline.global-job-parameters", "")
     javaudf.register(t_env, ForestParams(backend="java"))
@@ -145,7 +145,7 @@ def test_defaults_when_no_job_parameters_as_in_studio(t_env):
         conf.set("pipeline.global-job-parameters", before)
         flink.execute(t_env, "DROP TEMPORARY TABLE IF EXISTS numbers")
     flags = [row[0][1] for _, row in got.changes]
-    assert len(flags) == 260 and flags[:256] == [True] * 256 and flags[256:] == [False] * 4
+    assert len(flags) == 260 and flags[:65] == [True] * 65 and flags[65:] == [False] * 195
 
 
 def test_a_value_that_is_not_a_finite_number_fails_naming_the_key(t_env):

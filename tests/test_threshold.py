@@ -37,7 +37,8 @@ def test_a_lab_like_burst_is_flagged_at_once():
     flagged = [i for i, d in enumerate(decisions) if d.is_anomaly]
     assert flagged[:3] == [500, 501, 502]  # the first burst window already: a spike
     assert decisions[500].threshold > 2  # judged against the spike level, not the bare floor
-    assert all(d.threshold == math.inf and not d.is_anomaly for d in decisions[:256])  # warm-up
+    warm = ForestParams().warmup_points  # 1 + 256 // 4 = 65 windows
+    assert all(d.threshold == math.inf and not d.is_anomaly for d in decisions[:warm])  # warm-up
 
 
 def test_a_run_of_moderate_scores_is_flagged_from_its_second_row():

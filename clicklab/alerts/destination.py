@@ -14,11 +14,12 @@ import base64
 import json
 import os
 import re
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -276,3 +277,73 @@ def send(anomalies: pd.DataFrame, destination: Destination, batch_size: int = 10
     """Invoke the handler on every batch of anomalies; yield each response."""
     for event in events(anomalies, batch_size):
         yield destination.invoke(event)
+
+
+@dataclass(frozen=True)
+class Followed:
+    """What :func:`follow` did: invocations, records, and why it stopped."""
+
+    invocations: int
+    records: int
+    seconds: float
+    stopped: str
+
+    def __str__(self) -> str:
+        return (f"followed anomalydetectionstream for {self.seconds:.0f} s: {self.records} new anomalies in "
+                f"{self.invocations} invocation(s); stopped: {self.stopped}")
+
+
+def follow(destination: Destination, build: Path, batch_size: int = 100, timeout_s: float = 120.0,
+           until: Any = None, poll_s: float = 0.25) -> Followed:
+    """Read ``anomalydetectionstream`` as it grows and invoke the handler on each new batch (live).
+
+    That is what Kinesis Data Analytics does with a Lambda destination. Each committed file is read once
+    (the archived ones too, see :mod:`clicklab.live`); rows whose (site, window) this destination already
+    handled are skipped. Stops after ``timeout_s`` seconds, or as soon as ``until()`` is true.
+    """
+    from clicklab import live, streams
+
+    folder = streams.stream_path(build, "anomalydetectionstream")
+    handled = {(o.site, handler.parse_time(o.window_start)) for o in destination.outcomes if o.site is not None}
+    seen: set[str] = set()
+    invocations = records = 0
+    started = time.monotonic()
+    stopped = f"time limit of {timeout_s:g} s"
+    while time.monotonic() - started < timeout_s:
+        new = [p for p in live.committed_files(folder) + live.committed_files(folder / live.ARCHIVE)
+               if p.name not in seen]
+        for path in sorted(new, key=lambda p: p.stat().st_mtime if p.exists() else 0):
+            try:
+                rows = pd.read_json(path, lines=True, dtype=False)
+            except (FileNotFoundError, ValueError):
+                continue  # moved to the archive meanwhile: read there on the next pass
+            seen.add(path.name)
+            if not len(rows):
+                continue
+            rows = rows[[(site, handler.parse_time(t)) not in handled
+                         for site, t in zip(rows["site"], rows["rowtime"], strict=True)]]
+            for event in events(rows, batch_size) if len(rows) else []:
+                destination.invoke(event)
+                invocations += 1
+                records += len(event["records"])
+            handled |= {(site, handler.parse_time(t)) for site, t in zip(rows["site"], rows["rowtime"], strict=True)}
+        if until is not None and until():
+            stopped = "the awaited alert went out"
+            break
+        time.sleep(poll_s)
+    return Followed(invocations, records, time.monotonic() - started, stopped)
+
+
+def email_for(destination: Destination, session: Any) -> Any:
+    """A condition for :func:`follow`: an alert for the session's site and windows was sent (and, with the
+    local SMTP server, its e-mail is in the outbox). ``session`` has ``site``, ``start``, ``end``."""
+
+    def sent() -> bool:
+        if session is None:
+            return False
+        lo = session.start - timedelta(seconds=settings.WINDOW_SECONDS)
+        ours = [o for o in destination.outcomes if o.outcome == handler.SENT and o.site == session.site
+                and lo < handler.parse_time(o.window_start) < session.end]
+        return bool(ours) and (destination.outbox is None or bool(destination.emails()))
+
+    return sent

@@ -85,6 +85,7 @@ def variables(options: ExportOptions) -> dict[str, Any]:
             values["ddl"] = streams.all_kinesis_ddl(options.flink_version, options.region, options.account_id)
         except ValueError as exc:
             raise ZeppelinError(f"{exc}: give it with --account-id") from None
+        values["order_by_time"] = ""  # Kinesis streams are live: windows arrive in time order (see 08)
     else:
         values["ddl"] = "\n\n".join(
             f"DROP TABLE IF EXISTS {n};\n{streams.local_ddl(n, options.build, options.dataset)};"

@@ -64,9 +64,11 @@ time_decay       100000   KDA's ``timeDecay``: how many recent points the sample
                           ``sub_sample_size`` points).
 shingle_size     1        values per point (>= 1), see *shingle*.
 seed             42       random seed (any integer). Same seed and key: same scores.
-warmup           256      values a key must have seen before its scores are emitted (>= 0); until
-                          then ``Scored(0.0, True)``. A key also warms up while its first shingle
-                          fills (``shingle_size - 1`` values).
+warmup           None     values a key must have seen before its scores are emitted (>= 0); until
+                          then ``Scored(0.0, True)``. ``None``: follow the sample size as AWS's
+                          library does (its ``outputAfter`` default): ``1 + sub_sample_size // 4``
+                          values (65 for 256 samples, 4 for the SQL lab's 12). A key also warms up
+                          while its first shingle fills (``shingle_size - 1`` values).
 backend          "aws"    ``"aws"``: AWS's Random Cut Forest (the ``krcf`` package, Rust; the same
                           algorithm as AWS's Java library, checked by the tests);
                           ``"rrcf"``: the pure-Python ``rrcf`` library (about 200x slower);
@@ -74,14 +76,12 @@ backend          "aws"    ``"aws"``: AWS's Random Cut Forest (the ``krcf`` packa
                           in Flink jobs only (``KeyedForests`` refuses it).
 ================ ======== ==========================================================================
 
-Why ``warmup=256`` (= ``sub_sample_size``): from then on every emitted score is measured against a
-full sample of the key's history, so scores mean the same throughout; before, each tree holds fewer
-points and values score high a little more easily. 256 windows of 10 seconds are 43 minutes; the lab's
-anomalies start after 60. Shorter warm-ups work on the lab's traffic too (measured on the lab
-scenario's replays and twelve hours of its traffic without anomalies: in the first hour of scores,
-``score > 2`` fires 3.3 times per site-hour after a warm-up of 64, AWS's own ``outputAfter`` default
-of a quarter sample, against 3.1 after 256, and the adaptive threshold raises no false alarm after
-either), so ``warmup=64`` is a reasonable choice when scores are wanted sooner.
+Why the warm-up follows the sample size: a forest's scores mean something once each tree holds a
+fair part of its sample; AWS's library starts emitting after a quarter of it (``outputAfter``), and
+so do we by default. With 256 samples that is 65 windows of 10 seconds (11 minutes) per key; with the
+SQL lab's 12 samples, 4 windows (40 seconds), which is what lets the live lab score a burst sent two
+minutes after it started. A longer ``warmup`` (e.g. ``warmup=256``, a full sample) makes early scores
+steadier; ``clicklab run`` prints the false alarms after warm-up on the replay for the setting used.
 
 Backends
 --------
@@ -149,10 +149,13 @@ class ForestParams:
     time_decay: float = 100_000.0
     shingle_size: int = 1
     seed: int = 42
-    warmup: int = 256
+    warmup: int | None = None
     backend: str = "aws"
 
     def __post_init__(self) -> None:
+        if self.warmup is None:
+            object.__setattr__(self, "warmup", 1 + int(self.sub_sample_size) // 4 if _is_integer(self.sub_sample_size)
+                               else 0)
         for name, low in (("number_of_trees", 1), ("sub_sample_size", 2), ("shingle_size", 1), ("warmup", 0)):
             value = getattr(self, name)
             if not _is_integer(value) or value < low:
@@ -171,10 +174,30 @@ class ForestParams:
                 f"got {self.backend!r}"
             )
 
+    @classmethod
+    def preset(cls, name: str = "default", **overrides: Any) -> ForestParams:
+        """A named parameter set (:data:`PRESETS`), with ``overrides`` on top.
+
+        >>> ForestParams.preset("lab").sub_sample_size, ForestParams.preset("lab").warmup
+        (12, 4)
+        """
+        if name not in PRESETS:
+            raise ValueError(f"RANDOM_CUT_FOREST parameter set {name!r}: choose one of {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
     @property
     def warmup_points(self) -> int:
         """Values a key sees before its first emitted score: ``warmup``, at least a full shingle."""
         return max(self.warmup, self.shingle_size - 1)
+
+
+#: Named parameter sets. ``default``: Kinesis Data Analytics' defaults (100 trees, 256 samples, time decay
+#: 100000, shingle 1). ``lab``: what the SQL lab passes, ``RANDOM_CUT_FOREST(CURSOR(...), 100, 12, 100000, 1)``:
+#: a 12-point sample, so a forest scores after 4 windows (the live lab uses it).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "lab": {"number_of_trees": 100, "sub_sample_size": 12, "time_decay": 100_000.0, "shingle_size": 1},
+}
 
 
 class Scored(NamedTuple):

@@ -47,21 +47,27 @@ public final class KeyedForests {
             this.warmup = atLeast("warmup", warmup, 0);
         }
 
-        /** The defaults: 100 trees, 256 samples, time_decay 100000, shingle 1, seed 42, warm-up 256. */
+        /** The warm-up when none is given: 1 + sub_sample_size / 4 values, as AWS's outputAfter default. */
+        public static int defaultWarmup(int subSampleSize) {
+            return 1 + subSampleSize / 4;
+        }
+
+        /** The defaults: 100 trees, 256 samples, time_decay 100000, shingle 1, seed 42, warm-up 65. */
         public static Params defaults() {
-            return new Params(100, 256, 100_000.0, 1, 42L, 256);
+            return new Params(100, 256, 100_000.0, 1, 42L, defaultWarmup(256));
         }
 
         /** Parameters from a lookup of job parameters (key -> value or the given default). */
         public static Params from(java.util.function.BiFunction<String, String, String> lookup) {
             Params d = defaults();
+            int subSampleSize = parse(lookup, "sub_sample_size", d.subSampleSize, Integer::valueOf, "an integer");
             return new Params(
                     parse(lookup, "number_of_trees", d.numberOfTrees, Integer::valueOf, "an integer"),
-                    parse(lookup, "sub_sample_size", d.subSampleSize, Integer::valueOf, "an integer"),
+                    subSampleSize,
                     parse(lookup, "time_decay", d.timeDecay, Double::valueOf, "a number"),
                     parse(lookup, "shingle_size", d.shingleSize, Integer::valueOf, "an integer"),
                     parse(lookup, "seed", d.seed, Long::valueOf, "an integer"),
-                    parse(lookup, "warmup", d.warmup, Integer::valueOf, "an integer"));
+                    parse(lookup, "warmup", defaultWarmup(subSampleSize), Integer::valueOf, "an integer"));
         }
 
         /** Values a key sees before its first emitted score: warmup, at least a full shingle. */

@@ -1,0 +1,188 @@
+"""The live lab's housekeeping and waiting: stream folders kept small, and "wait until it shows".
+
+**Why files move to ``.archive/``.** Flink's file source reads the files of a folder one at a time
+in no particular order, and a job's watermark follows the newest event it has read. A job that starts
+on a folder holding minutes of files would read some new ones first and then drop the older events as
+late. So a live folder only holds the last :data:`~clicklab.settings.LIVE_FOLDER_SECONDS` of files: a
+job that starts reads a few seconds of backlog, as a Kinesis consumer starting at ``LATEST`` would.
+:func:`tidy` moves older files into the folder's hidden ``.archive/`` (Flink skips hidden names; every
+running job has long read them) and deletes archived files after
+:data:`~clicklab.settings.LIVE_RETENTION_SECONDS`, so an hour of live running keeps a bounded number
+of files. :func:`clicklab.results.read_stream` reads the archive too: tables and plots see the
+retained history. The live generator calls :func:`tidy` every few seconds.
+
+**Waiting.** :func:`wait_for` polls a condition until it holds or a timeout passes, and then raises a
+:class:`~clicklab.exceptions.ClicklabError` that says what did not happen in time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from clicklab import settings, streams
+from clicklab.exceptions import ClicklabError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ARCHIVE = ".archive"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Tidied:
+    """What one :func:`tidy` pass did."""
+
+    archived: int = 0
+    deleted: int = 0
+
+
+def committed_files(folder: Path) -> list[Path]:
+    """The files of a stream folder that readers see: not hidden, not in progress."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_"))]
+
+
+def tidy(build: Path = settings.DEFAULT_BUILD, now: float | None = None,
+         keep_s: float = settings.LIVE_FOLDER_SECONDS,
+         retention_s: float = settings.LIVE_RETENTION_SECONDS) -> Tidied:
+    """Move stream files older than ``keep_s`` into ``.archive/``; delete archived files older than ``retention_s``.
+
+    Ages are file modification times (when the writer committed the file).
+    """
+    now = time.time() if now is None else now
+    archived = deleted = 0
+    for name in streams.STREAM_NAMES:
+        folder = streams.stream_path(build, name)
+        archive = folder / ARCHIVE
+        for path in committed_files(folder):
+            try:
+                if now - path.stat().st_mtime > keep_s:
+                    archive.mkdir(exist_ok=True)
+                    os.replace(path, archive / path.name)
+                    archived += 1
+            except FileNotFoundError:  # gone meanwhile (another tidy)
+                continue
+        for path in committed_files(archive):
+            try:
+                if now - path.stat().st_mtime > retention_s:
+                    path.unlink()
+                    deleted += 1
+            except FileNotFoundError:
+                continue
+    return Tidied(archived, deleted)
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout_s: float, poll_s: float = 0.5) -> T:
+    """Poll ``check`` until it returns something (not ``None``/``False``); its value, or ``ClicklabError``.
+
+    The error says ``what`` did not happen within ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = check()
+        if got is not None and got is not False:
+            return got
+        if time.monotonic() > deadline:
+            raise ClicklabError(f"{what}: not within {timeout_s:g} s")
+        time.sleep(poll_s)
+
+
+def rows_committed(build: Path, name: str) -> pd.DataFrame:
+    """A stream's rows (folder and archive) with ``committed_at``: when the file that holds each appeared (epoch s)."""
+    import pandas as pd
+
+    folder = streams.stream_path(build, name)
+    frames = []
+    for path in committed_files(folder) + committed_files(folder / ARCHIVE):
+        try:
+            mtime = path.stat().st_mtime
+            frame = pd.read_json(path, lines=True, dtype=False)
+        except (FileNotFoundError, ValueError):  # moved to the archive meanwhile, or empty
+            continue
+        if len(frame):
+            frames.append(frame.assign(committed_at=mtime))
+    if not frames:
+        return pd.DataFrame(columns=[*(c.name for c in streams.STREAMS[name].columns), "committed_at"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def window_start_s(frame: pd.DataFrame) -> pd.Series:
+    """Each row's window start in epoch seconds, from ``time`` (epoch s) or ``rowtime`` (UTC text)."""
+    import pandas as pd
+
+    if "time" in frame:
+        return frame["time"].astype(float)
+    return pd.to_datetime(frame["rowtime"], utc=True).astype("int64") / 1e9
+
+
+def labels(build: Path = settings.DEFAULT_BUILD) -> pd.DataFrame:
+    """The sessions the live generator played (``build/live/labels.csv``), as replay labels."""
+    from clicklab import livegen
+    from clicklab.results import read_labels
+
+    return read_labels(livegen.live_dir(build) / "labels.csv")
+
+
+def send_when_warm(build: Path, session: str = "studio-lab-burst", timeout_s: float = 180.0) -> Any:
+    """Play a session of the live generator once its site's forest emits scores (its warm-up is over).
+
+    Returns the generator's :class:`~clicklab.livegen.ScheduledSession`.
+    """
+    from clicklab import livegen
+    from clicklab.scenario import load_scenario
+
+    info = livegen.status(build)
+    scenario = load_scenario(info.scenario if info is not None else "lab")
+    site = livegen.session_definition(scenario, session)["site"]
+
+    def warm() -> bool:
+        scored = rows_committed(build, "destinationstream")
+        return bool(len(scored) and ((scored["site"] == site) & (scored["score"] > 0)).any())
+
+    wait_for(f"a score for {site} in destinationstream (the forest's warm-up)", warm, timeout_s)
+    return livegen.send(build, session=session)
+
+
+def session_rows(build: Path, name: str, session: Any, window_s: int = settings.WINDOW_SECONDS) -> pd.DataFrame:
+    """The rows of ``name`` for the session's site whose window overlaps the session, with ``shown_after_s``:
+    seconds from the end of the row's window until its file appeared."""
+    frame = rows_committed(build, name)
+    if not len(frame):
+        return frame.assign(shown_after_s=[])
+    start = window_start_s(frame)
+    lo, hi = session.start.timestamp(), session.end.timestamp()
+    mine = frame[(frame["site"] == session.site) & (start + window_s > lo) & (start < hi)].copy()
+    mine["shown_after_s"] = mine["committed_at"] - (window_start_s(mine) + window_s)
+    return mine.sort_values("committed_at")
+
+
+def wait_for_anomaly(build: Path, session: Any, timeout_s: float = 120.0) -> pd.DataFrame:
+    """Wait until ``anomalydetectionstream`` holds a row of the session's site and windows; those rows."""
+
+    def found() -> pd.DataFrame | None:
+        rows = session_rows(build, "anomalydetectionstream", session)
+        return rows if len(rows) else None
+
+    return wait_for(f"an anomaly row for {session}", found, timeout_s)
+
+
+def last_session(build: Path, kind: str | None = None) -> Any:
+    """The last session (of ``kind``) the live generator played, from its labels; ``None`` if there is none."""
+    from clicklab import livegen
+
+    rows = labels(build)
+    if kind is not None:
+        rows = rows[rows["kind"] == kind]
+    if not len(rows):
+        return None
+    row = rows.iloc[-1]
+    return livegen.ScheduledSession(id="", site=row["site"], kind=row["kind"], start=row["start"].to_pydatetime(),
+                                    end=row["end"].to_pydatetime())
