@@ -151,6 +151,26 @@ def _cmd_import_zeppelin(args: argparse.Namespace) -> None:
     print(f"{args.note} -> {out}")
 
 
+def _cmd_cluster(args: argparse.Namespace) -> None:
+    """``clicklab cluster up|down|status``. ``status`` with no cluster running exits 1 (scripts can test it)."""
+    import time
+
+    from clicklab import cluster
+
+    if args.cluster_command == "up":
+        start = time.monotonic()
+        info = cluster.up(args.build, taskmanagers=args.taskmanagers, slots=args.slots)
+        print(info.describe())
+        print(f"ready after {time.monotonic() - start:.0f} s; config {info.conf_dir / 'config.yaml'}; "
+              f"logs {info.log_dir}")
+        print("notebooks send their jobs here with CLICKLAB_FLINK=cluster; stop it with `clicklab cluster down`")
+    elif args.cluster_command == "down":
+        stopped = cluster.down(args.build)
+        print(f"stopped {', '.join(stopped)}" if stopped else "no Flink cluster was running")
+    else:
+        print(cluster.find(args.build).describe())  # no cluster: ClicklabError, one line, exit 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="clicklab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -226,6 +246,18 @@ def parser() -> argparse.ArgumentParser:
     iz.add_argument("note", type=Path, help="NOTE.zpln or note.json")
     iz.add_argument("--out", type=Path, default=settings.DEFAULT_BUILD / "imported", help="folder for the .ipynb")
     iz.set_defaults(func=_cmd_import_zeppelin)
+
+    cl = sub.add_parser("cluster", help="a Flink standalone cluster on this machine for the notebooks' live jobs")
+    cl_sub = cl.add_subparsers(dest="cluster_command", required=True)
+    cl_up = cl_sub.add_parser("up", help="start it (one JobManager, TaskManagers; 127.0.0.1 only) and print its web UI")
+    cl_up.add_argument("--taskmanagers", type=int, default=2, help="TaskManager processes (2)")
+    cl_up.add_argument("--slots", type=int, default=4, help="task slots per TaskManager (4)")
+    cl_down = cl_sub.add_parser("down", help="stop it; no process or port is left")
+    cl_status = cl_sub.add_parser("status", help="web UI, task managers, slots, jobs (exit 1 if none is running)")
+    for c in (cl_up, cl_down, cl_status):
+        c.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD,
+                       help="build folder: config, logs and pid files in <build>/flink/")
+    cl.set_defaults(func=_cmd_cluster)
     return p
 
 

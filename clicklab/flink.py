@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clicklab import settings
-from clicklab.exceptions import JavaError, SqlError
+from clicklab.exceptions import ClicklabError, JavaError, SqlError
 
 if TYPE_CHECKING:
     from pyflink.table import TableEnvironment, TableResult
@@ -80,21 +80,66 @@ def check_java() -> int:
     return version
 
 
-def create_table_env(parallelism: int = 1, config: dict[str, str] | None = None) -> TableEnvironment:
-    """A streaming table environment on a local mini-cluster, in UTC.
+#: Where a session's jobs run when ``create_table_env`` is given no ``target``: ``local`` or ``cluster``.
+FLINK_TARGET_VARIABLE = "CLICKLAB_FLINK"
+FLINK_TARGETS = ("local", "cluster")
+
+
+def flink_target(target: str | None = None) -> str:
+    """``target``, or else ``$CLICKLAB_FLINK``, or else ``local``; anything but ``local``/``cluster`` is refused.
+
+    >>> flink_target("cluster")
+    'cluster'
+    """
+    if target is None:
+        target = os.environ.get(FLINK_TARGET_VARIABLE, "").strip() or "local"
+        source = f"{FLINK_TARGET_VARIABLE}={target!r}"
+    else:
+        source = f"target={target!r}"
+    if target not in FLINK_TARGETS:
+        raise ClicklabError(f"{source}: where Flink jobs run must be one of {', '.join(FLINK_TARGETS)}")
+    return target
+
+
+def create_table_env(
+    parallelism: int = 1,
+    config: dict[str, str] | None = None,
+    target: str | None = None,
+    build: Path | None = None,
+) -> TableEnvironment:
+    """A streaming table environment, in UTC, whose jobs run on a local mini-cluster or on the lab's cluster.
+
+    ``target="local"`` (the default): each job runs in a mini-cluster inside this process's JVM and ends with
+    it. ``target="cluster"``: jobs are submitted to the standalone cluster that ``clicklab cluster up`` started
+    for ``build`` (default: ``build/``), keep running on their own, and show in its web UI under their
+    ``pipeline.name``; ``clicklab cluster status`` lists them. With no ``target``, ``$CLICKLAB_FLINK`` decides
+    (``local`` when unset).
 
     Parallelism 1 by default: the replay is small and one worker keeps every stream file in time
     order, which the CTR join's watermarks rely on.
     """
+    remote: dict[str, str] = {}
+    if flink_target(target) == "cluster":
+        from clicklab import cluster
+
+        # before the JVM starts: no cluster is a one-line error, not a Java connection trace at the first job
+        remote = cluster.session_config(cluster.find(build if build is not None else settings.DEFAULT_BUILD))
     check_java()
     # Python UDFs never run inside this process: PyFlink's default on a local mini-cluster
     # ("loopback") has their threads call the JVM on other py4j connections, and the planner then
-    # fails at random on the next statement (FLINK-36298).
+    # fails at random on the next statement (FLINK-36298). On the cluster they run in its TaskManagers.
     os.environ.setdefault("_python_worker_execution_mode", "process")
+    from pyflink.common import Configuration
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
+    # the execution target is read when the environment is created: pass it in the settings
+    env_settings = EnvironmentSettings.new_instance().in_streaming_mode()
+    if remote:
+        env_settings = env_settings.with_configuration(Configuration.from_dict(remote))
+    t_env = TableEnvironment.create(env_settings.build())
     conf = t_env.get_config()
+    for key, value in remote.items():
+        conf.set(key, value)
     conf.set("parallelism.default", str(parallelism))
     conf.set("table.local-time-zone", "UTC")
     conf.set("table.display.max-column-width", "80")
