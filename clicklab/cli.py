@@ -28,10 +28,25 @@ def _cmd_run(args: argparse.Namespace) -> None:
         raise ClicklabError("check failed: " + "; ".join(c.message.rstrip(":") for c in report.summary.failed()))
 
 
+#: ``clicklab generate`` options of the live generator only (dest, flag), default None/False without --live.
+_LIVE_ONLY = (("build", "--build"), ("backfill", "--backfill"), ("scale", "--scale"), ("flush", "--flush"),
+              ("duration", "--duration"), ("keep", "--keep"), ("background", "--background"), ("stop", "--stop"),
+              ("status", "--status"))
+
+
 def _cmd_generate(args: argparse.Namespace) -> None:
+    if args.live:
+        _cmd_generate_live(args)
+        return
     from clicklab.generator import generate
     from clicklab.scenario import load_scenario
 
+    for dest, flag in _LIVE_ONLY:
+        if getattr(args, dest) not in (None, False):
+            raise ClicklabError(f"{flag} is an option of the live generator: add --live")
+    if args.out is None:
+        raise ClicklabError("--out is required: the events file to write (.jsonl or .jsonl.gz); "
+                            "or use --live for a live tickerstream")
     scenario = load_scenario(args.scenario)
     shown = [-1.0]  # when progress was last logged (seconds into the run): about once a second
 
@@ -46,6 +61,51 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     rate = f"{result.events_per_s:,.0f} events/s"
     print(f"{result.events:,} events in {result.seconds:.1f} s ({rate}) -> {result.out_path}")
     print(f"labels -> {result.labels_path}")
+
+
+def _cmd_generate_live(args: argparse.Namespace) -> None:
+    from clicklab import livegen
+
+    for flag, value in (("--out", args.out), ("--labels", args.labels), ("--progress", args.progress)):
+        if value not in (None, False):
+            raise ClicklabError(f"{flag} is not used with --live: the live generator writes "
+                                "<build>/streams/tickerstream/ and <build>/live/labels.csv")
+    build = args.build or settings.DEFAULT_BUILD
+    if args.stop or args.status:
+        if args.stop and args.status:
+            raise ClicklabError("give --stop or --status, not both")
+        info = livegen.status(build)
+        if args.status:
+            print(info if info is not None else f"no live generator is registered for {build}")
+        elif livegen.stop(build):
+            print(f"stopped the live generator (pid {info.pid if info else '?'}) of {build}")
+        else:
+            print(f"no live generator was running for {build}")
+        return
+    options = livegen.LiveOptions(
+        seed=args.seed,
+        backfill_s=livegen.parse_duration(args.backfill or 0, "--backfill"),
+        scale=args.scale if args.scale is not None else 1.0,
+        flush_s=args.flush if args.flush is not None else livegen.FLUSH_S,
+        duration_s=None if args.duration is None else livegen.parse_duration(args.duration, "--duration"),
+        keep_s=livegen.KEEP_S if args.keep is None else livegen.parse_duration(args.keep, "--keep"),
+    )
+    if args.background:
+        info = livegen.start_background(build, args.scenario, **vars(options))
+        print(f"live generator started in the background: pid {info.pid}; log {info.log}; "
+              f"stop it with: clicklab generate --live --stop --build {build}")
+        return
+    result = livegen.run_live(args.scenario, build, options)
+    print(f"{result.events:,} events in {result.files:,} files ({result.backfill_events:,} backfilled), "
+          f"{len(result.sessions)} sessions -> {livegen.tickerstream_dir(build)}")
+
+
+def _cmd_send(args: argparse.Namespace) -> None:
+    from clicklab import livegen
+
+    session = livegen.send(args.build, args.session, template=args.template, rate=args.rate, duration=args.duration,
+                           arrivals=args.arrivals, kind=args.kind)
+    print(f"{session} (label in {livegen.live_dir(args.build) / 'labels.csv'})")
 
 
 def _detector(args: argparse.Namespace):
@@ -181,13 +241,48 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--only", action="append", metavar="NN", help="run only notebook NN (repeatable)")
     run.set_defaults(func=_cmd_run)
 
-    gen = sub.add_parser("generate", help="generate a replay dataset from a scenario")
+    gen = sub.add_parser("generate", help="generate a replay dataset from a scenario, or (--live) a live tickerstream",
+                         description="Without --live: write the scenario's records and labels to --out. With --live: "
+                         "send the scenario's normal traffic in real time into <build>/streams/tickerstream/ (one "
+                         "file per --flush seconds, appearing atomically) until Ctrl-C or --duration; `clicklab "
+                         "send` plays sessions into it. --live --stop stops a running one, --live --status shows it.")
     gen.add_argument("--scenario", default="lab", help="scenario name (data/scenarios/NAME.yaml) or file")
     gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument("--out", type=Path, required=True, help="events file (.jsonl or .jsonl.gz)")
+    gen.add_argument("--out", type=Path, default=None,
+                     help="events file (.jsonl or .jsonl.gz); required without --live")
     gen.add_argument("--labels", type=Path, default=None, help="labels file (default: next to --out)")
     gen.add_argument("--progress", action="store_true", help="show progress and events/s")
+    lv = gen.add_argument_group("live tickerstream (--live)")
+    lv.add_argument("--live", action="store_true", help="send in real time into <build>/streams/tickerstream/")
+    lv.add_argument("--build", type=Path, default=None, help="build folder (default: build/)")
+    lv.add_argument("--backfill", default=None, metavar="TIME",
+                    help="first write this much past traffic at full speed: 90, 90s, 30m, 1h (default: none)")
+    lv.add_argument("--scale", type=float, default=None, help="multiply every rate (default 1)")
+    lv.add_argument("--flush", type=float, default=None, metavar="S", help="seconds per file (default 0.5)")
+    lv.add_argument("--duration", default=None, metavar="TIME", help="stop after this long (default: until stopped)")
+    lv.add_argument("--keep", default=None, metavar="TIME",
+                    help="delete tickerstream files older than this (default 600 s)")
+    lv.add_argument("--background", action="store_true",
+                    help="run detached (log: <build>/live/generator.log) and return")
+    lv.add_argument("--stop", action="store_true", help="stop the running live generator of --build")
+    lv.add_argument("--status", action="store_true", help="show the live generator of --build")
     gen.set_defaults(func=_cmd_generate)
+
+    from clicklab.scenario import ARRIVALS
+
+    snd = sub.add_parser("send", help="play a KDG session into the running live generator (generate --live)",
+                         description="Play one session now: --session KIND (one of the scenario's anomalies, e.g. "
+                         "studio-lab-burst, sql-lab-extra-clicks) or --template JSON --rate R --duration TIME. "
+                         "Prints the scheduled window; the label goes to <build>/live/labels.csv.")
+    snd.add_argument("--session", metavar="KIND", default=None, help="an anomaly kind of the generator's scenario")
+    snd.add_argument("--template", default=None, metavar="JSON",
+                     help='record template, e.g. \'{"browseraction": "Click", "site": "https://www.mysite.com"}\'')
+    snd.add_argument("--rate", type=float, default=None, help="records per second (with --template)")
+    snd.add_argument("--duration", default=None, metavar="TIME", help="how long (with --template): 30, 30s, 2m")
+    snd.add_argument("--arrivals", choices=ARRIVALS, default="poisson", help="with --template (default poisson)")
+    snd.add_argument("--kind", default="custom", help="label kind of a --template session (default custom)")
+    snd.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="build folder (default: build/)")
+    snd.set_defaults(func=_cmd_send)
 
     score = sub.add_parser("score", help="score a CSV time series with RANDOM_CUT_FOREST through Flink")
     score.add_argument("--input", type=Path, required=True, help="CSV with a time and a value column")

@@ -66,6 +66,7 @@ ProgressCallback = Callable[[int, float, float], None]
 """``progress(events_so_far, seconds_elapsed, fraction_done)``, called after each window."""
 
 _SUFFIX = b'Z"}\n'
+_CUM_EPS = 1e-9  # tolerance of the constant arrivals' cumulative count (float rounding of bin sums)
 
 
 @dataclass(frozen=True)
@@ -377,14 +378,15 @@ def _window_times(plan: _Plan, w_lo: int, w_hi: int) -> np.ndarray:
         starts = np.repeat(lo, counts)
         widths = np.repeat(hi - lo, counts)
         return starts + (u * widths).astype(np.int64)
-    # constant: record k sits where the cumulative expected count reaches k
+    # constant: record k sits where the cumulative expected count reaches k (a sum that misses an
+    # integer by float rounding, e.g. 20 * 0.181 s + ..., counts as reaching it: no extra record)
     means = plan.means[i0:i1]
     cum = plan.carry + np.concatenate(([0.0], np.cumsum(means)))
     plan.carry = float(cum[-1])
-    ks = np.arange(math.ceil(cum[0]), math.ceil(cum[-1]), dtype=np.float64)
+    ks = np.arange(math.ceil(cum[0] - _CUM_EPS), math.ceil(cum[-1] - _CUM_EPS), dtype=np.float64)
     if ks.size == 0:
         return np.empty(0, dtype=np.int64)
-    idx = np.searchsorted(cum, ks, side="right") - 1
+    idx = np.maximum(np.searchsorted(cum, ks, side="right") - 1, 0)
     offset = np.rint((ks - cum[idx]) * (hi - lo)[idx] / means[idx]).astype(np.int64)
     return np.minimum(lo[idx] + offset, hi[idx] - 1)
 
@@ -460,13 +462,21 @@ def _iter_windows(scenario: Scenario, seed: int, window_ms: int | None = None) -
                 live.append(plan)
         for w_lo in range(block_lo, block_hi, step):
             w_hi = min(w_lo + step, block_hi)
-            parts = [_window_times(p, w_lo, w_hi) for p in live]
-            if parts:
-                times = np.concatenate(parts)
-                owners = np.repeat(np.array([p.index for p in live], dtype=np.int32), [part.size for part in parts])
-                order = np.argsort(times, kind="stable")
-                data = fmt.lines(times[order], owners[order])
-                count = int(times.size)
-            else:
-                data, count = b"", 0
+            count, data = _merge_window(live, fmt, w_lo, w_hi)
             yield count, data, w_hi / end_ms
+
+
+def _merge_window(live: list[_Plan], fmt: _Formatter, w_lo: int, w_hi: int) -> tuple[int, bytes]:
+    """``(record count, JSON-lines bytes)`` of the ``live`` plans' records inside ``[w_lo, w_hi)``.
+
+    Records are in time order; ties keep plan order (``plan.index``). Each plan's bins must cover
+    the window (:func:`_start_block`). Shared by the replay and the live generator
+    (:mod:`clicklab.livegen`).
+    """
+    parts = [_window_times(p, w_lo, w_hi) for p in live]
+    if not parts:
+        return 0, b""
+    times = np.concatenate(parts)
+    owners = np.repeat(np.array([p.index for p in live], dtype=np.int32), [part.size for part in parts])
+    order = np.argsort(times, kind="stable")
+    return int(times.size), fmt.lines(times[order], owners[order])
