@@ -17,13 +17,15 @@ def _cmd_run(args: argparse.Namespace) -> None:
     from clicklab import flink, runner
 
     flink.check_java()
-    report = runner.run(dataset=args.dataset, build=args.build, only=args.only)
+    report = runner.run(dataset=args.dataset, build=args.build, only=args.only, live=args.live,
+                        linger_s=args.duration)
     print(f"\n{len(report.executed)} notebooks executed in {report.seconds:.0f} s into {args.build / 'executed'}")
     print(report.summary.render())
-    from clicklab.zeppelin.export import ExportOptions, export_lab
+    if not args.live:
+        from clicklab.zeppelin.export import ExportOptions, export_lab
 
-    note = export_lab(ExportOptions(target="local", with_results=True, dataset=args.dataset, build=args.build))
-    print(f"Zeppelin note of this run (local Flink interpreter; loads-checked): {note.path}")
+        note = export_lab(ExportOptions(target="local", with_results=True, dataset=args.dataset, build=args.build))
+        print(f"Zeppelin note of this run (local Flink interpreter; loads-checked): {note.path}")
     if not report.summary.ok:
         raise ClicklabError("check failed: " + "; ".join(c.message.rstrip(":") for c in report.summary.failed()))
 
@@ -239,6 +241,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", type=Path, default=settings.DEFAULT_DATASET, help="replay file (JSON lines, .gz ok)")
     run.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="output folder")
     run.add_argument("--only", action="append", metavar="NN", help="run only notebook NN (repeatable)")
+    run.add_argument("--live", action="store_true",
+                     help="the live lab: cluster, live generator, jobs running side by side, the burst and its e-mail")
+    run.add_argument("--duration", type=float, default=0.0, metavar="S",
+                     help="--live: keep everything running S seconds more once the e-mail is in (to look around)")
     run.set_defaults(func=_cmd_run)
 
     gen = sub.add_parser("generate", help="generate a replay dataset from a scenario, or (--live) a live tickerstream",

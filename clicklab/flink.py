@@ -271,8 +271,13 @@ def collect(
     max_changes: int,
     timeout_s: float,
     convert: Callable[[Any], Any] = lambda v: v,
+    on_progress: Callable[[Collected], None] | None = None,
+    progress_every_s: float = 1.0,
 ) -> Collected:
     """Collect a query's rows until it ends, ``max_changes`` rows or ``timeout_s`` seconds.
+
+    ``on_progress``, if given, is called with what was collected so far when rows arrive, at most
+    every ``progress_every_s`` seconds (a live table refreshes from it), and once at the end.
 
     Rows are read on the calling thread: PyFlink's planner keeps state in a thread-local of the Java
     thread that serves the Python one, and reading from a second Python thread makes later statements
@@ -292,11 +297,16 @@ def collect(
 
     guard = threading.Thread(target=watchdog, name="flink-query-deadline", daemon=True)
     guard.start()
+    shown = time.monotonic()
     try:
         with result.collect() as rows:
             for row in rows:
                 kind = _ROW_KINDS.get(row.get_row_kind().name, "+I")
                 out.changes.append((kind, tuple(convert(v) for v in row)))
+                if on_progress is not None and time.monotonic() - shown >= progress_every_s:
+                    shown = time.monotonic()
+                    out.seconds = shown - start
+                    on_progress(out)
                 if len(out.changes) >= max_changes:
                     out.stopped = f"row limit of {max_changes}"
                     break
@@ -316,4 +326,6 @@ def collect(
     if out.stopped != "end of stream":
         cancel(result)
     out.seconds = time.monotonic() - start
+    if on_progress is not None:
+        on_progress(out)
     return out

@@ -7,9 +7,9 @@ late. So a live folder only holds the last :data:`~clicklab.settings.LIVE_FOLDER
 job that starts reads a few seconds of backlog, as a Kinesis consumer starting at ``LATEST`` would.
 :func:`tidy` moves older files into the folder's hidden ``.archive/`` (Flink skips hidden names; every
 running job has long read them) and deletes archived files after
-:data:`~clicklab.settings.LIVE_RETENTION_SECONDS`, so an hour of live running keeps a bounded number
-of files. :func:`clicklab.results.read_stream` reads the archive too: tables and plots see the
-retained history. The live generator calls :func:`tidy` every few seconds.
+:data:`~clicklab.settings.LIVE_RETENTION_SECONDS` (:func:`rotate`), so an hour of live running keeps a
+bounded number of files. :func:`clicklab.results.read_stream` reads the archive too: tables and plots
+see the retained history. The live generator calls :func:`tidy` every few seconds.
 
 **Waiting.** :func:`wait_for` polls a condition until it holds or a timeout passes, and then raises a
 :class:`~clicklab.exceptions.ClicklabError` that says what did not happen in time.
@@ -50,14 +50,44 @@ def committed_files(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith((".", "_"))]
 
 
-def tidy(build: Path = settings.DEFAULT_BUILD, now: float | None = None,
-         keep_s: float = settings.LIVE_FOLDER_SECONDS,
-         retention_s: float = settings.LIVE_RETENTION_SECONDS) -> Tidied:
+def rotate(folder: str | Path, keep_s: float = settings.LIVE_RETENTION_SECONDS, *, now: float | None = None) -> int:
+    """Delete the committed files of ``folder`` last modified more than ``keep_s`` seconds before ``now``.
+
+    Committed files are the regular files directly in ``folder`` whose names do not start with
+    ``.`` or ``_`` (the names Flink's file source and sink keep for files in progress); those,
+    subfolders and symlinks are left alone. ``now`` defaults to the current time. Returns how many
+    files were deleted; a missing folder deletes none.
+    """
+    if keep_s < 0:
+        raise ValueError(f"keep_s must be >= 0, got {keep_s!r}")
+    cutoff = (time.time() if now is None else now) - keep_s
+    deleted = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith((".", "_")):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                deleted += 1
+        except FileNotFoundError:
+            continue
+    return deleted
+
+
+def tidy(build: Path = settings.DEFAULT_BUILD, now: float | None = None, keep_s: float | None = None,
+         retention_s: float | None = None) -> Tidied:
     """Move stream files older than ``keep_s`` into ``.archive/``; delete archived files older than ``retention_s``.
 
-    Ages are file modification times (when the writer committed the file).
+    Ages are file modification times (when the writer committed the file). The defaults are
+    :data:`~clicklab.settings.LIVE_FOLDER_SECONDS` and :data:`~clicklab.settings.LIVE_RETENTION_SECONDS`.
     """
     now = time.time() if now is None else now
+    keep_s = settings.LIVE_FOLDER_SECONDS if keep_s is None else keep_s
+    retention_s = settings.LIVE_RETENTION_SECONDS if retention_s is None else retention_s
     archived = deleted = 0
     for name in streams.STREAM_NAMES:
         folder = streams.stream_path(build, name)
@@ -70,13 +100,7 @@ def tidy(build: Path = settings.DEFAULT_BUILD, now: float | None = None,
                     archived += 1
             except FileNotFoundError:  # gone meanwhile (another tidy)
                 continue
-        for path in committed_files(archive):
-            try:
-                if now - path.stat().st_mtime > retention_s:
-                    path.unlink()
-                    deleted += 1
-            except FileNotFoundError:
-                continue
+        deleted += rotate(archive, retention_s, now=now)
     return Tidied(archived, deleted)
 
 
@@ -123,34 +147,6 @@ def window_start_s(frame: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(frame["rowtime"], utc=True).astype("int64") / 1e9
 
 
-def labels(build: Path = settings.DEFAULT_BUILD) -> pd.DataFrame:
-    """The sessions the live generator played (``build/live/labels.csv``), as replay labels."""
-    from clicklab import livegen
-    from clicklab.results import read_labels
-
-    return read_labels(livegen.live_dir(build) / "labels.csv")
-
-
-def send_when_warm(build: Path, session: str = "studio-lab-burst", timeout_s: float = 180.0) -> Any:
-    """Play a session of the live generator once its site's forest emits scores (its warm-up is over).
-
-    Returns the generator's :class:`~clicklab.livegen.ScheduledSession`.
-    """
-    from clicklab import livegen
-    from clicklab.scenario import load_scenario
-
-    info = livegen.status(build)
-    scenario = load_scenario(info.scenario if info is not None else "lab")
-    site = livegen.session_definition(scenario, session)["site"]
-
-    def warm() -> bool:
-        scored = rows_committed(build, "destinationstream")
-        return bool(len(scored) and ((scored["site"] == site) & (scored["score"] > 0)).any())
-
-    wait_for(f"a score for {site} in destinationstream (the forest's warm-up)", warm, timeout_s)
-    return livegen.send(build, session=session)
-
-
 def session_rows(build: Path, name: str, session: Any, window_s: int = settings.WINDOW_SECONDS) -> pd.DataFrame:
     """The rows of ``name`` for the session's site whose window overlaps the session, with ``shown_after_s``:
     seconds from the end of the row's window until its file appeared."""
@@ -172,17 +168,3 @@ def wait_for_anomaly(build: Path, session: Any, timeout_s: float = 120.0) -> pd.
         return rows if len(rows) else None
 
     return wait_for(f"an anomaly row for {session}", found, timeout_s)
-
-
-def last_session(build: Path, kind: str | None = None) -> Any:
-    """The last session (of ``kind``) the live generator played, from its labels; ``None`` if there is none."""
-    from clicklab import livegen
-
-    rows = labels(build)
-    if kind is not None:
-        rows = rows[rows["kind"] == kind]
-    if not len(rows):
-        return None
-    row = rows.iloc[-1]
-    return livegen.ScheduledSession(id="", site=row["site"], kind=row["kind"], start=row["start"].to_pydatetime(),
-                                    end=row["end"].to_pydatetime())

@@ -55,9 +55,9 @@ last event time, how far behind real time). :func:`stop` checks that the pid is 
 process and a live generator (``/proc``) before it signals it; SIGTERM or SIGINT end it after
 the file being written, leaving no ``.tmp`` behind.
 
-**Rotation** (:func:`rotate`): the generator deletes tickerstream files older than ``keep_s``
-(by modification time, default :data:`KEEP_S`) about every :data:`ROTATE_EVERY_S` seconds, so
-an hour's run keeps a bounded number of files; the same function serves any stream folder.
+**Housekeeping**: about every :data:`ROTATE_EVERY_S` seconds the generator tidies every live stream
+folder (:func:`clicklab.live.tidy`: files older than a few seconds move to the folder's archive, archived
+ones older than ``keep_s`` are deleted), so an hour's run keeps a bounded number of files.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from clicklab import settings
+from clicklab import live, settings
 from clicklab.exceptions import ClicklabError
 from clicklab.generator import (
     _Formatter,
@@ -108,7 +108,6 @@ __all__ = [
     "ScheduledSession",
     "live_dir",
     "parse_duration",
-    "rotate",
     "run_live",
     "send",
     "session_definition",
@@ -125,7 +124,7 @@ FLUSH_S = 0.5
 """Default flush interval: seconds of event time per tickerstream file."""
 
 KEEP_S = 600.0
-"""Default age (seconds, by modification time) after which :func:`rotate` deletes a stream file."""
+"""Default age (seconds, by modification time) after which archived stream files are deleted (see live.tidy)."""
 
 MIN_SPACING = 0.8
 """Files are committed at least this many flush intervals apart (wall clock), also after a backfill
@@ -765,8 +764,8 @@ class LiveGenerator:
             self._write_status()
         if now >= self._next["rotate"]:
             self._next["rotate"] = now + ROTATE_EVERY_S
-            rotate(self.folder, self.options.keep_s)
-            rotate(self.sessions_dir, REQUEST_KEEP_S)
+            live.tidy(self.build, retention_s=self.options.keep_s)  # every stream folder, tickerstream's too
+            live.rotate(self.sessions_dir, REQUEST_KEEP_S)
         if self._phase == "live" and now >= self._next["log"]:
             if self._next["log"]:
                 behind = self._behind(now)
@@ -1000,33 +999,6 @@ def _submit(build: Path, definition: Mapping[str, Any], requested_ms: int, scale
 # rotation
 
 
-def rotate(folder: str | Path, keep_s: float = KEEP_S, *, now: float | None = None) -> int:
-    """Delete the committed files of ``folder`` last modified more than ``keep_s`` seconds before ``now``.
-
-    Committed files are the regular files directly in ``folder`` whose names do not start with
-    ``.`` or ``_`` (the names Flink's file source and sink keep for files in progress); those,
-    subfolders and symlinks are left alone. ``now`` defaults to the current time. Returns how many
-    files were deleted; a missing folder deletes none.
-    """
-    _number("keep_s", keep_s, minimum=0.0)
-    cutoff = (time.time() if now is None else now) - keep_s
-    deleted = 0
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return 0
-    for entry in entries:
-        if entry.name.startswith((".", "_")):
-            continue
-        try:
-            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                os.unlink(entry.path)
-                deleted += 1
-        except FileNotFoundError:
-            continue
-    return deleted
-
-
 # --------------------------------------------------------------------------------------------
 # helpers: files, processes, times
 
@@ -1172,3 +1144,41 @@ def _iso_dt(moment: datetime) -> str:
 def _parse_iso(text: str) -> datetime:
     """``2026-12-01T18:05:00.123Z`` as a UTC datetime."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# --------------------------------------------------------------------------------------------
+# the live lab's sessions, read back
+
+
+def labels(build: str | Path = settings.DEFAULT_BUILD) -> Any:
+    """The sessions the live generator played (``<build>/live/labels.csv``), as replay labels (a DataFrame)."""
+    from clicklab.results import read_labels
+
+    return read_labels(live_dir(build) / "labels.csv")
+
+
+def last_session(build: str | Path = settings.DEFAULT_BUILD, kind: str | None = None) -> ScheduledSession | None:
+    """The last session (of ``kind``) the live generator played, from its labels; ``None`` if there is none."""
+    rows = labels(build)
+    if kind is not None:
+        rows = rows[rows["kind"] == kind]
+    if not len(rows):
+        return None
+    row = rows.iloc[-1]
+    return ScheduledSession(id="", site=row["site"], kind=row["kind"], start=row["start"].to_pydatetime(),
+                            end=row["end"].to_pydatetime())
+
+
+def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",
+                   timeout_s: float = 180.0) -> ScheduledSession:
+    """Play a session once its site's forest emits scores (its warm-up is over in ``destinationstream``)."""
+    info = status(build)
+    scenario = load_scenario(info.scenario if info is not None else "lab")
+    site = session_definition(scenario, session)["site"]
+
+    def warm() -> bool:
+        scored = live.rows_committed(Path(build), "destinationstream")
+        return bool(len(scored) and ((scored["site"] == site) & (scored["score"] > 0)).any())
+
+    live.wait_for(f"a score for {site} in destinationstream (the forest's warm-up)", warm, timeout_s)
+    return send(build, session=session)

@@ -131,6 +131,9 @@ class Lab:
           called with the current table and a note as rows arrive (about once a second), so a live
           table can refresh in place.
         """
+        cap = os.environ.get(QUERY_SECONDS_VARIABLE)
+        if cap:
+            timeout_s = min(timeout_s, float(cap))
         outcomes = []
         for statement in sqltext.parse_script(script):
             outcomes.append(self._run_one(statement, max_rows, timeout_s, max_changes, on_rows))
@@ -197,6 +200,10 @@ class Lab:
         frame, note = table(got, running=False)
         return Outcome(st, note, frame, shown=min(max_rows, len(frame)))
 
+
+#: Caps every query's ``--timeout`` (seconds) when set: queries on live streams never end by themselves, and
+#: ``clicklab run --live`` sets it so that the notebooks' view cells do not each wait a minute.
+QUERY_SECONDS_VARIABLE = "CLICKLAB_QUERY_SECONDS"
 
 #: ``live=None`` in a notebook's parameters: this environment variable decides (``1``: live; ``make lab-live`` sets it).
 LIVE_VARIABLE = "CLICKLAB_LIVE"

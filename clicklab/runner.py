@@ -92,6 +92,8 @@ class RunReport:
 #: What ``clicklab run --live`` passes to the live notebooks besides ``dataset``, ``build`` and ``live``:
 #: no cooldown, so the burst's own alert goes out even if an earlier window of the site was alerted.
 LIVE_PARAMETERS: dict[str, object] = {"cooldown_seconds": 0}
+#: ``clicklab run --live``: how long each view query of the notebooks shows a live stream.
+LIVE_QUERY_SECONDS = 8
 
 
 def run(
@@ -125,6 +127,8 @@ def run(
         return _execute(chosen, dataset, build, params)
     from clicklab import cluster, livegen, notebook
 
+    cap = os.environ.get(notebook.QUERY_SECONDS_VARIABLE)
+    os.environ[notebook.QUERY_SECONDS_VARIABLE] = str(LIVE_QUERY_SECONDS)  # the kernels inherit it
     try:
         log.info("live: starting the cluster and the live generator ...")
         notebook.start_live(build)
@@ -133,6 +137,10 @@ def run(
     finally:
         livegen.stop(build)
         cluster.down(build)
+        if cap is None:
+            os.environ.pop(notebook.QUERY_SECONDS_VARIABLE, None)
+        else:
+            os.environ[notebook.QUERY_SECONDS_VARIABLE] = cap
 
 
 def _execute(chosen: list[Path], dataset: Path, build: Path, params: dict[str, object],

@@ -43,7 +43,7 @@ LIVE_ROLLOVER = "200 ms"
 LIVE_WATERMARK_DELAY_SECONDS = 1
 #: A live stream folder holds only the files of the last this many seconds; older ones move to its
 #: hidden ``.archive/`` (Flink's readers skip hidden names), so a job that starts reads little backlog.
-LIVE_FOLDER_SECONDS = 15
+LIVE_FOLDER_SECONDS = 8
 #: How long archived files are kept (the history that tables and plots read back), in seconds.
 LIVE_RETENTION_SECONDS = 600
 

@@ -129,10 +129,10 @@ def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_TH
 
 def burst_latency(build: Path) -> dict[str, float]:
     """Live: seconds from the end of the last session's first anomalous window to its anomaly row and e-mail."""
-    from clicklab import live
+    from clicklab import live, livegen
     from clicklab.alerts import local
 
-    session = live.last_session(build)
+    session = livegen.last_session(build)
     if session is None:
         return {}
     rows = live.session_rows(build, "anomalydetectionstream", session)
@@ -158,9 +158,9 @@ def _add_anomalies(out: RunSummary, dataset: Path, build: Path, threshold: float
     counts = flagged.groupby("site").size() if len(flagged) else {}
     out.anomalies_per_site = {str(site): int(counts.get(site, 0)) for site in sorted(scored["site"].unique())}
     if out.live:
-        from clicklab import live
+        from clicklab import livegen
 
-        labels = live.labels(build)
+        labels = livegen.labels(build)
     else:
         labels = read_labels(settings.labels_path_for(dataset))
     if labels.empty:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clicklab import livegen
+from clicklab import live, livegen, settings
 from clicklab.cli import parser
 from clicklab.exceptions import ClicklabError
 from clicklab.livegen import FILE_RE, LiveGenerator, LiveOptions
@@ -134,6 +134,7 @@ def test_files_hold_their_flush_interval_in_time_order(tmp_path: Path) -> None:
 
 def test_a_reader_polling_the_folder_only_sees_complete_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(livegen, "ROTATE_EVERY_S", 0.2)
+    monkeypatch.setattr(settings, "LIVE_FOLDER_SECONDS", 1.0)  # files older than a second move to the archive
     sc = scenario(sender("imp", rate=4000), sender("clk", "Click", rate=400))
     gen = LiveGenerator(sc, tmp_path, LiveOptions(flush_s=0.1, duration_s=3, keep_s=1))
     thread = Running(gen)
@@ -149,7 +150,7 @@ def test_a_reader_polling_the_folder_only_sees_complete_files(tmp_path: Path, mo
             try:
                 data = (folder / name).read_bytes()
             except FileNotFoundError:
-                continue  # rotated away meanwhile
+                continue  # archived meanwhile
             assert data.endswith(b"\n"), f"{name} ends in a partial line"
             t = [ms(json.loads(line)["event_time"]) for line in data.splitlines()]
             seen[name] = (t[0], t[-1], len(t))
@@ -161,7 +162,7 @@ def test_a_reader_polling_the_folder_only_sees_complete_files(tmp_path: Path, mo
     assert len(seen) >= 15 and written >= 20
     spans = [seen[name] for name in sorted(seen)]
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "files out of time order"
-    # rotation keeps about (keep_s + its period) / flush_s files, not all those written
+    # housekeeping keeps about (1 s + its period) / flush_s files in the folder (the rest move to .archive)
     assert len(os.listdir(folder)) <= 1.2 / 0.1 + 3 < written
 
 
@@ -452,10 +453,10 @@ def test_rotate_deletes_only_old_committed_files(tmp_path: Path) -> None:
         os.utime(tmp_path / name, (now - age, now - age))
     (tmp_path / "sub").mkdir()
     os.utime(tmp_path / "sub", (now - 700, now - 700))
-    assert livegen.rotate(tmp_path, 600) == 2
+    assert live.rotate(tmp_path, 600) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [".old.jsonl.tmp", "_SUCCESS", "new.jsonl", "sub"]
-    assert livegen.rotate(tmp_path, 5, now=now + 100) == 1
-    assert livegen.rotate(tmp_path / "missing") == 0
+    assert live.rotate(tmp_path, 5, now=now + 100) == 1
+    assert live.rotate(tmp_path / "missing") == 0
 
 
 # --------------------------------------------------------------------------------------------

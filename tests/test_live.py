@@ -1,0 +1,143 @@
+"""The live lab: folders kept small, the live DDL, the notebooks' live switch, following a stream, and the
+headless live run (`clicklab run --live`) end to end on the standalone cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from clicklab import cells, live, notebook, results, settings, streams
+from tests.conftest import client_env
+
+SITE = "https://www.mysite.com"
+
+
+def write_rows(folder: Path, name: str, rows: list[dict], mtime: float | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    tmp = folder / f".{name}.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_tidy_archives_old_files_keeps_new_and_hidden_ones_and_deletes_after_retention(tmp_path: Path):
+    folder = streams.stream_path(tmp_path, "ctrstream")
+    now = time.time()
+    row = {"site": SITE, "time": 1, "ctr": 10.0, "clickcount": 1, "impressioncount": 10}
+    old = write_rows(folder, "part-old", [row], mtime=now - 60)
+    new = write_rows(folder, "part-new", [row], mtime=now - 1)
+    hidden = write_rows(folder, ".part-inprogress", [row], mtime=now - 60)
+    gone = write_rows(folder / live.ARCHIVE, "part-ancient", [row], mtime=now - 10_000)
+    done = live.tidy(tmp_path, now=now, keep_s=15, retention_s=600)
+    assert (done.archived, done.deleted) == (1, 1)
+    assert not old.exists() and (folder / live.ARCHIVE / "part-old").exists()
+    assert new.exists() and hidden.exists() and not gone.exists()
+    # the history stays readable: the stream holds both rows, archived and recent
+    assert len(results.read_stream(tmp_path, "ctrstream")) == 2
+
+
+def test_live_tables_watch_their_folders_commit_quickly_and_wait_one_second():
+    ddl = streams.live_ddl("ctrstream", Path("/b"))
+    assert "'path' = '/b/streams/ctrstream'" in ddl
+    assert f"'source.monitor-interval' = '{settings.LIVE_MONITOR_INTERVAL}'" in ddl
+    assert f"'sink.rolling-policy.rollover-interval' = '{settings.LIVE_ROLLOVER}'" in ddl
+    assert "WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND" in ddl
+    ticker = streams.live_ddl("tickerstream", Path("/b"))
+    assert "'path' = '/b/streams/tickerstream'" in ticker and "sink.rolling-policy" not in ticker
+    # the replay's tables are unchanged: ctrstream waits a minute there
+    assert "rowtime - INTERVAL '60' SECOND" in streams.local_ddl("ctrstream", Path("/b"), Path("/d.jsonl"))
+
+
+def test_live_is_a_parameter_or_the_environment(monkeypatch):
+    monkeypatch.delenv(notebook.LIVE_VARIABLE, raising=False)
+    assert notebook.is_live(None) is False and notebook.is_live(True) is True
+    monkeypatch.setenv(notebook.LIVE_VARIABLE, "1")
+    assert notebook.is_live(None) is True and notebook.is_live(False) is False
+
+
+def test_jobs_carry_the_labs_names_and_scoring_reads_in_order_only_on_a_replay(tmp_path: Path):
+    assert notebook.job_name("impressionstream") == "#4 Impression stream"
+    assert notebook.job_name("anomalydetectionstream") == "#9 Anomaly stream"
+    replay = notebook.Lab(settings.DEFAULT_DATASET, tmp_path, t_env=None).variables()
+    on_line = notebook.Lab(settings.DEFAULT_DATASET, tmp_path, t_env=None, live=True).variables()
+    assert replay["order_by_time"] == "ORDER BY rowtime" and on_line["order_by_time"] == ""
+    assert "'source.monitor-interval'" in on_line["ddl"] and "'source.monitor-interval'" not in replay["ddl"]
+
+
+def test_the_live_run_takes_the_notebooks_that_submit_jobs_send_the_burst_alert_and_clean_up():
+    live_ones = [p.name[:2] for p in cells.lab_notebooks() if cells.info(p).live]
+    assert live_ones == ["01", "04", "05", "06", "08", "09", "10", "11", "12"]
+
+
+@pytest.mark.server
+def test_follow_invokes_the_handler_on_rows_as_they_arrive_until_the_awaited_email(tmp_path: Path):
+    from datetime import UTC, datetime, timedelta
+
+    from clicklab.alerts import destination
+    from clicklab.livegen import ScheduledSession
+
+    folder = streams.stream_path(tmp_path, "anomalydetectionstream")
+    start = datetime(2026, 12, 1, 18, 0, 0, tzinfo=UTC)
+    session = ScheduledSession(id="x", site=SITE, kind="studio-lab-burst", start=start + timedelta(seconds=30),
+                               end=start + timedelta(seconds=60))
+
+    def row(second: int, site: str = SITE) -> dict:
+        when = start + timedelta(seconds=second)
+        return {"site": site, "rowtime": when.strftime("%Y-%m-%d %H:%M:%S"), "ctrpercent": 500.0,
+                "anomaly_score": 4.2}
+
+    write_rows(folder, "part-a-0", [row(0, "https://news.example.com")])  # there before the follow starts
+
+    def writer() -> None:
+        time.sleep(1.0)
+        write_rows(folder, "part-a-1", [row(30), row(40)])  # the burst's windows, a second later
+
+    with destination.open_destination(tmp_path, cooldown_s=0) as dest:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        followed = destination.follow(dest, tmp_path, batch_size=10, timeout_s=30,
+                                      until=destination.email_for(dest, session))
+        thread.join()
+        assert followed.stopped == "the awaited alert went out" and followed.records == 3
+        table = dest.table()
+        assert set(table[table["outcome"] == "sent"]["site"]) == {SITE, "https://news.example.com"}
+        assert dest.emails()
+        again = destination.follow(dest, tmp_path, timeout_s=1)  # nothing new: nothing invoked twice
+        assert again.records == 0
+
+
+@pytest.mark.flink
+@pytest.mark.server
+def test_clicklab_run_live_sends_the_burst_and_its_email_arrives_then_nothing_is_left(tmp_path: Path):
+    """The headless live lab: cluster, live generator, five jobs side by side, the burst, its anomaly, its e-mail."""
+    from clicklab import cluster, livegen
+
+    build = tmp_path / "build"
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "clicklab", "run", "--live", "--build", str(build)],
+                          capture_output=True, text=True, timeout=600, env=client_env())
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "events generated live:" in out and "anomalies per site" in out
+    latency = re.search(r"the burst, seconds after its first anomalous window ended: anomaly row ([\d.]+), "
+                        r"e-mail ([\d.]+)", out)
+    assert latency, out
+    assert float(latency.group(1)) <= float(latency.group(2)) < 60
+    mails = list((build / "outbox").glob("*.eml"))
+    assert mails and any("Anomaly detected with a click through rate of 500%" in m.read_text() for m in mails)
+    # torn down: no cluster, no generator, no process of ours, no job
+    assert cluster.status(build) is None and livegen.status(build) is None
+    assert cluster.processes(build) == {}
+    assert seconds < 300, f"the live run took {seconds:.0f} s"
