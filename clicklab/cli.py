@@ -171,6 +171,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_bench(args: argparse.Namespace) -> None:
     import json
 
+    if args.live:
+        from clicklab import benchlive, flink
+
+        flink.check_java()
+        figures = benchlive.run(args.build / "bench-live", duration_s=args.duration, scale=args.scale)
+        print(json.dumps(figures, indent=2) if args.json else benchlive.format_figures(figures))
+        return
     from clicklab import bench
 
     figures = bench.run_all(args.build / "bench", quick=args.quick)
@@ -311,6 +318,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     b.add_argument("--quick", action="store_true", help="small sizes (checks the command, not the machine)")
     b.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
+    b.add_argument("--live", action="store_true",
+                   help="the live lab on the cluster: sustained events/s, latency to the anomaly row and the e-mail")
+    b.add_argument("--duration", type=float, default=240.0, metavar="S", help="--live: seconds of live traffic")
+    b.add_argument("--scale", type=float, default=1200.0,
+                   help="--live: times the lab scenario's rates (1200: about 20,000 events/s)")
     b.set_defaults(func=_cmd_bench)
 
     from clicklab.javaudf import JAVA_UDF_JAR

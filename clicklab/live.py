@@ -1,12 +1,10 @@
 """The live lab's housekeeping and waiting: stream folders kept small, and "wait until it shows".
 
-**Why files move to ``.archive/``.** Flink's file source reads the files of a folder one at a time
-in no particular order, and a job's watermark follows the newest event it has read. A job that starts
-on a folder holding minutes of files would read some new ones first and then drop the older events as
-late. So a live folder only holds the last :data:`~clicklab.settings.LIVE_FOLDER_SECONDS` of files: a
-job that starts reads a few seconds of backlog, as a Kinesis consumer starting at ``LATEST`` would.
-:func:`tidy` moves older files into the folder's hidden ``.archive/`` (Flink skips hidden names; every
-running job has long read them) and deletes archived files after
+**Why files move to ``.archive/``.** A live job reads only the files that appear after it starts (its
+tables leave out the files already there, see :func:`clicklab.streams.live_ddl`), and every running job
+reads a new file within a fraction of a second. So a live folder only needs the last
+:data:`~clicklab.settings.LIVE_FOLDER_SECONDS` of files: :func:`tidy` moves older files into the
+folder's hidden ``.archive/`` (Flink skips hidden names) and deletes archived files after
 :data:`~clicklab.settings.LIVE_RETENTION_SECONDS` (:func:`rotate`), so an hour of live running keeps a
 bounded number of files. :func:`clicklab.results.read_stream` reads the archive too: tables and plots
 see the retained history. The live generator calls :func:`tidy` every few seconds.

@@ -1172,9 +1172,12 @@ def last_session(build: str | Path = settings.DEFAULT_BUILD, kind: str | None = 
 def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",
                    timeout_s: float = 180.0) -> ScheduledSession:
     """Play a session once its site's forest emits scores (its warm-up is over in ``destinationstream``)."""
-    info = status(build)
-    scenario = load_scenario(info.scenario if info is not None else "lab")
-    site = session_definition(scenario, session)["site"]
+    record = _read_json(live_dir(build) / "generator.json") or {}
+    definition = record.get("sessions", {}).get(session)
+    if definition is None:
+        raise ClicklabError(f"no live generator with a session {session!r} is running for {build}: start it with "
+                            f"`clicklab generate --live --build {build}`")
+    site = definition["site"]
 
     def warm() -> bool:
         scored = live.rows_committed(Path(build), "destinationstream")

@@ -139,6 +139,15 @@ class Lab:
             outcomes.append(self._run_one(statement, max_rows, timeout_s, max_changes, on_rows))
         return outcomes
 
+    def _from_now_on(self) -> None:
+        """Live: re-create the tables so that the next job reads only files that appear from now on."""
+        from clicklab import live
+
+        for name in streams.STREAM_NAMES:
+            existing = [p.name for p in live.committed_files(streams.stream_path(self.build, name))]
+            flink.execute(self.t_env, f"DROP TABLE IF EXISTS {name}")
+            flink.execute(self.t_env, streams.live_ddl(name, self.build, exclude=existing))
+
     def _submit(self, st: sqltext.Statement) -> Outcome:
         """Live: replace the job that fills ``st.target`` on the cluster, and return while it runs."""
         from clicklab import cluster
@@ -160,6 +169,8 @@ class Lab:
         if st.kind == sqltext.INSERT and st.target in streams.STREAMS and st.target == "tickerstream":
             raise ValueError("tickerstream is where the events come in (the replay file, or the live generator): "
                              "it is read, never written")
+        if self.live and st.kind in (sqltext.INSERT, sqltext.QUERY):
+            self._from_now_on()
         if st.kind == sqltext.INSERT and self.live:
             return self._submit(st)
         if st.kind == sqltext.INSERT and st.target in streams.STREAMS:

@@ -91,7 +91,7 @@ class RunReport:
 
 #: What ``clicklab run --live`` passes to the live notebooks besides ``dataset``, ``build`` and ``live``:
 #: no cooldown, so the burst's own alert goes out even if an earlier window of the site was alerted.
-LIVE_PARAMETERS: dict[str, object] = {"cooldown_seconds": 0}
+LIVE_PARAMETERS: dict[str, object] = {"cooldown_seconds": 0, "live_figure_s": 6}
 #: ``clicklab run --live``: how long each view query of the notebooks shows a live stream.
 LIVE_QUERY_SECONDS = 8
 

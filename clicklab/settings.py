@@ -42,8 +42,9 @@ LIVE_ROLLOVER = "200 ms"
 #: How late an event may arrive at tickerstream, live (the generator writes in time order).
 LIVE_WATERMARK_DELAY_SECONDS = 1
 #: A live stream folder holds only the files of the last this many seconds; older ones move to its
-#: hidden ``.archive/`` (Flink's readers skip hidden names), so a job that starts reads little backlog.
-LIVE_FOLDER_SECONDS = 8
+#: hidden ``.archive/`` (Flink's readers skip hidden names): a running job has long read them, and the
+#: list of files a starting job leaves out stays short (see ``streams.live_ddl``).
+LIVE_FOLDER_SECONDS = 60
 #: How long archived files are kept (the history that tables and plots read back), in seconds.
 LIVE_RETENTION_SECONDS = 600
 

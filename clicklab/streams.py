@@ -186,8 +186,12 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
     return _create_table(name, options)
 
 
-def live_options(name: str, build: Path) -> dict[str, str]:
-    """The filesystem options of a live stream: watched for new files, committed every second."""
+def live_options(name: str, build: Path, exclude: list[str] | None = None) -> dict[str, str]:
+    """The filesystem options of a live stream: watched for new files, committed every second.
+
+    ``exclude`` names files of the folder a job must not read: those already there when it starts (see
+    :func:`live_ddl`).
+    """
     options = {
         "connector": "filesystem",
         "path": str(stream_path(build, name).resolve()),
@@ -200,15 +204,26 @@ def live_options(name: str, build: Path) -> dict[str, str]:
     if name != "tickerstream":  # written by a job of the lab
         options["sink.rolling-policy.rollover-interval"] = settings.LIVE_ROLLOVER
         options["sink.rolling-policy.check-interval"] = settings.LIVE_ROLLOVER
+    if exclude:
+        import re
+
+        folder = re.escape(options["path"])
+        names = "|".join(re.escape(n) for n in sorted(exclude))
+        options["source.path.regex-pattern"] = f"(?!{folder}/({names})$).*"
     return options
 
 
-def live_ddl(name: str, build: Path) -> str:
+def live_ddl(name: str, build: Path, exclude: list[str] | None = None) -> str:
     """``CREATE TABLE`` for one stream in live mode: every stream is a folder under ``<build>/streams/``.
 
-    tickerstream's folder is where the live generator writes (``clicklab generate --live``).
+    tickerstream's folder is where the live generator writes (``clicklab generate --live``). ``exclude``:
+    files the table does not read. A live job reads only the files that appear after it starts, as a
+    Kinesis consumer at ``LATEST``: Flink's file source reads the files it finds at once in no particular
+    order, and its watermark follows the newest event read, so older ones would be dropped as late and
+    the first windows be partial. The session re-creates its tables with the files of the moment before
+    each job (:meth:`clicklab.notebook.Lab.run`).
     """
-    return _create_table(name, live_options(name, build), live=True)
+    return _create_table(name, live_options(name, build, exclude), live=True)
 
 
 def all_live_ddl(build: Path) -> str:

@@ -84,7 +84,8 @@ class RunSummary:
             lines += summary_lines(self.alerts)
         if self.latency:
             lines.append("the burst, seconds after its first anomalous window ended: "
-                         + ", ".join(f"{k} {v:.1f}" for k, v in self.latency.items()))
+                         + ", ".join(f"{k} {v:.1f}" for k, v in self.latency.items())
+                         + " (the e-mail once 11 follows the stream; `clicklab bench --live` times it alone)")
         return "\n".join(lines)
 
 

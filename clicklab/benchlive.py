@@ -1,0 +1,201 @@
+"""``clicklab bench --live``: how fast the live lab keeps up, and how long an anomaly takes to reach a person.
+
+One run on the standalone cluster: the lab's five jobs (the notebooks' own INSERT statements, the
+``lab`` forest parameters) are submitted first, then the live generator starts at ``scale`` times the
+lab scenario's rates, and every ``burst_every_s`` seconds it plays the lab's burst. In this process a
+follower invokes the alert handler on ``anomalydetectionstream`` as it grows, as the Lambda destination
+does, with the local servers (moto, SMTP) and no cooldown.
+
+Figures (all from file times: a stream file's modification time is when its writer committed it):
+
+* per hop, for every window: seconds from the window's end until its row was committed in
+  ``impressionstream``/``clickstream``, ``ctrstream``, ``destinationstream``; for the burst windows,
+  ``anomalydetectionstream`` and the e-mail's ``.eml`` in the outbox (p50 and p95 each);
+* ``live_events_per_s``: the rate the generator sent, and whether the pipeline kept up with it: the
+  first hop's latency in the first and the last third of the run (growing means it fell behind).
+
+Nothing is asserted: the figures are printed, to be read on the machine at hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from clicklab import live, livegen, settings, sqltext, streams
+
+log = logging.getLogger(__name__)
+
+#: The streams whose rows are timed, in pipeline order (the hop each one ends).
+HOPS = ("impressionstream", "clickstream", "ctrstream", "destinationstream", "anomalydetectionstream")
+
+
+def _percentiles(values: Any) -> dict[str, float | int | None]:
+    values = np.asarray(list(values), dtype=float)
+    if not len(values):
+        return {"p50": None, "p95": None, "n": 0}
+    return {"p50": round(float(np.percentile(values, 50)), 2), "p95": round(float(np.percentile(values, 95)), 2),
+            "n": len(values)}
+
+
+def submit_pipeline(build: Path) -> Any:
+    """A live session with the lab's functions (``lab`` forest parameters) and the five INSERT jobs submitted."""
+    from clicklab import bench, flink, notebook, udfs
+    from clicklab_udf.forest import ForestParams
+
+    t_env = flink.create_table_env(config=notebook.live_config(), target="cluster", build=build)
+    lab = notebook.Lab(settings.DEFAULT_DATASET, build, t_env, live=True)
+    lab.create_tables()
+    lab.register_functions(udfs.Detector(forest=ForestParams.preset("lab")))
+    for statement in bench.lab_statements():
+        log.info("%s", lab.run(sqltext.substitute(statement, lab.variables()))[0].message)
+    return lab
+
+
+def window_latencies(build: Path, since_s: float) -> dict[str, pd.DataFrame]:
+    """Per stream: window start and ``latency_s`` (commit time minus window end) of the windows after ``since_s``."""
+    out = {}
+    for name in HOPS:
+        rows = live.rows_committed(build, name)
+        if not len(rows):
+            out[name] = pd.DataFrame(columns=["window", "latency_s", "committed_at"])
+            continue
+        start = live.window_start_s(rows)
+        frame = pd.DataFrame({"window": start, "latency_s": rows["committed_at"] - (start + settings.WINDOW_SECONDS),
+                              "committed_at": rows["committed_at"], "site": rows["site"]})
+        out[name] = frame[frame["window"] >= since_s]
+    return out
+
+
+def _health(build: Path, started: float) -> dict[str, Any]:
+    """One sample of the live lab's health: files per stream (folder + archive), the cluster's memory, lag."""
+    import psutil
+
+    from clicklab import cluster
+
+    files = {name: len(live.committed_files(streams.stream_path(build, name)))
+             + len(live.committed_files(streams.stream_path(build, name) / live.ARCHIVE)) for name in HOPS}
+    rss = 0
+    for pid in cluster.processes(build):
+        try:
+            rss += psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            continue
+    recent = window_latencies(build, since_s=time.time() - 60)["impressionstream"]["latency_s"]
+    return {"at_s": round(time.time() - started), "files": sum(files.values()), "cluster_rss_mb": round(rss / 2**20),
+            "first_hop_latency_s": _median(recent)}
+
+
+def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_every_s: float = 45.0,
+        warmup_s: float = 60.0, sample_every_s: float = 60.0) -> dict[str, Any]:
+    """Run the live lab for ``duration_s`` seconds at ``scale`` x the lab's rates; return the figures."""
+    from clicklab import cluster
+    from clicklab.alerts import destination
+
+    build = Path(build)
+    log.info("live bench: cluster up ...")
+    cluster.up(build)
+    for name in streams.STREAM_NAMES:
+        streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    try:
+        submit_pipeline(build)
+        log.info("live bench: generator at %g x the lab's rates for %.0f s ...", scale, duration_s)
+        livegen.start_background(build, scenario="lab", scale=scale, keep_s=120.0)
+        started = time.time()
+        dest = destination.open_destination(build, cooldown_s=0)
+        follower = threading.Thread(
+            target=lambda: destination.follow(dest, build, timeout_s=duration_s + 60, until=stop.is_set),
+            name="alert-follower", daemon=True)
+        follower.start()
+        sessions = []
+        health: list[dict[str, Any]] = []
+        next_burst, next_sample = started + warmup_s, started + 30
+        while time.time() < started + duration_s:
+            if time.time() >= next_burst and time.time() + 40 < started + duration_s:
+                sessions.append(livegen.send(build, session="studio-lab-burst"))
+                log.info("live bench: burst %d sent (%s)", len(sessions), sessions[-1])
+                next_burst = time.time() + burst_every_s
+            if time.time() >= next_sample:
+                health.append(_health(build, started))
+                log.info("live bench: %s", health[-1])
+                next_sample = time.time() + sample_every_s
+            time.sleep(1.0)
+        time.sleep(15)  # let the last windows through
+        stop.set()
+        follower.join(30)
+        info = livegen.status(build)
+        figures = _figures(build, started, time.time(), sessions, info)
+        figures["health"] = health
+        dest.close()
+        return figures
+    finally:
+        stop.set()
+        livegen.stop(build)
+        cluster.down(build)
+
+
+def _figures(build: Path, started: float, ended: float, sessions: list[Any], info: Any) -> dict[str, Any]:
+    from clicklab.alerts import local
+
+    lat = window_latencies(build, since_s=started + 20)  # after the jobs' first, partial windows
+    first = pd.concat([lat["impressionstream"], lat["clickstream"]])
+    third = (ended - started) / 3
+    early = first[first["committed_at"] < started + third]["latency_s"]
+    late = first[first["committed_at"] > ended - third]["latency_s"]
+    burst_rows, mails = [], []
+    anomalies = lat["anomalydetectionstream"]
+    eml = sorted(p.stat().st_mtime for p in local.outbox_dir(build).glob("*.eml"))
+    for s in sessions:
+        lo, hi = s.start.timestamp(), s.end.timestamp()
+        mine = anomalies[(anomalies["site"] == s.site) & (anomalies["window"] + settings.WINDOW_SECONDS > lo)
+                         & (anomalies["window"] < hi)]
+        burst_rows += list(mine["latency_s"])
+        if len(mine):
+            end = float(mine["window"].min()) + settings.WINDOW_SECONDS
+            after = [t - end for t in eml if t >= end]
+            if after:
+                mails.append(after[0])
+    events_per_s = (info.events / max(ended - started, 1.0)) if info is not None else None
+    hops = {name: _percentiles(lat[name]["latency_s"]) for name in HOPS[:-1]}
+    return {
+        "live_events_per_s": round(events_per_s, 1) if events_per_s is not None else None,
+        "kept_up": bool(len(early) and len(late) and float(late.median()) <= float(early.median()) + 1.0),
+        "first_hop_latency_s": {"first_third_p50": _median(early), "last_third_p50": _median(late)},
+        "anomaly_latency_s": _percentiles(burst_rows),
+        "email_latency_s": _percentiles(mails),
+        "hops_latency_s": hops,
+        "bursts": len(sessions),
+        "seconds": round(ended - started, 1),
+    }
+
+
+def _median(values: pd.Series) -> float | None:
+    return round(float(values.median()), 2) if len(values) else None
+
+
+def format_figures(f: dict[str, Any]) -> str:
+    def pp(d: dict[str, Any]) -> str:
+        return f"p50 {d['p50']} s, p95 {d['p95']} s (n={d['n']})"
+
+    lines = [
+        f"live: {f['live_events_per_s']:,} events/s for {f['seconds']:.0f} s; kept up: {f['kept_up']} "
+        f"(first hop p50 {f['first_hop_latency_s']['first_third_p50']} s in the first third, "
+        f"{f['first_hop_latency_s']['last_third_p50']} s in the last)   (target >= 20,000 events/s)",
+        f"window end -> anomaly row: {pp(f['anomaly_latency_s'])}",
+        f"window end -> e-mail in the outbox: {pp(f['email_latency_s'])}   (target p95 <= 10 s)",
+        "window end -> row committed, per hop:",
+    ]
+    lines += [f"  {name:18s} {pp(d)}" for name, d in f["hops_latency_s"].items()]
+    if f.get("health"):
+        first, last = f["health"][0], f["health"][-1]
+        lines.append(f"health, first and last sample: files {first['files']} -> {last['files']}, cluster memory "
+                     f"{first['cluster_rss_mb']} -> {last['cluster_rss_mb']} MB, first hop "
+                     f"{first['first_hop_latency_s']} -> {last['first_hop_latency_s']} s")
+    return "\n".join(lines)
