@@ -2,7 +2,9 @@
 
 One run on the standalone cluster: the lab's five jobs (the notebooks' own INSERT statements, the
 ``lab`` forest parameters) are submitted first, then the live generator starts at ``scale`` times the
-lab scenario's rates, and every ``burst_every_s`` seconds it plays the lab's burst. In this process a
+lab scenario's rates, and every ``burst_every_s`` seconds one site gets a burst: the lab's burst on
+``www.mysite.com``, then as many extra clicks as it has impressions on each other site, one burst per
+site (a forest of 12 samples that sees a burst every minute soon finds bursts normal). In this process a
 follower invokes the alert handler on ``anomalydetectionstream`` as it grows, as the Lambda destination
 does, with the local servers (moto, SMTP) and no cooldown.
 
@@ -64,7 +66,7 @@ def window_latencies(build: Path, since_s: float) -> dict[str, pd.DataFrame]:
     for name in HOPS:
         rows = live.rows_committed(build, name)
         if not len(rows):
-            out[name] = pd.DataFrame(columns=["window", "latency_s", "committed_at"])
+            out[name] = pd.DataFrame(columns=["window", "latency_s", "committed_at", "site"])
             continue
         start = live.window_start_s(rows)
         frame = pd.DataFrame({"window": start, "latency_s": rows["committed_at"] - (start + settings.WINDOW_SECONDS),
@@ -92,7 +94,19 @@ def _health(build: Path, started: float) -> dict[str, Any]:
             "first_hop_latency_s": _median(recent)}
 
 
-def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_every_s: float = 45.0,
+def _bursts(scale: float) -> list[dict[str, Any]]:
+    """What the bench sends, in order: the lab's burst, then one burst of extra clicks per other site."""
+    from clicklab.scenario import load_scenario
+
+    out: list[dict[str, Any]] = [{"session": "studio-lab-burst"}]
+    for sender in load_scenario("lab").senders:
+        if sender.browseraction == "Impression" and sender.site != "https://www.mysite.com":
+            out.append({"template": {"browseraction": "Click", "site": sender.site}, "rate": sender.rate * scale,
+                        "duration": 30, "kind": "bench-burst"})
+    return out
+
+
+def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_every_s: float = 60.0,
         warmup_s: float = 60.0, sample_every_s: float = 60.0) -> dict[str, Any]:
     """Run the live lab for ``duration_s`` seconds at ``scale`` x the lab's rates; return the figures."""
     from clicklab import cluster
@@ -107,7 +121,7 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
     try:
         submit_pipeline(build)
         log.info("live bench: generator at %g x the lab's rates for %.0f s ...", scale, duration_s)
-        livegen.start_background(build, scenario="lab", scale=scale, keep_s=120.0)
+        livegen.start_background(build, scenario="lab", scale=scale, keep_s=duration_s + 300)
         started = time.time()
         dest = destination.open_destination(build, cooldown_s=0)
         follower = threading.Thread(
@@ -115,11 +129,12 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
             name="alert-follower", daemon=True)
         follower.start()
         sessions = []
+        bursts = _bursts(scale)
         health: list[dict[str, Any]] = []
         next_burst, next_sample = started + warmup_s, started + 30
         while time.time() < started + duration_s:
-            if time.time() >= next_burst and time.time() + 40 < started + duration_s:
-                sessions.append(livegen.send(build, session="studio-lab-burst"))
+            if bursts and time.time() >= next_burst and time.time() + 40 < started + duration_s:
+                sessions.append(livegen.send(build, **bursts.pop(0)))
                 log.info("live bench: burst %d sent (%s)", len(sessions), sessions[-1])
                 next_burst = time.time() + burst_every_s
             if time.time() >= next_sample:
@@ -151,6 +166,8 @@ def _figures(build: Path, started: float, ended: float, sessions: list[Any], inf
     late = first[first["committed_at"] > ended - third]["latency_s"]
     burst_rows, mails = [], []
     anomalies = lat["anomalydetectionstream"]
+    if not len(anomalies):
+        anomalies = anomalies.assign(site=[])
     eml = sorted(p.stat().st_mtime for p in local.outbox_dir(build).glob("*.eml"))
     for s in sessions:
         lo, hi = s.start.timestamp(), s.end.timestamp()

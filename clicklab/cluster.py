@@ -472,7 +472,7 @@ def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float) -> Cluste
     if current is not None:
         log.info("the Flink cluster of %s is already up", d.root)
         return current
-    from clicklab.flink import check_java
+    from clicklab.java import check_java
 
     check_java()
     leftovers = _down(d, timeout_s=30.0)

@@ -1,7 +1,7 @@
-"""Starting Flink and running statements: the Java check, the table environment, jobs.
+"""Starting Flink and running statements: the table environment, jobs.
 
-PyFlink starts a JVM on first use. Before that we check Java ourselves, so that a missing or old
-Java gives one clear sentence instead of a Java stack trace.
+PyFlink starts a JVM on first use. Before that we check Java ourselves (:mod:`clicklab.java`), so that a
+missing or old Java gives one clear sentence instead of a Java stack trace.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -20,65 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clicklab import settings
-from clicklab.exceptions import ClicklabError, JavaError, SqlError
+from clicklab.exceptions import ClicklabError, SqlError
+from clicklab.java import check_java, jdk_tool, parse_java_version  # noqa: F401 - the lab calls them as flink.*
 
 if TYPE_CHECKING:
     from pyflink.table import TableEnvironment, TableResult
-
-_INSTALL_HINT = (
-    f"PyFlink needs Java {settings.MIN_JAVA} or newer. Install OpenJDK 17 "
-    "(Debian/Ubuntu: `sudo apt-get install openjdk-17-jre-headless`; macOS: `brew install openjdk@17`), "
-    "or create the conda environment from environment.yml, which provides it; "
-    "then make sure `java -version` works or JAVA_HOME points at it."
-)
-
-
-def jdk_tool(name: str) -> str | None:
-    """A JDK command (``java``, ``javac``, ``jar``): ``$JAVA_HOME/bin/<name>`` if JAVA_HOME is set, else on PATH."""
-    home = os.environ.get("JAVA_HOME")
-    if home:
-        candidate = os.path.join(home, "bin", name)
-        return candidate if os.access(candidate, os.X_OK) else None
-    return shutil.which(name)
-
-
-def java_command() -> str | None:
-    """The java executable PyFlink will use (see :func:`jdk_tool`)."""
-    return jdk_tool("java")
-
-
-def parse_java_version(text: str) -> int:
-    """Major version from ``java -version`` output: ``"17.0.15"`` -> 17, ``"1.8.0_402"`` -> 8.
-
-    >>> parse_java_version('openjdk version "1.8.0_402"')
-    8
-    >>> parse_java_version('openjdk version "21" 2023-09-19')
-    21
-    """
-    m = re.search(r'version "(\d+)(?:\.(\d+))?', text)
-    if not m:
-        raise ValueError(f"cannot read a Java version from: {text.strip()[:200]!r}")
-    major = int(m.group(1))
-    return int(m.group(2) or 0) if major == 1 else major
-
-
-def check_java() -> int:
-    """Return the Java major version, or raise :class:`JavaError` saying what to install."""
-    java = java_command()
-    if java is None:
-        where = f"JAVA_HOME={os.environ['JAVA_HOME']} has no bin/java" if os.environ.get("JAVA_HOME") else (
-            "no `java` on PATH"
-        )
-        raise JavaError(f"Java not found ({where}). {_INSTALL_HINT}")
-    try:
-        proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
-        version = parse_java_version(proc.stderr + proc.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        raise JavaError(f"`{java} -version` failed ({exc}). {_INSTALL_HINT}") from exc
-    if version < settings.MIN_JAVA:
-        raise JavaError(f"Java {version} found at {java}, too old. {_INSTALL_HINT}")
-    return version
-
 
 #: Where a session's jobs run when ``create_table_env`` is given no ``target``: ``local`` or ``cluster``.
 FLINK_TARGET_VARIABLE = "CLICKLAB_FLINK"

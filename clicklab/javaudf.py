@@ -71,8 +71,8 @@ _JDK_HINT = (
 
 
 def _jdk_tool(name: str) -> str:
-    """:func:`clicklab.flink.jdk_tool`, or :class:`ClicklabError` saying which package to install."""
-    from clicklab.flink import jdk_tool
+    """:func:`clicklab.java.jdk_tool`, or :class:`ClicklabError` saying which package to install."""
+    from clicklab.java import jdk_tool
 
     found = jdk_tool(name)
     if found is None:
