@@ -121,7 +121,8 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
     try:
         submit_pipeline(build)
         log.info("live bench: generator at %g x the lab's rates for %.0f s ...", scale, duration_s)
-        livegen.start_background(build, scenario="lab", scale=scale, keep_s=duration_s + 300)
+        # the run's history for the figures, but never more than the lab's retention: files stay bounded
+        livegen.start_background(build, scenario="lab", scale=scale, keep_s=min(duration_s + 300, livegen.KEEP_S))
         started = time.time()
         dest = destination.open_destination(build, cooldown_s=0)
         follower = threading.Thread(
