@@ -537,6 +537,8 @@ def _start_daemons(d: FlinkDirs, taskmanagers: int) -> None:
 def _wait_ready(d: FlinkDirs, rest_port: int, taskmanagers: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     registered = 0
+    short = 0  # consecutive looks that found a daemon missing: a process just launched may not show its
+    #            Java command line yet (the shell that starts it has not exec'd), so one look is not enough
     while time.monotonic() < deadline:
         overview = _overview(rest_port, timeout_s=2.0)
         if overview is not None:
@@ -544,6 +546,12 @@ def _wait_ready(d: FlinkDirs, rest_port: int, taskmanagers: int, timeout_s: floa
             if registered >= taskmanagers:
                 return
         alive = processes(d.root.parent)
+        complete = (_ROLES[_JOBMANAGER] in alive.values()
+                    and list(alive.values()).count(_ROLES[_TASKMANAGER]) >= taskmanagers)
+        short = 0 if complete else short + 1
+        if short < 3:
+            time.sleep(0.5)
+            continue
         if _ROLES[_JOBMANAGER] not in alive.values():
             log_file = _latest_log(d, _JOBMANAGER)
             reason = _last_error(log_file)
