@@ -924,6 +924,23 @@ def stop(build: str | Path = settings.DEFAULT_BUILD, timeout_s: float = 10.0) ->
     return stopped
 
 
+def session_of(build: str | Path, session: str) -> dict[str, Any]:
+    """The definition of ``session`` (a ``kind``) in the scenario of the generator registered for ``build``.
+
+    Raises:
+        ClicklabError: no generator is registered, or its scenario has no such session (listed in the message).
+    """
+    record = _read_json(live_dir(build) / "generator.json")
+    if record is None:
+        raise ClicklabError(f"no live generator is running for {build}: start it with "
+                            f"`clicklab generate --live --build {build}`")
+    sessions = record.get("sessions", {})
+    if session not in sessions:
+        raise ClicklabError(f"--session: scenario {record.get('scenario_name')!r} has no session {session!r} "
+                            f"(its sessions: {', '.join(sessions) or 'none'})")
+    return sessions[session]
+
+
 def send(build: str | Path = settings.DEFAULT_BUILD, session: str | None = None, *,
          template: Mapping[str, Any] | str | None = None, rate: float | None = None,
          duration: float | str | None = None, arrivals: str = "poisson", kind: str = "custom",
@@ -954,12 +971,7 @@ def send(build: str | Path = settings.DEFAULT_BUILD, session: str | None = None,
         raise ClicklabError(f"no live generator is running for {build}: start it with "
                             f"`clicklab generate --live --build {build}` (or livegen.start_background)")
     if definition is None:
-        record = _read_json(live_dir(build) / "generator.json") or {}
-        sessions = record.get("sessions", {})
-        if session not in sessions:
-            raise ClicklabError(f"--session: scenario {record.get('scenario_name')!r} has no session {session!r} "
-                                f"(its sessions: {', '.join(sessions) or 'none'})")
-        definition = sessions[session]
+        definition = session_of(build, session)
     request_id = _submit(build, definition, round(time.time() * 1000), scaled=template is None)
     folder = live_dir(build) / "sessions"
     see = f"see {live_dir(build) / 'generator.log'}"
@@ -1172,12 +1184,7 @@ def last_session(build: str | Path = settings.DEFAULT_BUILD, kind: str | None = 
 def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",
                    timeout_s: float = 180.0) -> ScheduledSession:
     """Play a session once its site's forest emits scores (its warm-up is over in ``destinationstream``)."""
-    record = _read_json(live_dir(build) / "generator.json") or {}
-    definition = record.get("sessions", {}).get(session)
-    if definition is None:
-        raise ClicklabError(f"no live generator with a session {session!r} is running for {build}: start it with "
-                            f"`clicklab generate --live --build {build}`")
-    site = definition["site"]
+    site = session_of(build, session)["site"]
 
     def warm() -> bool:
         scored = live.rows_committed(Path(build), "destinationstream")

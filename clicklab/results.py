@@ -65,10 +65,11 @@ def read_stream(build: Path, name: str) -> pd.DataFrame:
 
     Live, that includes the files the stream's folder has archived (``.archive/``, see :mod:`clicklab.live`).
     """
+    from clicklab.live import ARCHIVE, committed_files
+
     stream = STREAMS[name]
     folder = stream_path(build, name)
-    files = sorted(p for where in (folder, folder / ".archive") for p in where.glob("*")
-                   if p.is_file() and not p.name.startswith((".", "_")))
+    files = sorted(committed_files(folder) + committed_files(folder / ARCHIVE))
     columns = [c.name for c in stream.columns]
     frames = [pd.read_json(p, lines=True, dtype=False) for p in files if p.stat().st_size]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
