@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import email
 import email.policy
 import http.server
@@ -35,7 +36,7 @@ import pandas as pd
 import pytest
 
 from clicklab import settings
-from clicklab.alerts import cleanup, destination, handler, local, package, report
+from clicklab.alerts import cleanup, destination, handler, kinesis, local, package, report
 from clicklab.exceptions import ClicklabError
 
 MYSITE = "https://www.mysite.com"
@@ -654,3 +655,138 @@ def test_a_configured_environment_is_used_as_on_lambda(services, topic, tmp_path
         assert [r["records"][0]["result"] for r in destination.send(frame, dest)] == ["Ok"]
     assert not local.outbox_dir(tmp_path).exists()  # no local server was started
     assert published(services, topic)["text"].str.contains("shop.example.com").any()
+
+
+# ---------------------------------------------------------------------------------------------
+# the other two event shapes: a Kinesis event source mapping, and the SQL application's rows
+
+
+@dataclasses.dataclass
+class Outbox:
+    """A channel that keeps what it is given (the handler's logic, no AWS); ``fail`` names sites it refuses."""
+
+    name: str = "outbox"
+    fail: set[str] = dataclasses.field(default_factory=set)
+    sent: list[handler.Alert] = dataclasses.field(default_factory=list)
+
+    def send(self, alert: handler.Alert) -> str:
+        if alert.anomaly.site in self.fail:
+            raise ConnectionError(f"{alert.anomaly.site} refused")
+        self.sent.append(alert)
+        return f"m-{len(self.sent)}"
+
+
+def kinesis_event(*rows: dict[str, Any] | bytes, stream: str = "anomalydetectionstream") -> dict[str, Any]:
+    arn = f"arn:aws:kinesis:us-east-1:123456789012:stream/{stream}"
+    records = [{"PartitionKey": "k", "SequenceNumber": f"4959{i:020d}", "ApproximateArrivalTimestamp": 1692795900.5 + i,
+                "Data": row if isinstance(row, bytes) else json.dumps(row).encode()} for i, row in enumerate(rows)]
+    return kinesis.lambda_event(records, arn)
+
+
+def studio_row(site: str, rowtime: str, ctr: float, score: float) -> dict[str, Any]:
+    return {"site": site, "rowtime": rowtime, "ctrpercent": ctr, "anomaly_score": score}
+
+
+def test_a_kinesis_batch_reports_failed_sends_only_and_a_retry_sends_only_those(tmp_path, caplog):
+    ev = kinesis_event(studio_row(MYSITE, "2023-08-23T13:05:00", 500.0, 6.4), b"not json",
+                       studio_row(SHOP, "2023-08-23T13:05:00", 0.0, 2.2),
+                       studio_row("https://news.example.com", "2023-08-23T13:05:00", 600.0, 7.7))
+    seq = [r["kinesis"]["sequenceNumber"] for r in ev["Records"]]
+    channel, state = Outbox(fail={SHOP}), handler.FileState(tmp_path / "state.json")
+    caplog.set_level(logging.INFO, logger="clicklab.alerts")
+    response, outcomes = handler.process(ev, config(tmp_path, max_attempts=1), [channel], state)
+    assert response == {"batchItemFailures": [{"itemIdentifier": seq[2]}]}  # not the malformed one: never retried
+    assert {o.record_id: o.outcome for o in outcomes} == {seq[0]: "sent", seq[1]: "malformed", seq[2]: "failed",
+                                                           seq[3]: "sent"}
+    assert any(seq[1] in r.getMessage() and "kinesis.data is not JSON" in r.getMessage() for r in caplog.records)
+    # Lambda retries from the failed record on: what went out already is a duplicate, not sent again
+    channel.fail.clear()
+    retry, outcomes = handler.process({"Records": ev["Records"][2:]}, config(tmp_path), [channel], state)
+    assert retry == {"batchItemFailures": []}
+    assert {o.record_id: o.outcome for o in outcomes} == {seq[2]: "sent", seq[3]: "duplicate"}
+    assert sorted(a.anomaly.site for a in channel.sent) == ["https://news.example.com", SHOP, MYSITE]
+
+
+def test_a_kinesis_record_without_a_kinesis_object_is_malformed_and_not_reported(tmp_path):
+    ev = {"Records": [{"eventSource": "aws:kinesis"}, "nonsense"]}
+    response, outcomes = handler.process(ev, config(tmp_path), [Outbox()], handler.FileState(tmp_path / "s.json"))
+    assert response == {"batchItemFailures": []}
+    assert [(o.record_id, o.outcome) for o in outcomes] == [("#0", "malformed"), ("#1", "malformed")]
+    assert "no 'kinesis' object" in outcomes[0].detail and "not an object" in outcomes[1].detail
+
+
+SQL_APP = "arn:aws:kinesisanalytics:us-east-1:123456789012:application/clickstream-sql-lab"
+
+
+def test_sql_application_rows_say_the_site_is_unknown_and_name_the_application(tmp_path):
+    rows = [{"ROWTIME": "2023-08-23 13:05:10.000", "CTRPERCENT": 500.0, "ANOMALY_SCORE": 6.48},
+            {"CTRPERCENT": 80.0, "ANOMALY_SCORE": 3.1},  # no ROWTIME: the time shown is its arrival
+            {"ROWTIME": "2023-08-23 13:25:10.000", "CTRPERCENT": 90.0}]
+    ev = {**event(*[raw_record(json.dumps(r), f"sql-{i}") for i, r in enumerate(rows)]), "applicationArn": SQL_APP}
+    channel, state = Outbox(), handler.FileState(tmp_path / "state.json")
+    response, outcomes = handler.process(ev, config(tmp_path, cooldown_s=0), [channel], state)
+    assert [r["result"] for r in response["records"]] == ["Ok", "Ok", "DeliveryFailed"]
+    assert "SQL application row) misses field 'ANOMALY_SCORE'" in outcomes[0].detail
+    by_ctr = {a.anomaly.ctr: a for a in channel.sent}
+    with_time, without = by_ctr[500.0], by_ctr[80.0]
+    assert with_time.body.startswith("Anomaly detected with a click through rate of 500% and an anomaly score of 6.48")
+    assert "Site:   unknown (the rows of SQL application clickstream-sql-lab carry no site)" in with_time.body
+    assert "Time:   2023-08-23 13:05:10 UTC (the SQL application's ROWTIME)" in with_time.body
+    assert "(arrival: the row has no ROWTIME)" in without.body
+    assert with_time.sms.startswith("Anomaly Detected (site unknown, SQL application clickstream-sql-lab): CTR 500%")
+    assert len(with_time.sms) <= 160
+    # the retried invocation: the row without a time is the same record, so a duplicate too
+    _, outcomes = handler.process(ev, config(tmp_path, cooldown_s=0), [channel], state)
+    assert [o.outcome for o in outcomes if o.outcome != "malformed"] == ["duplicate", "duplicate"]
+    assert len(channel.sent) == 2
+
+
+def test_sql_rows_on_a_kinesis_stream_name_the_stream(tmp_path):
+    ev = kinesis_event({"CTRPERCENT": 500.0, "ANOMALY_SCORE": 6.4}, stream="DESTINATION_SQL_STREAM-out")
+    channel = Outbox()
+    response, _ = handler.process(ev, config(tmp_path), [channel], handler.FileState(tmp_path / "s.json"))
+    assert response == {"batchItemFailures": []}
+    alert = channel.sent[0]
+    assert alert.anomaly.site == "stream DESTINATION_SQL_STREAM-out" and not alert.anomaly.site_known
+    assert "Time:   2023-08-23 13:05:00 UTC (arrival" in alert.body  # approximateArrivalTimestamp
+
+
+def test_the_lowercase_destination_contract_is_unchanged(tmp_path):
+    channel = Outbox()
+    response, _ = handler.process(event(record(MYSITE, "2023-08-23 13:05:00", 500.0, 6.4, "r")), config(tmp_path),
+                                  [channel], handler.FileState(tmp_path / "s.json"))
+    assert response == {"records": [{"recordId": "r", "result": "Ok"}]}
+    assert channel.sent[0].anomaly.site_known and "Window: 2023-08-23 13:05:00 to 13:05:10 UTC" in channel.sent[0].body
+
+
+@server
+def test_records_read_back_from_kinesis_in_moto_invoke_the_handler_as_lambda_would(services, aws, topic, tmp_path):
+    """put_records on a moto stream, get_records back, the event source mapping's event, SNS and e-mail out."""
+    client, stream = aws("kinesis"), f"anomalydetectionstream-{uuid.uuid4().hex[:6]}"
+    client.create_stream(StreamName=stream, ShardCount=1)
+    rows = [json.dumps(studio_row(MYSITE, "2023-08-23T13:05:00", 500.0, 6.482049264893886)).encode(),
+            b"\xff not a row", json.dumps(studio_row(SHOP, "2023-08-23T13:25:10", 0.0, 2.25)).encode()]
+    put = client.put_records(StreamName=stream, Records=[{"Data": d, "PartitionKey": "site"} for d in rows])
+    assert put["FailedRecordCount"] == 0
+    (shard, got), = kinesis.read_stream(client, stream).items()
+    assert [r["Data"] for r in got] == rows
+    ev = kinesis.lambda_event(got, kinesis.stream_arn(client, stream), shard)
+    smtp = handler.SmtpChannel(local.HOST, services.smtp.port, "alerts@example.com", ["lab-user@example.com"])
+    before = set(services.outbox.glob("*.eml"))
+    state = handler.FileState(tmp_path / "state.json")
+    with FaultProxy(services.moto.url, _fail_shop(500, "InternalError")) as proxy:
+        response, outcomes = handler.process(ev, config(tmp_path, max_attempts=2),
+                                             [handler.SnsChannel(topic, aws("sns", proxy.url)), smtp], state)
+    assert response == {"batchItemFailures": [{"itemIdentifier": got[2]["SequenceNumber"]}]}
+    assert [(o.channel, o.outcome) for o in outcomes if o.record_id == got[2]["SequenceNumber"]] == [
+        ("sns", "failed"), ("smtp", "sent")]
+    texts = published(services, topic).query("protocol == 'email'")["text"].tolist()
+    assert len(texts) == 1 and texts[0].startswith("Anomaly detected with a click through rate of 500%")
+    assert len(set(services.outbox.glob("*.eml")) - before) == 2
+    # Lambda's retry from the failed record: SNS sends shop now, the e-mail already went out
+    retry, outcomes = handler.process(kinesis.lambda_event(got[2:], ev["Records"][0]["eventSourceARN"], shard),
+                                      config(tmp_path), [handler.SnsChannel(topic, aws("sns")), smtp], state)
+    assert retry == {"batchItemFailures": []}
+    assert [(o.channel, o.outcome) for o in outcomes] == [("sns", "sent"), ("smtp", "duplicate")]
+    assert len(published(services, topic).query("protocol == 'email'")) == 2
+    assert len(set(services.outbox.glob("*.eml")) - before) == 2

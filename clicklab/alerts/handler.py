@@ -4,15 +4,33 @@ This one file is the Lambda function. It imports only the standard library and b
 ``clicklab alerts package`` ships it alone as ``lambda_function.py`` and Lambda calls
 ``lambda_handler(event, context)``. The rest of clicklab imports it; it imports nothing of clicklab.
 
-The event is Kinesis Data Analytics' Lambda-destination contract::
+Three event shapes are accepted, told apart by their top-level key:
 
-    {"invocationId": "...", "applicationArn": "...",
-     "records": [{"recordId": "...", "lambdaDeliveryRecordMetadata": {"retryHint": 0},
-                  "data": "<base64 of one JSON row of anomalydetectionstream>"}]}
+1. Kinesis Data Analytics' Lambda-destination contract (``records``, lower case)::
 
-and the answer has one entry per record, same ids::
+       {"invocationId": "...", "applicationArn": "...",
+        "records": [{"recordId": "...", "lambdaDeliveryRecordMetadata": {"retryHint": 0},
+                     "data": "<base64 of one JSON row of anomalydetectionstream>"}]}
 
-    {"records": [{"recordId": "...", "result": "Ok" | "DeliveryFailed"}]}
+   answered with one entry per record, same ids::
+
+       {"records": [{"recordId": "...", "result": "Ok" | "DeliveryFailed"}]}
+
+2. A Kinesis event source mapping on the stream Studio's ``anomalydetectionstream`` sink writes
+   (``Records``, upper case; ``Records[].kinesis.data`` is the base64 of one JSON row), answered with a
+   partial batch response (the mapping needs ``FunctionResponseTypes: [ReportBatchItemFailures]``)::
+
+       {"batchItemFailures": [{"itemIdentifier": "<sequenceNumber>"}, ...]}
+
+   listing the records whose delivery failed, so that Lambda retries from there; what went out already
+   is a ``duplicate`` on the retry and is not sent again. A malformed record is logged and left out of
+   the list: retrying it cannot help, and reporting it would hold the shard back for good.
+
+3. The rows of the SQL application (the SQL lab's ``DESTINATION_SQL_STREAM``), in either envelope: upper-case
+   columns ``CTRPERCENT``, ``ANOMALY_SCORE`` and possibly ``ROWTIME``, and no site. The alert then says the
+   site is unknown and names where the row came from (the application of ``applicationArn``, or the
+   stream of ``eventSourceARN``), which also keys the cooldown. Without ``ROWTIME`` the time shown is when
+   the row arrived, and the record id (or sequence number) is what makes a retry a duplicate.
 
 Configuration comes from environment variables, as on Lambda:
 
@@ -68,6 +86,13 @@ SUBJECT = "Anomaly Detected"
 LAB_SENTENCE = "Anomaly detected with a click through rate of {ctr}% and an anomaly score of {score}"
 #: The columns of anomalydetectionstream a record must carry.
 FIELDS = ("site", "rowtime", "ctrpercent", "anomaly_score")
+#: The columns of the SQL application's DESTINATION_SQL_STREAM (the SQL lab); ``ROWTIME`` is optional.
+SQL_FIELDS = ("CTRPERCENT", "ANOMALY_SCORE")
+SQL_ROWTIME = "ROWTIME"
+#: The two envelopes: Kinesis Data Analytics' Lambda destination, and a Kinesis event source mapping.
+DESTINATION_EVENT, KINESIS_EVENT = "destination", "kinesis"
+#: What an anomaly's time is: a window start (Studio's rows), a SQL row's ROWTIME, or its arrival.
+WINDOW, ROWTIME, ARRIVAL = "window", "rowtime", "arrival"
 SMS_LIMIT = 160
 DEFAULT_COOLDOWN_SECONDS = 600
 DEFAULT_WINDOW_SECONDS = 10
@@ -99,14 +124,19 @@ class DeliveryError(RuntimeError):
 class Anomaly:
     """One row of anomalydetectionstream: a site's window whose CTR scored as an anomaly."""
 
-    site: str
-    window_start: datetime  # UTC
+    site: str  # without a site (SQL rows): where the row came from, e.g. "SQL application clickstream"
+    window_start: datetime  # UTC; see ``time_kind``
     ctr: float
     score: float
+    site_known: bool = True
+    time_kind: str = WINDOW  # WINDOW, ROWTIME or ARRIVAL
+    record_key: str | None = None  # with ARRIVAL: the record's id, what makes a retried record a duplicate
 
     @property
     def key(self) -> str:
-        """Identifies the anomaly: at most one alert per (site, window), ever."""
+        """Identifies the anomaly: at most one alert per (site, window), ever (per record without a time)."""
+        if self.time_kind == ARRIVAL and self.record_key:
+            return f"{self.site}|record {self.record_key}"
         return f"{self.site}|{self.window_start.strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z"
 
 
@@ -134,21 +164,44 @@ def _number(row: dict[str, Any], name: str) -> float:
     return float(value)
 
 
-def parse_record(record: dict[str, Any]) -> Anomaly:
-    """Decode one record's ``data`` (base64 of a JSON row); :class:`BadRecord` says what is wrong."""
-    data = record.get("data")
+def decode_row(data: Any, where: str = "data") -> dict[str, Any]:
+    """A record's base64 ``data`` as the JSON object it carries; :class:`BadRecord` says what is wrong."""
     if not isinstance(data, str):
-        raise BadRecord(f"record has no base64 'data' string (got {type(data).__name__})")
+        raise BadRecord(f"record has no base64 {where!r} string (got {type(data).__name__})")
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise BadRecord(f"data is not base64: {exc}") from None
+        raise BadRecord(f"{where} is not base64: {exc}") from None
     try:
         row = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRecord(f"data is not JSON: {exc}") from None
+        raise BadRecord(f"{where} is not JSON: {exc}") from None
     if not isinstance(row, dict):
-        raise BadRecord(f"data is not a JSON object: {type(row).__name__}")
+        raise BadRecord(f"{where} is not a JSON object: {type(row).__name__}")
+    return row
+
+
+def is_sql_row(row: dict[str, Any]) -> bool:
+    """A row of the SQL application's DESTINATION_SQL_STREAM: upper-case columns and no ``site``."""
+    return "site" not in row and any(f in row for f in (*SQL_FIELDS, SQL_ROWTIME))
+
+
+def row_anomaly(row: dict[str, Any], source: str, arrived: datetime, record_key: str) -> Anomaly:
+    """The anomaly of one decoded row: a Studio row (``site``, ``rowtime``, ...) or a SQL application row.
+
+    ``source`` names where the row came from (``SQL application NAME``, ``stream NAME``): a SQL row has no
+    site, so the alert says so and uses ``source`` in its place. ``arrived`` is the time shown when a SQL row
+    has no ``ROWTIME``; ``record_key`` (the record id) then identifies it.
+    """
+    if is_sql_row(row):
+        missing = [f for f in SQL_FIELDS if row.get(f) is None]
+        if missing:
+            raise BadRecord(f"data (a SQL application row) misses field {', '.join(repr(m) for m in missing)}")
+        ctr, score = _number(row, "CTRPERCENT"), _number(row, "ANOMALY_SCORE")
+        if row.get(SQL_ROWTIME) is not None:
+            return Anomaly(source, parse_time(row[SQL_ROWTIME], SQL_ROWTIME), ctr, score, site_known=False,
+                           time_kind=ROWTIME)
+        return Anomaly(source, arrived, ctr, score, site_known=False, time_kind=ARRIVAL, record_key=record_key)
     missing = [f for f in FIELDS if row.get(f) is None]
     if missing:
         raise BadRecord(f"data misses field {', '.join(repr(m) for m in missing)}")
@@ -156,6 +209,40 @@ def parse_record(record: dict[str, Any]) -> Anomaly:
         raise BadRecord(f"field 'site' is not a non-empty string: {row['site']!r}")
     return Anomaly(row["site"], parse_time(row["rowtime"]), _number(row, "ctrpercent"),
                    _number(row, "anomaly_score"))
+
+
+def _arn_name(arn: Any, kind: str) -> str:
+    """``arn:...:application/NAME`` -> ``SQL application NAME``; no ARN -> ``SQL application (unnamed)``."""
+    name = arn.rpartition("/")[2] if isinstance(arn, str) and "/" in arn else ""
+    return f"{kind} {name}" if name else f"{kind} (unnamed)"
+
+
+def parse_record(record: dict[str, Any], application_arn: str | None = None,
+                 arrived: datetime | None = None) -> Anomaly:
+    """One record of a Lambda-destination event: its ``data`` decoded; :class:`BadRecord` says what is wrong."""
+    row = decode_row(record.get("data"))
+    return row_anomaly(row, _arn_name(application_arn, "SQL application"), arrived or datetime.now(UTC),
+                       str(record.get("recordId", "")))
+
+
+def kinesis_sequence(record: Any) -> str | None:
+    """The sequence number of one record of a Kinesis event (what a batch item failure names), or None."""
+    if isinstance(record, dict) and isinstance(record.get("kinesis"), dict):
+        seq = record["kinesis"].get("sequenceNumber")
+        return seq if isinstance(seq, str) and seq else None
+    return None
+
+
+def parse_kinesis_record(record: dict[str, Any]) -> Anomaly:
+    """One record of a Kinesis event-source-mapping event (``kinesis.data``); :class:`BadRecord` if unreadable."""
+    kinesis = record.get("kinesis")
+    if not isinstance(kinesis, dict):
+        raise BadRecord(f"record has no 'kinesis' object (got {type(kinesis).__name__})")
+    row = decode_row(kinesis.get("data"), "kinesis.data")
+    stamp = kinesis.get("approximateArrivalTimestamp")
+    arrived = parse_time(stamp, "kinesis.approximateArrivalTimestamp") if stamp is not None else datetime.now(UTC)
+    return row_anomaly(row, _arn_name(record.get("eventSourceARN"), "stream"), arrived,
+                       str(kinesis.get("sequenceNumber", "")))
 
 
 def format_percent(ctr: float) -> str:
@@ -192,9 +279,22 @@ class Alert:
         return f"{start:%Y-%m-%d %H:%M:%S} to {end:%H:%M:%S} UTC"
 
     @property
+    def site_text(self) -> str:
+        a = self.anomaly
+        return a.site if a.site_known else f"unknown (the rows of {a.site} carry no site)"
+
+    @property
+    def time_line(self) -> str:
+        a = self.anomaly
+        if a.time_kind == ROWTIME:
+            return f"Time:   {a.window_start:%Y-%m-%d %H:%M:%S} UTC (the SQL application's ROWTIME)"
+        if a.time_kind == ARRIVAL:
+            return f"Time:   {a.window_start:%Y-%m-%d %H:%M:%S} UTC (arrival: the row has no ROWTIME)"
+        return f"Window: {self.window_text} ({self.window_seconds}-second window)"
+
+    @property
     def body(self) -> str:
-        lines = [self.lab_sentence, "", f"Site:   {self.anomaly.site}",
-                 f"Window: {self.window_text} ({self.window_seconds}-second window)"]
+        lines = [self.lab_sentence, "", f"Site:   {self.site_text}", self.time_line]
         if self.folded:
             noun = "anomaly" if self.folded == 1 else "anomalies"
             lines += ["", f"Also {self.folded} more {noun} on this site since the previous alert, not sent "
@@ -208,6 +308,8 @@ class Alert:
         when = f"{self.anomaly.window_start:%Y-%m-%d %H:%M:%S}Z"
         rest = f": CTR {format_percent(self.anomaly.ctr)}%, score {self.anomaly.score:.2f}, {when}{folded}"
         site = self.anomaly.site.removeprefix("https://").removeprefix("http://")
+        if not self.anomaly.site_known:
+            site = f"(site unknown, {site})"
         room = SMS_LIMIT - len(SUBJECT) - 1 - len(rest)
         if len(site) > room:
             site = site[: max(room - 1, 0)] + "…"
@@ -635,29 +737,61 @@ def _deliver(anomaly: Anomaly, record_id: str, channel: Channel, state: State, c
         return out
 
 
+def event_kind(event: Any) -> str:
+    """:data:`DESTINATION_EVENT` (``records``) or :data:`KINESIS_EVENT` (``Records``); ValueError otherwise."""
+    if isinstance(event, dict):
+        if isinstance(event.get("Records"), list):
+            return KINESIS_EVENT
+        if isinstance(event.get("records"), list):
+            return DESTINATION_EVENT
+    raise ValueError("event has no 'records' list (a Kinesis Data Analytics Lambda-destination event) and no "
+                     "'Records' list (a Kinesis event-source-mapping event)")
+
+
+def _read(kind: str, event: dict[str, Any], i: int, record: Any, arrived: datetime) -> tuple[str, Anomaly]:
+    """``(record id, anomaly)`` of record ``i``; raises :class:`BadRecord` (its id: ``#i`` when it has none)."""
+    if kind == KINESIS_EVENT:
+        record_id = kinesis_sequence(record) or f"#{i}"
+    else:
+        record_id = str(record.get("recordId", f"#{i}")) if isinstance(record, dict) else f"#{i}"
+    try:
+        if not isinstance(record, dict):
+            raise BadRecord(f"record is not an object: {type(record).__name__}")
+        if kind == KINESIS_EVENT:
+            return record_id, parse_kinesis_record(record)
+        return record_id, parse_record(record, event.get("applicationArn"), arrived)
+    except BadRecord as exc:
+        raise BadRecord(record_id, str(exc)) from None
+
+
 def process(event: dict[str, Any], config: Config, channels: list[Channel], state: State
             ) -> tuple[dict[str, Any], list[Outcome]]:
     """Handle one invocation: the Lambda response and what happened per record and channel.
 
     Records are taken in event-time order (so the cooldown counts forward), answered in input order.
-    A bad record or a failed channel never stops the others.
+    A bad record or a failed channel never stops the others. The response follows the event's envelope
+    (:func:`event_kind`): ``records`` with a result each, or the ``batchItemFailures`` of a Kinesis batch
+    (failed deliveries only: a malformed record is logged, never retried).
     """
-    records = event.get("records") if isinstance(event, dict) else None
-    if not isinstance(records, list):
-        raise ValueError("event has no 'records' list: not a Kinesis Data Analytics Lambda-destination event")
+    kind = event_kind(event)
+    records = event["Records" if kind == KINESIS_EVENT else "records"]
+    arrived = datetime.now(UTC)
     outcomes: list[Outcome] = []
     results: dict[int, str] = {}
+    malformed: set[int] = set()
     parsed: list[tuple[int, str, Anomaly]] = []
     for i, record in enumerate(records):
-        record_id = str(record.get("recordId", f"#{i}")) if isinstance(record, dict) else f"#{i}"
         try:
-            if not isinstance(record, dict):
-                raise BadRecord(f"record is not an object: {type(record).__name__}")
-            parsed.append((i, record_id, parse_record(record)))
+            record_id, anomaly = _read(kind, event, i, record, arrived)
         except BadRecord as exc:
-            log.error("record %s: DeliveryFailed: %s", record_id, exc)
-            outcomes.append(Outcome(record_id, "-", MALFORMED, detail=str(exc)))
+            record_id, reason = exc.args
+            log.error("record %s: %s: %s", record_id, "malformed, skipped" if kind == KINESIS_EVENT
+                      else "DeliveryFailed", reason)
+            outcomes.append(Outcome(record_id, "-", MALFORMED, detail=reason))
             results[i] = FAILED
+            malformed.add(i)
+            continue
+        parsed.append((i, record_id, anomaly))
     for i, record_id, anomaly in sorted(parsed, key=lambda p: (p[2].window_start, p[2].site, p[0])):
         ok = True
         for channel in channels:
@@ -667,6 +801,10 @@ def process(event: dict[str, Any], config: Config, channels: list[Channel], stat
             log.info("record %s %s %s on %s: %s", record_id, anomaly.site, _iso(anomaly.window_start),
                      channel.name, outcome.outcome)
         results[i] = OK if ok else FAILED
+    if kind == KINESIS_EVENT:
+        failures = [{"itemIdentifier": kinesis_sequence(r)} for i, r in enumerate(records)
+                    if results[i] == FAILED and i not in malformed]
+        return {"batchItemFailures": failures}, outcomes
     response = {"records": [
         {"recordId": r.get("recordId") if isinstance(r, dict) else None, "result": results[i]}
         for i, r in enumerate(records)
