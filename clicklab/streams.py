@@ -1,8 +1,15 @@
-"""The six streams of the lab, defined once.
+"""The six streams of the lab and its dead-letter stream ``badevents``, defined once.
 
 The AWS lab creates six Kinesis data streams and one Flink table on each. Here every stream is a
 table on Flink's filesystem connector (JSON lines) under ``build/streams/<stream>/``, except
-``tickerstream``, which reads the replay file (:func:`local_ddl`). In live mode (:func:`live_ddl`)
+``tickerstream``, which reads the replay file (:func:`local_ddl`).
+
+**Bad events.** tickerstream's lines are read as raw text (table ``tickerstream_raw``, format ``raw``),
+and checked in SQL (:func:`reason_sql`): the ``reason`` column names what is wrong with a line (malformed
+JSON, a missing or mistyped field, NaN/Infinity, an unknown ``browseraction``), NULL for a good event.
+``tickerstream`` is a view of the good events that are not late (``CURRENT_WATERMARK``), with the lab's
+columns, so the lab's SQL reads it as before; ``04_impression_stream`` writes the others, with their
+reason, to ``badevents``. A bad line's ``rowtime`` is the epoch, so it never moves the watermark. In live mode (:func:`live_ddl`)
 tickerstream is a folder the live generator writes to, and every table watches its folder for new
 files, commits what it writes about every second, and uses the live watermarks (see :class:`Stream`).
 Notebooks, the CLI, the tests and the Zeppelin export all take names, columns and DDL from this module.
@@ -39,6 +46,10 @@ class Stream:
     ``watermark_delay_s`` how late rows may be on a replay. ``computed`` columns are derived when
     reading (tickerstream's ``rowtime``) and never written.
 
+    ``raw_table`` (tickerstream only): the table that reads the stream's lines as text; the stream itself is
+    then a view of its good events (see the module's docstring). ``job``: the name of the job that fills
+    the stream when it is not the lab title of its notebook (``filled_by``).
+
     ``live_watermark_s`` is the watermark delay live. Live, every stream arrives in time order, a file
     a second, so one second is enough: the CTR join then writes a window whose clicks and impressions
     both arrived at once, and a one-sided window when the next window arrives. On a replay a whole
@@ -53,6 +64,8 @@ class Stream:
     watermark_delay_s: int = 0
     filled_by: str = ""
     live_watermark_s: int = 1
+    raw_table: str | None = None
+    job: str = ""
 
     @property
     def column_names(self) -> list[str]:
@@ -282,7 +295,8 @@ def _flink_version(version: str) -> tuple[int, int]:
 
 
 def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1",
-                account_id: str | None = None, start_position: str = "LATEST") -> str:
+                account_id: str | None = None, start_position: str = "LATEST",
+                start_timestamp: str | None = None) -> str:
     """``CREATE TABLE`` for one stream on Amazon Kinesis Data Streams, for Managed Service for Apache Flink.
 
     Same columns and watermarks as :func:`local_ddl`, from :data:`STREAMS`; the Kinesis stream has the
@@ -298,6 +312,10 @@ def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1
       docs say to use ``kinesis-legacy`` meanwhile), so ``tickerstream``, which needs the arrival
       time, uses ``'connector' = 'kinesis-legacy'`` with the 4.x option names: both identifiers
       come with ``flink-sql-connector-kinesis`` 5.x. The ARN needs ``account_id``.
+
+    ``start_timestamp`` (with ``start_position`` ``AT_TIMESTAMP``) goes to ``scan.stream.initpos-timestamp``
+    (4.x, ``kinesis-legacy``) or ``source.init.timestamp`` (5.x), in their default format
+    ``yyyy-MM-dd'T'HH:mm:ss.SSSXXX``.
     """
     major_minor = _flink_version(flink_version)
     new_connector = major_minor >= (1, 19)
@@ -314,6 +332,8 @@ def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1
             "aws.region": region,
             "source.init.position": start_position,
         }
+        if start_timestamp:
+            options["source.init.timestamp"] = start_timestamp
     else:
         options = {
             "connector": "kinesis-legacy" if new_connector else "kinesis",
@@ -321,12 +341,16 @@ def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1
             "aws.region": region,
             "scan.stream.initpos": start_position,
         }
+        if start_timestamp:
+            options["scan.stream.initpos-timestamp"] = start_timestamp
     options.update({"format": "json", "json.timestamp-format.standard": "ISO-8601"})
     return _create_table(name, options, arrival_time=arrival)
 
 
-def all_kinesis_ddl(flink_version: str = "1.15", region: str = "us-east-1", account_id: str | None = None) -> str:
+def all_kinesis_ddl(flink_version: str = "1.15", region: str = "us-east-1", account_id: str | None = None,
+                    start_position: str = "LATEST", start_timestamp: str | None = None) -> str:
     """The Kinesis DDL of all six streams, as one script (each table dropped first, as the lab does)."""
     return "\n\n".join(
-        f"DROP TABLE IF EXISTS {name};\n{kinesis_ddl(name, flink_version, region, account_id)};" for name in STREAMS
+        f"DROP TABLE IF EXISTS {name};\n"
+        f"{kinesis_ddl(name, flink_version, region, account_id, start_position, start_timestamp)};" for name in STREAMS
     )

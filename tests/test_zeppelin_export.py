@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from clicklab import cells, javaudf, settings
-from clicklab.zeppelin.export import ExportOptions, export_lab, export_notebooks, lab_titles
+from clicklab.cli import parser
+from clicklab.zeppelin.export import START_POSITIONS, ExportOptions, export_lab, export_notebooks, lab_titles
 from clicklab.zeppelin.importer import import_note
 from clicklab.zeppelin.localprops import parse_paragraph
 from clicklab.zeppelin.note import ZeppelinError, check_loads, read_note
@@ -82,7 +83,7 @@ def test_studio_tables_use_the_kinesis_connector_4_options(tmp_path: Path, versi
                    "anomalydetectionstream"):
         assert f"'stream' = '{stream}'" in ddl
     assert ddl.count("'connector' = 'kinesis'") == 6 and ddl.count("'aws.region' = 'eu-west-1'") == 6
-    assert ddl.count("'scan.stream.initpos' = 'LATEST'") == 6
+    assert ddl.count("'scan.stream.initpos' = 'TRIM_HORIZON'") == 6  # the lab sends traffic before it runs #1
     assert "rowtime TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL" in ddl
     assert "stream.arn" not in ddl and "filesystem" not in ddl and "'format' = 'json'" in ddl
 
@@ -93,7 +94,8 @@ def test_studio_tables_for_flink_1_19_use_the_connector_5_options(tmp_path: Path
     _, data = export(tmp_path, flink_version="1.19", region="eu-west-1", account_id="123456789012")
     ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
     assert "'stream.arn' = 'arn:aws:kinesis:eu-west-1:123456789012:stream/ctrstream'" in ddl
-    assert ddl.count("'source.init.position' = 'LATEST'") == 5
+    assert ddl.count("'source.init.position' = 'TRIM_HORIZON'") == 5
+    assert ddl.count("'scan.stream.initpos' = 'TRIM_HORIZON'") == 1  # tickerstream, kinesis-legacy
     # tickerstream reads the arrival time, which only the legacy source exposes (FLINK-36671)
     assert "'connector' = 'kinesis-legacy',\n  'stream' = 'tickerstream'" in ddl
 
@@ -173,3 +175,53 @@ def test_bad_options_are_refused():
         ExportOptions(target="cloud")
     with pytest.raises(ZeppelinError, match="--flink-version"):
         ExportOptions(flink_version="1.12")
+
+
+# ---------------------------------------------------------------------------------------------
+# where the Kinesis tables start reading
+
+
+def _ddl(tmp_path: Path, **options) -> str:
+    return paragraph(export(tmp_path, **options)[1], "#1 Create all the Streaming tables")["text"]
+
+
+@pytest.mark.parametrize("version", ["1.15", "1.18"])
+def test_start_position_latest_and_at_timestamp_with_the_connector_4_options(tmp_path: Path, version: str):
+    assert _ddl(tmp_path, flink_version=version, start_position="LATEST").count("'scan.stream.initpos' = 'LATEST'") == 6
+    ddl = _ddl(tmp_path, flink_version=version, start_position="AT_TIMESTAMP",
+               start_timestamp="2024-05-01T14:00:00+02:00")
+    assert ddl.count("'scan.stream.initpos' = 'AT_TIMESTAMP'") == 6
+    assert ddl.count("'scan.stream.initpos-timestamp' = '2024-05-01T12:00:00.000Z'") == 6
+    assert "source.init" not in ddl
+
+
+def test_start_position_at_timestamp_with_the_connector_5_options(tmp_path: Path):
+    ddl = _ddl(tmp_path, flink_version="1.19", account_id="123456789012", start_position="AT_TIMESTAMP",
+               start_timestamp="1714564800")
+    assert ddl.count("'source.init.position' = 'AT_TIMESTAMP'") == 5
+    assert ddl.count("'source.init.timestamp' = '2024-05-01T12:00:00.000Z'") == 5
+    # tickerstream on kinesis-legacy keeps the 4.x names
+    assert ddl.count("'scan.stream.initpos' = 'AT_TIMESTAMP'") == 1
+    assert ddl.count("'scan.stream.initpos-timestamp' = '2024-05-01T12:00:00.000Z'") == 1
+
+
+def test_start_position_options_are_checked():
+    with pytest.raises(ZeppelinError, match="--start-position 'EARLIEST'"):
+        ExportOptions(start_position="EARLIEST")
+    with pytest.raises(ZeppelinError, match="needs --start-timestamp"):
+        ExportOptions(start_position="AT_TIMESTAMP")
+    with pytest.raises(ZeppelinError, match="--start-timestamp 'yesterday'"):
+        ExportOptions(start_position="AT_TIMESTAMP", start_timestamp="yesterday")
+    with pytest.raises(ZeppelinError, match="is for --start-position AT_TIMESTAMP, not LATEST"):
+        ExportOptions(start_position="LATEST", start_timestamp="2024-05-01T12:00:00Z")
+    assert ExportOptions(start_position="AT_TIMESTAMP", start_timestamp="2024-05-01 12:00").start_timestamp == \
+        "2024-05-01T12:00:00.000Z"  # naive: UTC
+
+
+def test_the_export_command_offers_the_start_positions_with_trim_horizon_by_default():
+    action = next(a for a in parser()._subparsers._group_actions[0].choices["export-zeppelin"]._actions
+                  if a.dest == "start_position")
+    assert tuple(action.choices) == START_POSITIONS and action.default == "TRIM_HORIZON"
+    args = parser().parse_args(["export-zeppelin", "--start-position", "AT_TIMESTAMP", "--start-timestamp",
+                                "2024-05-01T12:00:00Z"])
+    assert (args.start_position, args.start_timestamp) == ("AT_TIMESTAMP", "2024-05-01T12:00:00Z")

@@ -18,6 +18,11 @@ Each numbered notebook becomes a run of paragraphs, in order:
 
 The tags and metadata are the cell protocol of :mod:`clicklab.cells`.
 
+In Studio the tables read their Kinesis streams from ``TRIM_HORIZON`` by default: the lab sends traffic
+before it runs the paragraphs, and a table at ``LATEST`` would miss it. ``--start-position LATEST`` or
+``--start-position AT_TIMESTAMP --start-timestamp 2024-05-01T12:00:00Z`` changes that
+(:func:`clicklab.streams.kinesis_ddl` writes the option under the name of the Flink version's connector).
+
 ``--with-results`` adds each notebook's last outputs (from ``build/executed/NN_*.ipynb``, or the
 notebook's own outputs) as paragraph results.
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,25 @@ from clicklab.zeppelin.results import outputs_to_results
 TARGETS = ("studio", "local")
 SQL_INTERPRETERS = ("flink.ssql", "flink.bsql")
 PYTHON_INTERPRETERS = ("flink.pyflink", "flink.ipyflink")
+#: Where a Kinesis table starts reading: the connectors' initial positions.
+START_POSITIONS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP")
+DEFAULT_START_POSITION = "TRIM_HORIZON"
+
+
+def connector_timestamp(value: str | float) -> str:
+    """An ISO-8601 time (``2024-05-01T12:00:00Z``, offsets allowed; naive means UTC) or epoch seconds, in the
+    connectors' default timestamp format ``yyyy-MM-dd'T'HH:mm:ss.SSSXXX`` (UTC): ``2024-05-01T12:00:00.000Z``."""
+    text = str(value).strip()
+    try:
+        when = datetime.fromtimestamp(float(text), UTC)
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise ZeppelinError(f"--start-timestamp {text!r}: expected an ISO-8601 time such as "
+                                "2024-05-01T12:00:00Z, or epoch seconds") from None
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,8 @@ class ExportOptions:
     flink_version: str = "1.15"
     region: str = "us-east-1"
     account_id: str | None = None
+    start_position: str = DEFAULT_START_POSITION
+    start_timestamp: str | None = None
     with_results: bool = False
     dataset: Path = settings.DEFAULT_DATASET
     build: Path = settings.DEFAULT_BUILD
@@ -60,6 +87,14 @@ class ExportOptions:
         if self.flink_version not in streams.KINESIS_FLINK_VERSIONS:
             raise ZeppelinError(f"--flink-version {self.flink_version!r}: choose one of "
                                 f"{', '.join(streams.KINESIS_FLINK_VERSIONS)}")
+        if self.start_position not in START_POSITIONS:
+            raise ZeppelinError(f"--start-position {self.start_position!r}: choose one of {', '.join(START_POSITIONS)}")
+        if self.start_position == "AT_TIMESTAMP":
+            if not self.start_timestamp:
+                raise ZeppelinError("--start-position AT_TIMESTAMP needs --start-timestamp (e.g. 2024-05-01T12:00:00Z)")
+            object.__setattr__(self, "start_timestamp", connector_timestamp(self.start_timestamp))
+        elif self.start_timestamp:
+            raise ZeppelinError(f"--start-timestamp is for --start-position AT_TIMESTAMP, not {self.start_position}")
 
 
 @dataclass
@@ -82,7 +117,8 @@ def variables(options: ExportOptions) -> dict[str, Any]:
     values = Lab(options.dataset, options.build, t_env=None).variables()  # no Flink needed for these
     if options.target == "studio":
         try:
-            values["ddl"] = streams.all_kinesis_ddl(options.flink_version, options.region, options.account_id)
+            values["ddl"] = streams.all_kinesis_ddl(options.flink_version, options.region, options.account_id,
+                                                    options.start_position, options.start_timestamp)
         except ValueError as exc:
             raise ZeppelinError(f"{exc}: give it with --account-id") from None
         values["order_by_time"] = ""  # Kinesis streams are live: windows arrive in time order (see 08)
