@@ -1,15 +1,8 @@
-"""The six streams of the lab and its dead-letter stream ``badevents``, defined once.
+"""The six streams of the lab, defined once.
 
 The AWS lab creates six Kinesis data streams and one Flink table on each. Here every stream is a
 table on Flink's filesystem connector (JSON lines) under ``build/streams/<stream>/``, except
-``tickerstream``, which reads the replay file (:func:`local_ddl`).
-
-**Bad events.** tickerstream's lines are read as raw text (table ``tickerstream_raw``, format ``raw``),
-and checked in SQL (:func:`reason_sql`): the ``reason`` column names what is wrong with a line (malformed
-JSON, a missing or mistyped field, NaN/Infinity, an unknown ``browseraction``), NULL for a good event.
-``tickerstream`` is a view of the good events that are not late (``CURRENT_WATERMARK``), with the lab's
-columns, so the lab's SQL reads it as before; ``04_impression_stream`` writes the others, with their
-reason, to ``badevents``. A bad line's ``rowtime`` is the epoch, so it never moves the watermark. In live mode (:func:`live_ddl`)
+``tickerstream``, which reads the replay file (:func:`local_ddl`). In live mode (:func:`live_ddl`)
 tickerstream is a folder the live generator writes to, and every table watches its folder for new
 files, commits what it writes about every second, and uses the live watermarks (see :class:`Stream`).
 Notebooks, the CLI, the tests and the Zeppelin export all take names, columns and DDL from this module.
@@ -46,10 +39,6 @@ class Stream:
     ``watermark_delay_s`` how late rows may be on a replay. ``computed`` columns are derived when
     reading (tickerstream's ``rowtime``) and never written.
 
-    ``raw_table`` (tickerstream only): the table that reads the stream's lines as text; the stream itself is
-    then a view of its good events (see the module's docstring). ``job``: the name of the job that fills
-    the stream when it is not the lab title of its notebook (``filled_by``).
-
     ``live_watermark_s`` is the watermark delay live. Live, every stream arrives in time order, a file
     a second, so one second is enough: the CTR join then writes a window whose clicks and impressions
     both arrived at once, and a one-sided window when the next window arrives. On a replay a whole
@@ -64,8 +53,6 @@ class Stream:
     watermark_delay_s: int = 0
     filled_by: str = ""
     live_watermark_s: int = 1
-    raw_table: str | None = None
-    job: str = ""
 
     @property
     def column_names(self) -> list[str]:
