@@ -155,17 +155,47 @@ def _cmd_score(args: argparse.Namespace) -> None:
           f"({'adaptive' if detector.adaptive else 'fixed'} threshold, floor {detector.threshold:g})")
 
 
+#: NAB's series beside the checkout (``../shared/nab``), ``clicklab evaluate``'s default when present.
+SHARED_NAB = settings.REPO.parent / "shared" / "nab"
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
+    """``clicklab evaluate``: detections and false alarms per series, then NAB scores per corpus and detector."""
     import pandas as pd
 
-    from clicklab import flink
-    from clicklab.evaluation import evaluate_directory
+    from clicklab import flink, nab
+    from clicklab.evaluation import evaluate, write_nab_results
 
+    data, labels = args.data, args.labels
+    if data is None and labels is None and (SHARED_NAB / "data").is_dir():
+        data, labels = SHARED_NAB / "data", SHARED_NAB / "labels" / "combined_windows.json"
+        log.info("series: %s (NAB)", data)
+    elif data is None and labels is not None:
+        raise ClicklabError("--labels needs --data (the folder of the series it labels)")
+    profiles_file = args.profiles or (Path(labels).parent.parent / "config" / "profiles.json" if labels else None)
+    try:
+        profiles = nab.read_profiles(profiles_file) if profiles_file and profiles_file.is_file() else None
+    except ValueError as exc:
+        raise ClicklabError(str(exc)) from None
     detector = _detector(args)
-    flink.check_java()
-    table = evaluate_directory(args.data, args.labels, detector, args.build / "evaluate")
+    if not args.in_process:
+        flink.check_java()
+    result = evaluate(data, labels, detector, args.build / "evaluate", replay=args.replay,
+                      replay_labels=args.replay_labels, in_process=args.in_process, profiles=profiles)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.to_string(index=False))
+        if not result.detections.empty:
+            print(result.detections.to_string(index=False))
+            print()
+        source = profiles_file if profiles else "NAB's published weights"
+        print(f"NAB scores (profiles: {source}; standard: the standard profile, "
+              "threshold: the one chosen afterwards for the scores; TP/FN: windows detected/missed, "
+              "FP: detections outside windows; low FP/low FN: the other profiles)")
+        print(result.nab.to_string(index=False))
+    if args.nab_results:
+        written = write_nab_results(result.series, result.scored, result.modes, args.nab_results)
+        print(f"{len(written)} NAB results files -> {args.nab_results}/{{scores,adaptive,fixed}}/ (check: python3 "
+              f"{SHARED_NAB / 'nab_score.py'} --nab-dir {SHARED_NAB} --results {args.nab_results}/scores "
+              "--category all)")
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -308,9 +338,26 @@ def parser() -> argparse.ArgumentParser:
     _scorer_options(score)
     score.set_defaults(func=_cmd_score)
 
-    ev = sub.add_parser("evaluate", help="score labelled series (e.g. NAB) and report detections and false alarms")
-    ev.add_argument("--data", type=Path, required=True, help="folder of CSV series (timestamp,value)")
-    ev.add_argument("--labels", type=Path, required=True, help="JSON: file name -> list of [start, end]")
+    ev = sub.add_parser("evaluate", help="score labelled series (NAB's, the replay's) and report detections, false "
+                        "alarms and NAB scores",
+                        description="Score every CSV under --data (default: ../shared/nab's series when present) "
+                        "and the replay's CTR per site in one go, then print per series the labelled windows "
+                        "detected and the false alarms of both modes, and NAB's score (standard profile and the "
+                        "other two) per category, for all series and for the replay: the forest's scores with "
+                        "the best threshold chosen afterwards, and the adaptive and fixed decisions as shipped.")
+    ev.add_argument("--data", type=Path, default=None,
+                    help="folder of CSV series (timestamp,value); default: ../shared/nab/data when present")
+    ev.add_argument("--labels", type=Path, default=None, help="JSON: file name -> list of [start, end]")
+    ev.add_argument("--profiles", type=Path, default=None,
+                    help="NAB's config/profiles.json (default: next to --labels' folder, else NAB's weights)")
+    ev.add_argument("--replay", type=Path, default=settings.DEFAULT_DATASET,
+                    help="replay file whose CTR per site is scored too (default: the bundled replay)")
+    ev.add_argument("--replay-labels", type=Path, default=None, help="its labels (default: next to it)")
+    ev.add_argument("--no-replay", dest="replay", action="store_const", const=None, help="leave the replay out")
+    ev.add_argument("--in-process", action="store_true",
+                    help="score in this process (the same functions, no Flink job; logs progress per series)")
+    ev.add_argument("--nab-results", type=Path, default=None, metavar="DIR",
+                    help="also write NAB results files (scores, adaptive, fixed) for ../shared/nab/nab_score.py")
     ev.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
     _scorer_options(ev)
     ev.set_defaults(func=_cmd_evaluate)

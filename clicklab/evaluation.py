@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,7 @@ def false_alarms(
 
 def flag_scores(
     frame: pd.DataFrame, params: Any = None, floor: float = 2.0, threshold_options: Mapping[str, Any] | None = None,
+    in_order: bool = False,
 ) -> pd.DataFrame:
     """Score ``frame`` (``key``, ``time``, ``value``) with the lab's scorer and both thresholds, in process.
 
@@ -156,13 +158,15 @@ def flag_scores(
     value, score, scored`` (False while the key warms up), ``fixed`` (``score > floor``) and
     ``adaptive`` (:class:`clicklab_udf.threshold.AdaptiveThreshold`, its ``spike_ratio`` scaled to
     the forest's sample size by :func:`clicklab_udf.threshold.spike_ratio_for` unless
-    ``threshold_options`` sets it), in that time order.
+    ``threshold_options`` sets it), in that time order. ``in_order=True`` takes the rows as given
+    instead (NAB feeds a detector its records in file order, and a few NAB series step back in time).
     """
     from clicklab_udf.forest import ForestParams, KeyedForests
     from clicklab_udf.threshold import AdaptiveThreshold, spike_ratio_for
 
     _require(frame, "frame", ("key", "time", "value"))
-    rows = frame.iloc[np.argsort(to_seconds(frame["time"]), kind="stable")].reset_index(drop=True)
+    rows = frame if in_order else frame.iloc[np.argsort(to_seconds(frame["time"]), kind="stable")]
+    rows = rows.reset_index(drop=True)
     params = params if params is not None else ForestParams()
     forests = KeyedForests(params)
     options = {"spike_ratio": spike_ratio_for(params.sub_sample_size), **dict(threshold_options or {})}
@@ -334,22 +338,292 @@ def evaluate_series_in_process(
 
 
 def evaluate_directory(data: Path, labels_file: Path, detector: Any, work: Path) -> pd.DataFrame:
-    """``clicklab evaluate``: every ``*.csv`` under ``data`` through ``clicklab score``'s Flink job (one
-    job for all), judged in both modes against the labelled windows; see :func:`series_table`."""
-    from clicklab.score import read_series, score_frames
+    """Every ``*.csv`` under ``data`` through ``clicklab score``'s Flink job (one job for all), judged in
+    both modes against the labelled windows; see :func:`series_table` (``clicklab evaluate``'s first
+    table; :func:`evaluate` adds the NAB scores)."""
+    return evaluate(data, labels_file, detector, work, replay=None).detections
+
+
+# --------------------------------------------------------------------------------------------------
+# NAB scores of the lab's detector: NAB's series and the replay's sites (``clicklab evaluate``)
+# --------------------------------------------------------------------------------------------------
+
+#: The corpus name of the replay's CTR series (one per site).
+REPLAY_CORPUS = "lab-replay"
+#: The corpus name of every ``--data`` series together.
+ALL_CORPUS = "all"
+
+
+@dataclass
+class Labelled:
+    """One labelled series as it is scored: its records in file order and its NAB windows.
+
+    ``frame``: ``timestamp`` (the text of the file, for NAB results files), ``time`` (epoch s) and
+    ``value``; ``windows``: the NAB windows as record indices (:func:`clicklab.nab.window_indices`);
+    ``label_windows``: the same as times, for :func:`series_table`.
+    """
+
+    name: str
+    corpus: str
+    frame: pd.DataFrame
+    windows: list[tuple[int, int]]
+    label_windows: list[tuple[Any, Any]]
+
+    def nab_series(self) -> Any:
+        from clicklab import nab
+
+        return nab.Series.make(self.name, len(self.frame), self.windows)
+
+
+def read_labelled_file(path: Path, name: str) -> pd.DataFrame:
+    """A NAB-style CSV (``timestamp,value``) in file order: ``timestamp`` (text), ``time`` (s), ``value``.
+
+    Unlike ``clicklab score``, times may step back (NAB's ``machine_temperature_system_failure`` does
+    once): NAB scores records in file order. A bad time or value is a ``ValueError`` naming the
+    file, line and column.
+    """
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    _require(raw, str(path), ("timestamp", "value"))
+    if raw.empty:
+        raise ValueError(f"{path}: no rows")
+    values = pd.to_numeric(raw["value"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ValueError(f"{path}:{row + 2}: value {raw['value'].iloc[row]!r} in column 'value' is not a finite number")
+    stamps = pd.to_datetime(raw["timestamp"], utc=True, format="ISO8601", errors="coerce")
+    if stamps.isna().any():
+        row = int(np.argmax(stamps.isna().to_numpy()))
+        raise ValueError(f"{path}:{row + 2}: time {raw['timestamp'].iloc[row]!r} in column 'timestamp' "
+                         "is not a date and time")
+    seconds = ((stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
+    return pd.DataFrame({"timestamp": raw["timestamp"], "time": seconds, "value": values})
+
+
+def labelled_files(data: Path, labels_file: Path) -> dict[str, Labelled]:
+    """Every ``*.csv`` under ``data`` with its windows from ``labels_file`` (NAB's ``combined_windows.json``).
+
+    The corpus of a series is its first folder (NAB's category). A series the labels file does not
+    name has no windows (logged).
+    """
+    from clicklab import nab
 
     windows = read_label_windows(labels_file)
-    files = _series_files(data, windows, labels_file)
-    frames = {name: read_series(path) for name, path in files.items()}
-    log.info(f"scoring {sum(len(f) for f in frames.values()):,} points of {len(frames)} series in one Flink job ...")
+    out = {}
+    for name, path in _series_files(data, windows, labels_file).items():
+        frame = read_labelled_file(path, name)
+        if name not in windows:
+            log.warning("%s: not in %s: scored as a series without anomalies", name, labels_file)
+        spans = windows.get(name, [])
+        out[name] = Labelled(name, name.split("/")[0] if "/" in name else ALL_CORPUS, frame,
+                             nab.window_indices(frame["time"], spans, name), spans)
+    return out
+
+
+def replay_labelled(dataset: Path, labels_file: Path) -> dict[str, Labelled]:
+    """The replay's CTR per site and 10-second window (:func:`clicklab.results.reference_ctr`) as labelled
+    series, one per site (``lab-replay/<site>``).
+
+    A label (``site,start,end,kind``) is a point of NAB's at its ``start``: its window is NAB's
+    (:func:`clicklab.nab.windows_from_labels`, 10 % of the site's windows shared by its labels,
+    centred on the start), extended to the labelled ``end`` when the anomaly lasts longer than the
+    window's second half (a 3-minute click drop: flags during it are not false alarms).
+    """
+    from clicklab import nab
+    from clicklab.results import reference_ctr
+
+    labels = pd.read_csv(labels_file)
+    _require(labels, str(labels_file), ("site", "start", "end"))
+    ctr = reference_ctr(dataset)
+    out = {}
+    for site, part in ctr.groupby("site", sort=True):
+        part = part.sort_values("time", kind="stable")
+        times = to_seconds(part["time"])
+        mine = labels[labels["site"] == site]
+        starts, ends = to_seconds(mine["start"]), to_seconds(mine["end"])
+        spans = [list(w) for w in nab.windows_from_labels(times, starts, f"{labels_file}: site {site}")]
+        for start, end in zip(starts, ends, strict=True):
+            at = int(np.searchsorted(times, start, "left"))
+            last = int(np.searchsorted(times, end, "right")) - 1
+            for span in spans:
+                if span[0] <= at <= span[1]:
+                    span[1] = max(span[1], last)
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted(tuple(w) for w in spans):
+            if merged and first <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        name = f"{REPLAY_CORPUS}/{site}"
+        frame = pd.DataFrame({"timestamp": pd.to_datetime(times, unit="s", utc=True).strftime("%Y-%m-%d %H:%M:%S"),
+                              "time": times, "value": part["ctr"].to_numpy(dtype=float)})
+        out[name] = Labelled(name, REPLAY_CORPUS, frame, merged, [(times[a], times[b]) for a, b in merged])
+    if not out:
+        raise ValueError(f"{dataset}: no CTR windows")
+    return out
+
+
+def score_labelled(series: Mapping[str, Labelled], detector: Any, work: Path | None = None,
+                   in_process: bool = False) -> dict[str, pd.DataFrame]:
+    """Score every series in file order: one Flink job for all (``clicklab score``'s), or in this process
+    (``in_process``: :func:`flag_scores`, the same functions; progress logged per series).
+
+    Returns per series ``time, score, scored, flagged`` (what ``IS_ANOMALY`` decides: the adaptive
+    threshold, or ``score > threshold`` with ``adaptive=False``) and ``fixed`` (``score > threshold``).
+    """
+    import time
+
     threshold = getattr(detector, "threshold", 2.0)
-    scored = {}
-    for name, frame in score_frames(frames, work, detector).items():
-        scored[name] = pd.DataFrame({
-            "time": frame["ms"].to_numpy() / 1000.0,
-            "scored": ~frame["warming_up"].to_numpy(bool),
-            "flagged": frame["is_anomaly"].to_numpy(bool),
-            "fixed": (frame["anomaly_score"] > threshold).to_numpy() & ~frame["warming_up"].to_numpy(bool),
+    total = sum(len(s.frame) for s in series.values())
+    out = {}
+    if in_process:
+        params = detector.forest_params() if hasattr(detector, "forest_params") else None
+        began = time.monotonic()
+        done = 0
+        for number, (name, labelled) in enumerate(series.items(), 1):
+            frame = labelled.frame.assign(key=name)[["key", "time", "value"]]
+            flagged = flag_scores(frame, params, threshold, getattr(detector, "threshold_options", None),
+                                  in_order=True)
+            done += len(frame)
+            log.info("scored %d/%d series in process (%s points of %s, %.0f s): %s", number, len(series),
+                     f"{done:,}", f"{total:,}", time.monotonic() - began, name)
+            out[name] = pd.DataFrame({
+                "time": labelled.frame["time"].to_numpy(), "score": flagged["score"].to_numpy(),
+                "scored": flagged["scored"].to_numpy(bool),
+                "flagged": flagged["adaptive" if getattr(detector, "adaptive", True) else "fixed"].to_numpy(bool),
+                "fixed": flagged["fixed"].to_numpy(bool),
+            })
+        return out
+    from clicklab.score import score_frames
+
+    frames = {name: pd.DataFrame({"key": "", "ms": np.round(s.frame["time"].to_numpy() * 1000).astype(np.int64),
+                                  "value": s.frame["value"].to_numpy()}) for name, s in series.items()}
+    log.info(f"scoring {total:,} points of {len(frames)} series in one Flink job ...")
+    began = time.monotonic()
+    for name, frame in score_frames(frames, work if work is not None else Path("build") / "evaluate",
+                                    detector).items():
+        warming = frame["warming_up"].to_numpy(bool)
+        out[name] = pd.DataFrame({
+            "time": series[name].frame["time"].to_numpy(), "score": frame["anomaly_score"].to_numpy(dtype=float),
+            "scored": ~warming, "flagged": frame["is_anomaly"].to_numpy(bool),
+            "fixed": (frame["anomaly_score"] > threshold).to_numpy() & ~warming,
         })
+    log.info("scored in %.0f s", time.monotonic() - began)
+    return out
+
+
+def _nab_score(scored: Mapping[str, pd.DataFrame], names: list[str], corpus: list[Any], column: str | None,
+               profile: Any) -> Any:
+    """The NAB score of one corpus: the forest's scores at the best threshold (``column=None``), or a mode's flags."""
+    from clicklab import nab
+
+    if column is None:
+        return nab.best_threshold({n: scored[n]["score"].to_numpy(dtype=float) for n in names}, corpus, profile)
+    return nab.corpus_score({n: scored[n][column].to_numpy(bool) for n in names}, corpus, profile)
+
+
+def nab_table(series: Mapping[str, Labelled], scored: Mapping[str, pd.DataFrame], modes: Mapping[str, str],
+              profiles: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """NAB scores per corpus and detector: each category, ``all`` the non-replay series together, and the replay.
+
+    Detectors: the forest's scores with the best threshold chosen afterwards per corpus and profile
+    (``scores (best threshold)``), and each of ``modes`` (display name -> boolean column of ``scored``)
+    as decided. Columns: ``corpus, series, windows, detector``, the standard profile's ``standard``,
+    ``threshold`` (the chosen one), ``TP`` (windows detected), ``FN``, ``FP`` (detections outside
+    windows), then ``low FP`` and ``low FN`` (the other two profiles' scores).
+    """
+    from clicklab import nab
+
+    profiles = dict(profiles or nab.PROFILES)
+    standard = profiles.get("standard")
+    if standard is None:
+        raise ValueError(f"NAB profiles need 'standard' (got {', '.join(profiles)})")
+    others = {"low FP": profiles.get("reward_low_FP_rate"), "low FN": profiles.get("reward_low_FN_rate")}
+    categories = sorted({s.corpus for s in series.values()} - {REPLAY_CORPUS})
+    corpora = {c: [n for n, s in series.items() if s.corpus == c] for c in categories}
+    if len(categories) > 1:
+        corpora[ALL_CORPUS] = [n for n, s in series.items() if s.corpus != REPLAY_CORPUS]
+    replay = [n for n, s in series.items() if s.corpus == REPLAY_CORPUS]
+    if replay:
+        corpora[REPLAY_CORPUS] = replay
+    rows = []
+    for corpus, names in corpora.items():
+        corpus_series = [series[n].nab_series() for n in names]
+        detectors = {"scores (best threshold)": None, **modes}
+        for detector, column in detectors.items():
+            main = _nab_score(scored, names, corpus_series, column, standard)
+            row = {"corpus": corpus, "series": len(names), "windows": main.windows, "detector": detector,
+                   "standard": round(main.score, 1),
+                   "threshold": "" if main.threshold is None else ("none" if math.isinf(main.threshold)
+                                                                   else f"{main.threshold:.4g}"),
+                   "TP": main.raw.tp, "FN": main.raw.fn, "FP": main.raw.fp}
+            for label, profile in others.items():
+                row[label] = (round(_nab_score(scored, names, corpus_series, column, profile).score, 1)
+                              if profile is not None else np.nan)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_nab_results(series: Mapping[str, Labelled], scored: Mapping[str, pd.DataFrame], modes: Mapping[str, str],
+                      out: Path) -> list[Path]:
+    """NAB results files for ``../shared/nab/nab_score.py``: ``out/<detector>/<name>`` with
+    ``timestamp,anomaly_score`` (the forest's score in ``scores/``, decisions as 0/1 in one folder per
+    mode: ``adaptive/``, ``fixed/``); the replay's series are left out (they are not NAB files)."""
+    folders = {"scores": None, **{("fixed" if col == "fixed" else "adaptive"): col for col in modes.values()}}
+    written = []
+    for folder, column in folders.items():
+        for name, labelled in series.items():
+            if labelled.corpus == REPLAY_CORPUS:
+                continue
+            values = scored[name]["score"] if column is None else scored[name][column].astype(int)
+            path = Path(out) / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"timestamp": labelled.frame["timestamp"], "anomaly_score": values.to_numpy()}).to_csv(
+                path, index=False)
+            written.append(path)
+    return written
+
+
+@dataclass
+class Evaluation:
+    """``clicklab evaluate``'s tables: detections and false alarms of ``--data`` (:func:`series_table`), NAB
+    scores (:func:`nab_table`); and what they were computed from."""
+
+    detections: pd.DataFrame
+    nab: pd.DataFrame
+    series: dict[str, Labelled]
+    scored: dict[str, pd.DataFrame]
+    modes: dict[str, str]
+
+
+def evaluate(
+    data: Path | None, labels_file: Path | None, detector: Any, work: Path | None = None, *,
+    replay: Path | None = None, replay_labels: Path | None = None, in_process: bool = False,
+    profiles: Mapping[str, Any] | None = None,
+) -> Evaluation:
+    """``clicklab evaluate``: the labelled series under ``data`` (with ``labels_file``) and, with ``replay``,
+    the replay's CTR per site (labels: ``replay_labels``, default next to it) scored in one go
+    (:func:`score_labelled`), judged per series (:func:`series_table`, ``data`` only) and with NAB's score
+    (:func:`nab_table`)."""
+    from clicklab.exceptions import ClicklabError
+    from clicklab.generator import default_labels_path
+
+    series: dict[str, Labelled] = {}
+    try:
+        if data is not None:
+            if labels_file is None:
+                raise ClicklabError(f"--labels is needed with --data {data}")
+            series.update(labelled_files(data, labels_file))
+        if replay is not None:
+            series.update(replay_labelled(replay, replay_labels or default_labels_path(replay)))
+    except ValueError as exc:
+        raise ClicklabError(str(exc)) from None
+    if not series:
+        raise ClicklabError("nothing to evaluate: give --data and --labels, or a replay")
+    threshold = getattr(detector, "threshold", 2.0)
+    scored = score_labelled(series, detector, work, in_process)
     adaptive = "adaptive" if getattr(detector, "adaptive", True) else f"IS_ANOMALY (fixed > {threshold:g})"
-    return series_table(scored, windows, {adaptive: "flagged", f"fixed > {threshold:g}": "fixed"})
+    modes = {adaptive: "flagged", f"fixed > {threshold:g}": "fixed"}
+    files = [n for n, s in series.items() if s.corpus != REPLAY_CORPUS]
+    detections = series_table({n: scored[n] for n in files}, {n: series[n].label_windows for n in files}, modes)
+    return Evaluation(detections, nab_table(series, scored, modes, profiles), series, scored, modes)
