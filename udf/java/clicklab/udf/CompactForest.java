@@ -85,6 +85,7 @@ public final class CompactForest {
     private int[] scratchIdx;
     private double[] scratchMin;
     private double[] scratchMax;
+    private double[] scratchRoot;
 
     public CompactForest(int numberOfTrees, int sampleSize, double timeDecay, int shingleSize, int inputDimensions,
                          long seed) {
@@ -228,6 +229,7 @@ public final class CompactForest {
         System.arraycopy(input, 0, point, keep, inputDimensions);
         double[] attr = new double[2 * dims];
         double[] tree = new double[2 * dims];
+        prepareGeneral();
         for (int j = 0; j < numberOfTrees; j++) {
             Arrays.fill(tree, 0.0);
             scoreGeneral(point, j, tree);
@@ -259,6 +261,7 @@ public final class CompactForest {
                 sum += score1d(x, j);
             }
         } else {
+            prepareGeneral();
             for (int j = 0; j < numberOfTrees; j++) {
                 sum += scoreGeneral(point, j, null);
             }
@@ -361,6 +364,33 @@ public final class CompactForest {
 
     // ------------------------------------------------------------------ scoring one tree
 
+    /** Allocate the general path's scratch and compute the sample's box (the root's, the same in every tree). */
+    private void prepareGeneral() {
+        final int d = dims;
+        if (scratchIdx == null) {
+            scratchIdx = new int[sampleSize];
+            scratchMin = new double[d];
+            scratchMax = new double[d];
+            scratchRoot = new double[2 * d];
+        }
+        for (int k = 0; k < d; k++) {
+            scratchRoot[k] = Double.POSITIVE_INFINITY;
+            scratchRoot[d + k] = Double.NEGATIVE_INFINITY;
+        }
+        for (int i = 0; i < size; i++) {
+            int o = i * d;
+            for (int k = 0; k < d; k++) {
+                double y = values[o + k];
+                if (y < scratchRoot[k]) {
+                    scratchRoot[k] = y;
+                }
+                if (y > scratchRoot[d + k]) {
+                    scratchRoot[d + k] = y;
+                }
+            }
+        }
+    }
+
     /** The unnormalised score of x in tree j, 1-D sorted sample. */
     private double score1d(double x, int j) {
         final double[] v = values;
@@ -416,11 +446,6 @@ public final class CompactForest {
      */
     private double scoreGeneral(double[] x, int j, double[] attr) {
         final int d = dims;
-        if (scratchIdx == null || scratchIdx.length < sampleSize) {
-            scratchIdx = new int[sampleSize];
-            scratchMin = new double[d];
-            scratchMax = new double[d];
-        }
         int[] idx = scratchIdx;
         double[] mn = scratchMin;
         double[] mx = scratchMax;
@@ -428,27 +453,13 @@ public final class CompactForest {
         for (int i = 0; i < m; i++) {
             idx[i] = i;
         }
+        System.arraycopy(scratchRoot, 0, mn, 0, d);
+        System.arraycopy(scratchRoot, d, mx, 0, d);
         long node = rootOf(j);
         int depth = 0;
         double sum = 0.0;
         double keep = 1.0;
         while (true) {
-            int base = idx[0] * d;
-            for (int k = 0; k < d; k++) {
-                mn[k] = values[base + k];
-                mx[k] = mn[k];
-            }
-            for (int i = 1; i < m; i++) {
-                int o = idx[i] * d;
-                for (int k = 0; k < d; k++) {
-                    double y = values[o + k];
-                    if (y < mn[k]) {
-                        mn[k] = y;
-                    } else if (y > mx[k]) {
-                        mx[k] = y;
-                    }
-                }
-            }
             double rangeSum = 0.0;
             double gapSum = 0.0;
             for (int k = 0; k < d; k++) {
@@ -500,11 +511,24 @@ public final class CompactForest {
                 cut = Math.nextDown(mx[cutDim]);
             }
             boolean left = x[cutDim] <= cut;
+            // keep x's side and compute its box in the same pass
+            Arrays.fill(mn, Double.POSITIVE_INFINITY);
+            Arrays.fill(mx, Double.NEGATIVE_INFINITY);
             int kept = 0;
             for (int i = 0; i < m; i++) {
                 int p = idx[i];
-                if ((values[p * d + cutDim] <= cut) == left) {
+                int o = p * d;
+                if ((values[o + cutDim] <= cut) == left) {
                     idx[kept++] = p;
+                    for (int k = 0; k < d; k++) {
+                        double y = values[o + k];
+                        if (y < mn[k]) {
+                            mn[k] = y;
+                        }
+                        if (y > mx[k]) {
+                            mx[k] = y;
+                        }
+                    }
                 }
             }
             m = kept;
@@ -646,7 +670,7 @@ public final class CompactForest {
         long arrays = 16L * 5 + 8L * shingle.length + 8L * values.length + 8L * sequence.length
                 + 8L * weight.length;
         if (scratchIdx != null) {
-            arrays += 16L * 3 + 4L * scratchIdx.length + 16L * dims;
+            arrays += 16L * 4 + 4L * scratchIdx.length + 32L * dims;
         }
         return 96 + arrays;
     }
