@@ -481,7 +481,8 @@ def score_labelled(series: Mapping[str, Labelled], detector: Any, work: Path | N
         began = time.monotonic()
         done = 0
         for number, (name, labelled) in enumerate(series.items(), 1):
-            frame = labelled.frame.assign(key=name)[["key", "time", "value"]]
+            # the key the Flink job gives it (clicklab.score.score_frames): the same forest seed, the same scores
+            frame = labelled.frame.assign(key=f"{name}\x1f")[["key", "time", "value"]]
             flagged = flag_scores(frame, params, threshold, getattr(detector, "threshold_options", None),
                                   in_order=True)
             done += len(frame)

@@ -96,6 +96,47 @@ def write_labelled_series(root: Path, points: int = 3000) -> tuple[Path, Path]:
     return data, labels
 
 
+#: A row of ``clicklab evaluate``'s NAB table: corpus, series, windows, detector, standard score, [threshold,] TP,
+#: FN, FP, low FP, low FN.
+NAB_ROW = re.compile(r"^\s*(\S+)\s+(\d+)\s+(\d+)\s+(scores \(best threshold\)|adaptive|fixed > \S+)\s+(\S+)"
+                     r"(?:\s+(\S+))?\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s+\S+\s*$")
+
+
+def nab_table(stdout: str) -> dict[tuple[str, str], tuple[int, int, float, int, int, int]]:
+    """(corpus, detector) -> (series, windows, standard score, TP, FN, FP), from ``clicklab evaluate``'s NAB table."""
+    rows = {}
+    for line in stdout.splitlines():
+        m = NAB_ROW.match(line)
+        if m:
+            rows[m[1], m[4]] = (int(m[2]), int(m[3]), float(m[5]), int(m[7]), int(m[8]), int(m[9]))
+    return rows
+
+
+def test_evaluate_in_process_prints_detections_and_nab_scores(tmp_path: Path):
+    """`clicklab evaluate --in-process` (no JVM): both tables, for our series and the bundled replay's sites."""
+    data, labels = write_labelled_series(tmp_path)
+    proc = clicklab("evaluate", "--in-process", "--data", str(data), "--labels", str(labels), "--trees", "30",
+                    "--nab-results", str(tmp_path / "results"))
+    assert proc.returncode == 0, proc.stderr
+    assert "scored 5/5 series in process" in proc.stderr  # 2 series and the replay's 3 sites
+    rows = evaluate_table(proc.stdout)
+    assert rows["TOTAL", "adaptive"][0] == 4 and rows["TOTAL", "fixed > 2"][:2] == (4, 4), proc.stdout
+    nab = nab_table(proc.stdout)
+    detectors = ("scores (best threshold)", "adaptive", "fixed > 2")
+    assert set(nab) == {(c, d) for c in ("synthetic", "lab-replay") for d in detectors}, proc.stdout
+    assert nab["synthetic", "adaptive"][:2] == (2, 4) and nab["lab-replay", "adaptive"][:2] == (3, 5)
+    for corpus in ("synthetic", "lab-replay"):  # the best threshold is at least as good as the threshold 2
+        assert nab[corpus, "scores (best threshold)"][2] >= nab[corpus, "fixed > 2"][2], proc.stdout
+    written = sorted(p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*.csv"))
+    assert written == [f"{d}/synthetic/{n}.csv" for d in ("adaptive", "fixed", "scores")
+                       for n in ("daily_cycle", "flat_noise")]
+
+
+def test_evaluate_refuses_labels_without_data(tmp_path: Path):
+    proc = clicklab("evaluate", "--in-process", "--labels", str(tmp_path / "w.json"))
+    assert proc.returncode == 1 and "--labels needs --data" in proc.stderr and "Traceback" not in proc.stderr
+
+
 @pytest.mark.flink
 def test_evaluate_scores_labelled_series_through_flink(tmp_path: Path):
     """`clicklab evaluate` on series of our own with injected anomalies, through the Flink job."""

@@ -160,3 +160,82 @@ def test_label_windows_file_errors_name_the_file(tmp_path: Path):
     good.write_text('{"x.csv": [["2015-01-01 00:00:00.000000", "2015-01-02 00:00:00.000000"]]}')
     assert read_label_windows(good) == {"x.csv": [(pd.Timestamp("2015-01-01", tz="UTC"),
                                                    pd.Timestamp("2015-01-02", tz="UTC"))]}
+
+
+# --------------------------------------------------------------------------------------------------
+# NAB scores (clicklab evaluate's second table)
+# --------------------------------------------------------------------------------------------------
+
+
+def _nab_like(root: Path, points: int = 600) -> tuple[Path, Path]:
+    """Two 5-minute series in NAB's layout under ``root/data/<category>/`` and their windows file."""
+    rng = np.random.default_rng(2)
+    stamps = pd.date_range("2015-01-01", periods=points, freq="5min")
+    for category, name, spike in (("real", "one.csv", 450), ("art", "two.csv", None)):
+        values = rng.normal(50, 2, points)
+        if spike is not None:
+            values[spike] = 150.0
+        (root / "data" / category).mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": values}).to_csv(
+            root / "data" / category / name, index=False)
+    windows = {"real/one.csv": [[f"{stamps[420]}.000000", f"{stamps[479]}.000000"]], "art/two.csv": []}
+    (root / "labels.json").write_text(json.dumps(windows))
+    return root / "data", root / "labels.json"
+
+
+def test_evaluate_in_process_adds_nab_scores_per_corpus(tmp_path: Path):
+    from clicklab import nab
+    from clicklab.evaluation import evaluate
+    from clicklab.udfs import Detector
+
+    data, labels = _nab_like(tmp_path)
+    detector = Detector(forest=ForestParams(number_of_trees=30, sub_sample_size=64, warmup=64))
+    result = evaluate(data, labels, detector, in_process=True)
+    assert set(result.detections["series"]) == {"real/one.csv", "art/two.csv", "TOTAL"}
+    table = result.nab.set_index(["corpus", "detector"])
+    assert list(dict.fromkeys(result.nab["corpus"])) == ["art", "real", "all"]
+    assert set(result.nab["detector"]) == {"scores (best threshold)", "adaptive", "fixed > 2"}
+    assert table.loc[("all", "adaptive"), "windows"] == 1 and table.loc[("all", "adaptive"), "series"] == 2
+    # the table's figures are clicklab.nab's on the scored flags
+    series = [result.series[n].nab_series() for n in ("art/two.csv", "real/one.csv")]
+    fixed = nab.corpus_score({n: result.scored[n]["fixed"].to_numpy() for n in result.series}, series)
+    assert table.loc[("all", "fixed > 2"), "standard"] == round(fixed.score, 1)
+    assert table.loc[("all", "fixed > 2"), "FP"] == fixed.raw.fp
+    best = table.loc[("real", "scores (best threshold)")]
+    assert best["TP"] == 1 and best["standard"] > 90  # the spike at the window's start + 30 records
+    assert math.isnan(table.loc[("art", "adaptive"), "standard"])  # no window: no score
+
+
+def test_replay_sites_are_labelled_series_with_nab_windows(tmp_path: Path):
+    from clicklab import settings
+    from clicklab.evaluation import REPLAY_CORPUS, replay_labelled
+
+    series = replay_labelled(settings.DEFAULT_DATASET, settings.DATA_DIR / "lab_replay.labels.csv")
+    assert sorted(series) == [f"{REPLAY_CORPUS}/https://{s}" for s in ("news.example.com", "shop.example.com",
+                                                                      "www.mysite.com")]
+    mysite = series[f"{REPLAY_CORPUS}/https://www.mysite.com"]
+    # 720 10-second windows, two labels: windows of int(0.1 * 720 / 2) = 36 records centred on each start
+    assert len(mysite.frame) == 720 and [b - a for a, b in mysite.windows] == [36, 36]
+    assert mysite.frame["time"].iloc[mysite.windows[0][0] + 18] == to_seconds(["2023-08-23T13:05:00Z"])[0]
+    shop = series[f"{REPLAY_CORPUS}/https://shop.example.com"]
+    assert shop.windows == [(474, 546)] and shop.frame["time"].iloc[546] >= to_seconds(["2023-08-23T13:28:00Z"])[0]
+    bad = tmp_path / "labels.csv"
+    bad.write_text("site,begin\nx,1\n")
+    with pytest.raises(ValueError, match=r"labels\.csv needs columns site, start, end"):
+        replay_labelled(settings.DEFAULT_DATASET, bad)
+
+
+def test_labelled_files_keep_file_order_and_name_bad_rows(tmp_path: Path):
+    from clicklab.evaluation import read_labelled_file
+
+    good = tmp_path / "g.csv"
+    good.write_text("timestamp,value\n2015-01-01 00:10:00,1\n2015-01-01 00:00:00,2\n")
+    frame = read_labelled_file(good, "g.csv")
+    assert frame["value"].tolist() == [1.0, 2.0] and frame["timestamp"].iloc[0] == "2015-01-01 00:10:00"
+    bad = tmp_path / "b.csv"
+    bad.write_text("timestamp,value\n2015-01-01 00:00:00,1\n2015-01-01 00:05:00,nan\n")
+    with pytest.raises(ValueError, match=r"b\.csv:3: value 'nan' in column 'value'"):
+        read_labelled_file(bad, "b.csv")
+    bad.write_text("timestamp,value\nyesterday,1\n")
+    with pytest.raises(ValueError, match=r"b\.csv:2: time 'yesterday' in column 'timestamp'"):
+        read_labelled_file(bad, "b.csv")
