@@ -9,7 +9,14 @@ AWS Random Cut Forest per key, with the parameters, defaults and warm-up of the 
 (Flink's own classes stay out), so the jar is the one file a user uploads to Studio. The jar is
 rebuilt only when its inputs change (a digest of them is kept in its manifest).
 
-Locally the jar is a third backend, ``java``: :func:`register` puts it on ``pipeline.jars``, passes
+The same jar holds the lab's **keyed** functions, the process table functions the pipeline runs
+(Flink 2.1+; Studio's Flink versions have none): ``RANDOM_CUT_FOREST(TABLE t PARTITION BY site,
+DESCRIPTOR(ctr))`` (:data:`KEYED_FUNCTIONS`, class ``KeyedRandomCutForest``), one compact forest per site in
+Flink's keyed state, and ``ANOMALY_DECISIONS(TABLE t PARTITION BY site)``, the adaptive threshold per site
+in keyed state. :func:`register_keyed` registers them, with the forest's parameters and the threshold's as
+job parameters (``rcf.*``, ``threshold.*``).
+
+Locally the jar's scalar function is a third backend, ``java``: :func:`register` puts it on ``pipeline.jars``, passes
 the forest's parameters as Flink job parameters (``pipeline.global-job-parameters``, keys
 :data:`JOB_PARAMETER_PREFIX` + parameter name, read by the function's ``open``; absent keys take the
 defaults, as in Studio) and runs ``CREATE TEMPORARY FUNCTION ... LANGUAGE JAVA``.
@@ -51,8 +58,17 @@ JAVA_FUNCTIONS = {
     settings.RANDOM_CUT_FOREST_WITH_FLAG: JAVA_UDF_WITH_FLAG_CLASS,
 }
 
+#: SQL name -> Java class of the keyed process table functions (the pipeline's, see the module docstring).
+KEYED_FUNCTIONS = {
+    settings.RANDOM_CUT_FOREST: "clicklab.udf.KeyedRandomCutForest",
+    settings.ANOMALY_DECISIONS: "clicklab.udf.AnomalyDecisions",
+}
+
 #: Prefix of the Flink job parameters the Java function reads: ``rcf.number_of_trees`` etc.
 JOB_PARAMETER_PREFIX = "rcf."
+
+#: Prefix of the job parameters ``ANOMALY_DECISIONS`` reads: ``threshold.floor`` etc.
+THRESHOLD_PARAMETER_PREFIX = "threshold."
 
 #: The bytecode level: Studio (Flink 1.15-1.19) runs Java 11; class files of major version 55.
 JAVA_RELEASE = 11
@@ -253,8 +269,22 @@ def _parse_map(text: str) -> dict[str, str]:
     return out
 
 
-def configure(t_env: Any, params: Any, jar: Path) -> None:
-    """Put ``jar`` on the session's ``pipeline.jars`` (kept with any others) and ``params`` in its job parameters.
+def threshold_parameters(floor: float, adaptive: bool, options: dict[str, Any] | None = None) -> dict[str, str]:
+    """The job parameters that carry the threshold (:class:`clicklab_udf.threshold.AdaptiveThreshold`'s
+    ``z``, ``spike_ratio``, ``alpha`` in ``options``) to ``ANOMALY_DECISIONS``."""
+    known = {"z", "spike_ratio", "alpha"}
+    unknown = sorted(set(options or {}) - known)
+    if unknown:
+        raise ClicklabError(f"threshold option(s) {', '.join(unknown)} unknown: the adaptive threshold takes "
+                            f"{', '.join(sorted(known))}")
+    values: dict[str, Any] = {"floor": repr(float(floor)), "adaptive": "true" if adaptive else "false"}
+    values.update({k: repr(float(v)) for k, v in (options or {}).items()})
+    return {THRESHOLD_PARAMETER_PREFIX + k: str(v) for k, v in values.items()}
+
+
+def configure(t_env: Any, params: Any, jar: Path, extra: dict[str, str] | None = None) -> None:
+    """Put ``jar`` on the session's ``pipeline.jars`` (kept with any others) and ``params`` in its job parameters
+    (with ``extra`` ones).
 
     Both are read when a job starts, so this must come before the jobs that call the function.
     """
@@ -265,20 +295,39 @@ def configure(t_env: Any, params: Any, jar: Path) -> None:
         conf.set("pipeline.jars", ";".join([*jars, url]))
     current = _parse_map(conf.get("pipeline.global-job-parameters", ""))
     current.update(job_parameters(params))
+    current.update(extra or {})
     conf.set("pipeline.global-job-parameters", ",".join(f"{k}:{v}" for k, v in current.items()))
 
 
-def register(t_env: Any, params: Any, jar: Path | None = None) -> Path:
-    """Register the Java ``RANDOM_CUT_FOREST`` and ``RANDOM_CUT_FOREST_WITH_FLAG`` in a session; return the jar.
+def _create(t_env: Any, functions: dict[str, str]) -> None:
+    from clicklab import flink
+
+    for name, cls in functions.items():
+        flink.execute(t_env, f"DROP TEMPORARY FUNCTION IF EXISTS {name}")
+        flink.execute(t_env, f"CREATE TEMPORARY FUNCTION {name} AS '{cls}' LANGUAGE JAVA")
+
+
+def register(t_env: Any, params: Any, jar: Path | None = None, names: tuple[str, ...] | None = None) -> Path:
+    """Register the Java scalar ``RANDOM_CUT_FOREST`` and ``RANDOM_CUT_FOREST_WITH_FLAG`` (or only ``names`` of
+    them) in a session; return the jar.
 
     The jar is built first if it is missing or out of date. Registering again replaces the functions
     (their forests start afresh in the next job).
     """
-    from clicklab import flink
-
     jar = build_jar(jar)
     configure(t_env, params, jar)
-    for name, cls in JAVA_FUNCTIONS.items():
-        flink.execute(t_env, f"DROP TEMPORARY FUNCTION IF EXISTS {name}")
-        flink.execute(t_env, f"CREATE TEMPORARY FUNCTION {name} AS '{cls}' LANGUAGE JAVA")
+    _create(t_env, {k: v for k, v in JAVA_FUNCTIONS.items() if names is None or k in names})
+    return jar
+
+
+def register_keyed(t_env: Any, params: Any, floor: float, adaptive: bool,
+                   threshold_options: dict[str, Any] | None = None, jar: Path | None = None) -> Path:
+    """Register the keyed ``RANDOM_CUT_FOREST`` and ``ANOMALY_DECISIONS`` (:data:`KEYED_FUNCTIONS`); return the jar.
+
+    ``params`` (a :class:`ForestParams`) and the threshold go to the jobs as job parameters; the call's own
+    arguments (``numberOfTrees => 100`` ...) still win over them.
+    """
+    jar = build_jar(jar)
+    configure(t_env, params, jar, threshold_parameters(floor, adaptive, threshold_options))
+    _create(t_env, KEYED_FUNCTIONS)
     return jar

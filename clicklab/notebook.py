@@ -39,6 +39,8 @@ class Outcome:
 
 def job_name(stream: str) -> str:
     """The name of the job that fills ``stream``: its notebook's lab title (``#4 Impression stream``)."""
+    if streams.STREAMS[stream].job:  # a second job of its notebook (04 also fills badevents)
+        return streams.STREAMS[stream].job
     filled_by = streams.STREAMS[stream].filled_by
     path = settings.NOTEBOOKS_DIR / f"{filled_by}.ipynb"
     step = cells.info(path).step if path.is_file() else None
@@ -60,7 +62,7 @@ class Lab:
         self.detector: udfs.Detector | None = None
 
     def register_functions(self, detector: udfs.Detector | None = None) -> udfs.Detector:
-        """Register ``RANDOM_CUT_FOREST`` and ``IS_ANOMALY`` (see :mod:`clicklab.udfs`) in this session."""
+        """Register ``RANDOM_CUT_FOREST``, ``ANOMALY_DECISIONS`` and the rest (see :mod:`clicklab.udfs`) here."""
         self.detector = udfs.register(self.t_env, detector)
         return self.detector
 
@@ -74,21 +76,27 @@ class Lab:
     def variables(self) -> dict[str, Any]:
         """Names the lab's SQL may use as ``{name}``: the one source of its parameters.
 
-        ``order_by_time`` is how scoring (08) reads ctrstream: ``ORDER BY rowtime`` on a replay, where
-        the CTR join writes a one-sided window after later ones; nothing live, where windows arrive in
-        time order and a sort would hold every window back until the next one arrives.
+        ``ctr_input`` and ``scores_input`` are the tables the keyed functions of 08 and 09 read. On a replay
+        they are the views ``ctr_in_time_order`` and ``scores_in_time_order`` (08 and 09 define them): a
+        forest must learn its site's windows in event-time order, and a replay writes a one-sided window
+        after later ones, so an OVER window puts each site's rows in order first. Live the windows arrive
+        in time order (a one-sided window one window late), and waiting for the watermark would hold every
+        window back until the next one arrives (10 seconds), so the functions read ``ctrstream`` and
+        ``destinationstream`` as they arrive.
         """
         return {
             "window_seconds": settings.WINDOW_SECONDS,
             "anomaly_threshold": settings.ANOMALY_THRESHOLD,
             "ddl": self.ddl,
-            "order_by_time": "" if self.live else "ORDER BY rowtime",
+            "ctr_input": "ctrstream" if self.live else "ctr_in_time_order",
+            "scores_input": "destinationstream" if self.live else "scores_in_time_order",
         }
 
     def create_tables(self) -> None:
         """Register the six streams in this session (drops them first, so it can run again)."""
         for name in streams.STREAM_NAMES:
-            flink.execute(self.t_env, f"DROP TABLE IF EXISTS {name}")
+            for drop in streams.drop_statements(name):
+                flink.execute(self.t_env, drop)
         self.run(self.ddl)
 
     def reset_stream(self, name: str) -> Path:
@@ -145,8 +153,9 @@ class Lab:
 
         for name in streams.STREAM_NAMES:
             existing = [p.name for p in live.committed_files(streams.stream_path(self.build, name))]
-            flink.execute(self.t_env, f"DROP TABLE IF EXISTS {name}")
-            flink.execute(self.t_env, streams.live_ddl(name, self.build, exclude=existing))
+            for statement in [*streams.drop_statements(name),
+                              *sqltext.split_statements(streams.live_ddl(name, self.build, exclude=existing))]:
+                flink.execute(self.t_env, statement)
 
     def _submit(self, st: sqltext.Statement) -> Outcome:
         """Live: replace the job that fills ``st.target`` on the cluster, and return while it runs."""

@@ -115,7 +115,7 @@ def score_job(t_env: Any, source: Path, sink: Path, detector: udfs.Detector) -> 
         flink.execute(t_env, f"DROP TABLE IF EXISTS {table}")
     flink.execute(t_env, SOURCE_DDL.format(path=Path(source).resolve()))
     flink.execute(t_env, SINK_DDL.format(path=Path(sink).resolve()))
-    udfs.register(t_env, detector)
+    udfs.register(t_env, detector, keyed=False)  # the scalar functions only: each series is one key in order
     flink.wait(flink.execute(t_env, SCORE_SQL))
 
 

@@ -48,9 +48,13 @@ LIVE_FOLDER_SECONDS = 60
 #: How long archived files are kept (the history that tables and plots read back), in seconds.
 LIVE_RETENTION_SECONDS = 600
 
-#: SQL names of the lab's functions: :mod:`clicklab.udfs` registers them; the Java jar
-#: (:mod:`clicklab.javaudf`) offers the first two.
+#: SQL names of the lab's functions (:mod:`clicklab.udfs` registers them). ``RANDOM_CUT_FOREST`` and
+#: ``ANOMALY_DECISIONS`` are the keyed process table functions of the Java jar (:mod:`clicklab.javaudf`):
+#: ``RANDOM_CUT_FOREST(TABLE t PARTITION BY site, DESCRIPTOR(ctr))``. In Studio (no process table functions
+#: before Flink 2.1) ``RANDOM_CUT_FOREST(ctr, site)`` is the jar's scalar function. ``RANDOM_CUT_FOREST_WITH_FLAG``
+#: and ``IS_ANOMALY`` are scalar functions (Python, or Java for the first), for ``clicklab score``.
 RANDOM_CUT_FOREST = "RANDOM_CUT_FOREST"
+ANOMALY_DECISIONS = "ANOMALY_DECISIONS"
 RANDOM_CUT_FOREST_WITH_FLAG = "RANDOM_CUT_FOREST_WITH_FLAG"
 IS_ANOMALY = "IS_ANOMALY"
 

@@ -121,7 +121,8 @@ def variables(options: ExportOptions) -> dict[str, Any]:
                                                     options.start_position, options.start_timestamp)
         except ValueError as exc:
             raise ZeppelinError(f"{exc}: give it with --account-id") from None
-        values["order_by_time"] = ""  # Kinesis streams are live: windows arrive in time order (see 08)
+        # Kinesis streams are live: windows arrive in time order (see 08; Studio's 08 and 09 are the scalar forms)
+        values["ctr_input"], values["scores_input"] = "ctrstream", "destinationstream"
     else:
         values["ddl"] = "\n\n".join(
             f"DROP TABLE IF EXISTS {n};\n{streams.local_ddl(n, options.build, options.dataset)};"

@@ -130,7 +130,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 #: The scorers :class:`KeyedForests` runs in this process.
-BACKENDS = ("aws", "rrcf")
+BACKENDS = ("compact", "aws", "rrcf")
 
 #: The scorers :class:`ForestParams` accepts: also ``java``, AWS's Java library in a Java Flink function
 #: (the jar of ``udf/java``, see :mod:`clicklab.javaudf`), which runs only inside Flink.
@@ -150,7 +150,7 @@ class ForestParams:
     shingle_size: int = 1
     seed: int = 42
     warmup: int | None = None
-    backend: str = "aws"
+    backend: str = "compact"
 
     def __post_init__(self) -> None:
         if self.warmup is None:
@@ -257,6 +257,28 @@ class _AwsForest:
         self._forest.update(self._point)
 
 
+def java_key_seed(seed: int, key: str) -> int:
+    """The seed the Java functions give ``key``'s forest (``KeyedForests.keySeed``): SHA-256, 63 bits."""
+    digest = hashlib.sha256(f"{seed}\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+class _CompactForest:
+    """The compact forest (:mod:`clicklab_udf.compact`), seeded as the keyed Java function seeds it."""
+
+    def __init__(self, params: ForestParams, seed: int) -> None:
+        from clicklab_udf.compact import CompactForest
+
+        self._forest = CompactForest(params.number_of_trees, params.sub_sample_size, params.time_decay,
+                                     params.shingle_size, 1, seed)
+
+    def score_then_update(self, value: float) -> float:
+        return self._forest.score_then_update(value)
+
+    def update(self, value: float) -> None:
+        self._forest.score_then_update(value)  # the same state as scoring: the sample is all it keeps
+
+
 class _RrcfForest:
     """The rrcf library: each tree over a sliding window of shingles; score = mean CoDisp."""
 
@@ -314,8 +336,8 @@ class KeyedForests:
                 "in this process use backend 'aws', the same algorithm"
             )
         self.key_name = key_name
-        self._backend = _AwsForest if self.params.backend == "aws" else _RrcfForest
-        self._forests: dict[str, _AwsForest | _RrcfForest] = {}
+        self._backend = {"compact": _CompactForest, "aws": _AwsForest, "rrcf": _RrcfForest}[self.params.backend]
+        self._forests: dict[str, _CompactForest | _AwsForest | _RrcfForest] = {}
         self._seen: dict[str, int] = {}
 
     def score(self, key: str, value: Any, time: Any = None) -> Scored:
@@ -323,7 +345,8 @@ class KeyedForests:
         number = check_value(value, key, time, self.key_name)
         forest = self._forests.get(key)
         if forest is None:
-            forest = self._forests[key] = self._backend(self.params, key_seed(self.params.seed, key))
+            seed = (java_key_seed if self.params.backend == "compact" else key_seed)(self.params.seed, key)
+            forest = self._forests[key] = self._backend(self.params, seed)
             self._seen[key] = 0
         self._seen[key] += 1
         if self._seen[key] <= self.params.warmup_points:

@@ -1,0 +1,140 @@
+/*
+ * ANOMALY_DECISIONS: which scored rows are anomalies, per partition key, in Flink's keyed state.
+ *
+ *   SELECT * FROM ANOMALY_DECISIONS(TABLE scores_in_time_order PARTITION BY site, DESCRIPTOR(score));
+ *
+ * Output: every input column (passed through), then is_anomaly BOOLEAN and threshold DOUBLE (what the
+ * score was compared with; infinity while the key warms up, NULL for a row without a score). Adaptive
+ * (the default): AdaptiveThreshold over the floor, with the key's history kept in keyed state; fixed:
+ * score > floor. A row warms up when the input has a warming_up column that is true, or, without one,
+ * when its score is exactly 0.0 (what RANDOM_CUT_FOREST gives while a key warms up).
+ *
+ * Parameters: the call's arguments, else the job parameters threshold.floor, threshold.adaptive,
+ * threshold.z, threshold.spike_ratio, threshold.alpha (set by clicklab.javaudf), else 2.0, true, 3.0,
+ * 6.0, 0.01. score: the column to judge; absent: the column named score, else anomaly_score.
+ */
+package clicklab.udf;
+
+import org.apache.flink.table.annotation.ArgumentHint;
+import org.apache.flink.table.annotation.ArgumentTrait;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.annotation.StateHint;
+import org.apache.flink.table.functions.FunctionContext;
+import org.apache.flink.table.functions.ProcessTableFunction;
+import org.apache.flink.table.functions.TableSemantics;
+import org.apache.flink.table.types.logical.LogicalTypeFamily;
+import org.apache.flink.table.types.logical.RowType;
+import org.apache.flink.types.ColumnList;
+import org.apache.flink.types.Row;
+
+import java.util.List;
+
+@DataTypeHint("ROW<is_anomaly BOOLEAN, threshold DOUBLE>")
+public class AnomalyDecisions extends ProcessTableFunction<Row> {
+    private static final long serialVersionUID = 1L;
+
+    /** Prefix of the job parameters read in open(). */
+    public static final String PREFIX = "threshold.";
+
+    /** The keyed state of one partition: AdaptiveThreshold.State's fields. */
+    public static class ThresholdState {
+        public Long n;
+        public Double mean;
+        public Double var;
+        public Boolean previousOver;
+    }
+
+    private transient double floor;
+    private transient boolean adaptive;
+    private transient double z;
+    private transient double spikeRatio;
+    private transient double alpha;
+    private transient AdaptiveThreshold rule;
+    private transient int scoreField = -1;
+    private transient int warmingUpField = -1;
+
+    @Override
+    public void open(FunctionContext context) throws Exception {
+        floor = number(context, "floor", 2.0);
+        adaptive = Boolean.parseBoolean(context.getJobParameter(PREFIX + "adaptive", "true").trim());
+        z = number(context, "z", 3.0);
+        spikeRatio = number(context, "spike_ratio", 6.0);
+        alpha = number(context, "alpha", 0.01);
+    }
+
+    private static double number(FunctionContext context, String name, double fallback) {
+        String text = context.getJobParameter(PREFIX + name, String.valueOf(fallback)).trim();
+        try {
+            return Double.parseDouble(text);
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException("ANOMALY_DECISIONS job parameter " + PREFIX + name
+                    + " must be a number, got '" + text + "'");
+        }
+    }
+
+    public void eval(
+            Context ctx,
+            @StateHint ThresholdState state,
+            @ArgumentHint(value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.PASS_COLUMNS_THROUGH},
+                    name = "input") Row input,
+            @ArgumentHint(name = "score", isOptional = true) ColumnList score,
+            @ArgumentHint(name = "floor", isOptional = true) Double floorArg,
+            @ArgumentHint(name = "adaptive", isOptional = true) Boolean adaptiveArg) {
+        if (rule == null) {
+            resolve(ctx.tableSemanticsFor("input"), score);
+            if (floorArg != null) {
+                floor = floorArg;
+            }
+            if (adaptiveArg != null) {
+                adaptive = adaptiveArg;
+            }
+            rule = new AdaptiveThreshold(floor, z, spikeRatio, alpha);
+        }
+        Object value = input.getField(scoreField);
+        double s = value instanceof Number ? ((Number) value).doubleValue() : Double.NaN;
+        if (!Double.isFinite(s)) {
+            collect(Row.of(false, null)); // no score (e.g. a value the forest could not score): not judged
+            return;
+        }
+        if (!adaptive) {
+            collect(Row.of(s > floor, floor));
+            return;
+        }
+        boolean warmingUp = warmingUpField >= 0 ? Boolean.TRUE.equals(input.getField(warmingUpField)) : s == 0.0;
+        AdaptiveThreshold.State st = new AdaptiveThreshold.State();
+        st.n = state.n == null ? 0L : state.n;
+        st.mean = state.mean == null ? 0.0 : state.mean;
+        st.var = state.var == null ? 0.0 : state.var;
+        st.previousOver = Boolean.TRUE.equals(state.previousOver);
+        AdaptiveThreshold.Decision d = rule.update(st, s, warmingUp);
+        state.n = st.n;
+        state.mean = st.mean;
+        state.var = st.var;
+        state.previousOver = st.previousOver;
+        collect(Row.of(d.isAnomaly, d.threshold));
+    }
+
+    private void resolve(TableSemantics semantics, ColumnList score) {
+        RowType type = (RowType) semantics.dataType().getLogicalType();
+        List<String> names = type.getFieldNames();
+        String name;
+        if (score != null && !score.getNames().isEmpty()) {
+            if (score.getNames().size() != 1) {
+                throw new IllegalArgumentException("ANOMALY_DECISIONS: score names one column, got " + score.getNames());
+            }
+            name = score.getNames().get(0);
+        } else {
+            name = names.contains("score") ? "score" : "anomaly_score";
+        }
+        scoreField = names.indexOf(name);
+        if (scoreField < 0) {
+            throw new IllegalArgumentException("ANOMALY_DECISIONS: the input table has no column '" + name
+                    + "' to judge; it has " + names + " (name it: DESCRIPTOR(<column>))");
+        }
+        if (!type.getTypeAt(scoreField).is(LogicalTypeFamily.NUMERIC)) {
+            throw new IllegalArgumentException("ANOMALY_DECISIONS: column '" + name + "' is "
+                    + type.getTypeAt(scoreField) + ", not a number");
+        }
+        warmingUpField = names.indexOf("warming_up");
+    }
+}
