@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -288,7 +289,10 @@ def flink_config(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int) -> dic
         "execution.checkpointing.savepoint-dir": d.savepoints.as_uri(),
         "restart-strategy.type": "fixed-delay",
         "restart-strategy.fixed-delay.attempts": "3",
-        "restart-strategy.fixed-delay.delay": "5 s",
+        "restart-strategy.fixed-delay.delay": "2 s",
+        # a TaskManager that dies is noticed within seconds (Flink: 50 s), so its jobs restart soon
+        "heartbeat.interval": "1 s",
+        "heartbeat.timeout": "6 s",
     }
 
 
@@ -724,3 +728,104 @@ def cancel_named(build: Path, name: str, timeout_s: float = 60.0) -> list[str]:
     for job_id in ids:
         cancel(build, job_id, timeout_s)
     return ids
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checkpoints, savepoints, failures
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """What a job's checkpoints look like (REST ``/jobs/<id>/checkpoints``)."""
+
+    completed: int
+    failed: int
+    last_duration_s: float | None  # the latest completed checkpoint: trigger to acknowledged
+    last_state_bytes: int | None  # its full state size (all operators, all subtasks)
+    last_path: str | None
+
+
+def checkpoints(build: Path, job_id: str) -> Checkpoints:
+    """The checkpoint counts of a job and its latest completed checkpoint."""
+    raw = _rest(find(build).rest_port, f"/jobs/{job_id}/checkpoints")
+    counts = raw.get("counts", {})
+    last = (raw.get("latest") or {}).get("completed") or {}
+    size = last.get("checkpointed_size") if last.get("state_size") is None else last.get("state_size")
+    return Checkpoints(
+        completed=int(counts.get("completed", 0)),
+        failed=int(counts.get("failed", 0)),
+        last_duration_s=last["end_to_end_duration"] / 1000 if "end_to_end_duration" in last else None,
+        last_state_bytes=int(size) if size is not None else None,
+        last_path=last.get("external_path"),
+    )
+
+
+def job_state(build: Path, job_id: str) -> str:
+    """A job's state (``RUNNING``, ``RESTARTING``, ``FINISHED`` ...)."""
+    return str(_rest(find(build).rest_port, f"/jobs/{job_id}").get("state", ""))
+
+
+def wait_for(check: Any, what: str, timeout_s: float = 120.0, poll_s: float = 0.2) -> Any:
+    """Poll ``check()`` until it returns something true; return it, or raise :class:`ClicklabError` naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ClicklabError(f"waited {timeout_s:g} s for {what}")
+        time.sleep(poll_s)
+
+
+def stop_with_savepoint(build: Path, job_id: str, timeout_s: float = 120.0) -> str:
+    """Stop a job with a savepoint (REST ``POST /jobs/<id>/stop``, not drained: windows stay open in the
+    savepoint); return the savepoint's path, from which the same job resumes
+    (``execution.state-recovery.path``)."""
+    port = find(build).rest_port
+    body = json.dumps({"drain": False, "targetDirectory": dirs(build).savepoints.as_uri()}).encode()
+    request = urllib.request.Request(f"http://{LOOPBACK}:{port}/jobs/{job_id}/stop", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with _OPENER.open(request, timeout=10) as response:
+        trigger = json.loads(response.read())["request-id"]
+
+    def done() -> dict[str, Any] | None:
+        status = _rest(port, f"/jobs/{job_id}/savepoints/{trigger}")
+        return status if status.get("status", {}).get("id") == "COMPLETED" else None
+
+    status = wait_for(done, f"the savepoint of job {job_id}", timeout_s)
+    operation = status.get("operation", {})
+    if "failure-cause" in operation:
+        raise ClicklabError(f"stop-with-savepoint of job {job_id} failed: "
+                            f"{operation['failure-cause'].get('stack-trace', '').splitlines()[0]}")
+    return str(operation["location"])
+
+
+def taskmanager_pids(build: Path = settings.DEFAULT_BUILD) -> list[int]:
+    """The process ids of the cluster's TaskManagers."""
+    return sorted(pid for pid, role in processes(build).items() if role == _ROLES[_TASKMANAGER])
+
+
+def kill_taskmanager(build: Path = settings.DEFAULT_BUILD, pid: int | None = None) -> int:
+    """``kill -9`` one TaskManager (the first, or ``pid``), as a machine that dies would; return its pid.
+
+    Its jobs fail over: they restart (``restart-strategy``) from their latest checkpoint on the slots left.
+    ``add_taskmanager`` starts a new one.
+    """
+    pids = taskmanager_pids(build)
+    if not pids:
+        raise ClicklabError("the cluster has no TaskManager to kill")
+    victim = pids[0] if pid is None else pid
+    if victim not in pids:
+        raise ClicklabError(f"process {victim} is not a TaskManager of this cluster (they are {pids})")
+    os.kill(victim, signal.SIGKILL)
+    return victim
+
+
+def add_taskmanager(build: Path = settings.DEFAULT_BUILD, timeout_s: float = 60.0) -> None:
+    """Start one more TaskManager on the running cluster and wait until it has registered."""
+    d = dirs(build)
+    info = find(build)
+    before = int(_overview(info.rest_port).get("taskmanagers", 0))
+    _run_script(d, "taskmanager.sh", "start")
+    wait_for(lambda: int((_overview(info.rest_port) or {}).get("taskmanagers", 0)) > before,
+             "a new TaskManager to register", timeout_s)

@@ -1,0 +1,200 @@
+"""The keyed steps of the lab on the standalone cluster, with a fault in the middle: what survives.
+
+The lab's scoring (08) and decisions (09) keep one forest and one threshold per site in Flink's keyed
+state. This module runs them as jobs on the cluster of ``clicklab cluster up`` (two TaskManagers),
+checkpointing every second, and can inject a fault while a job runs:
+
+* ``"kill"``: ``kill -9`` of a TaskManager that runs one of the job's tasks, once the job has completed a
+  checkpoint; the job fails over (``restart-strategy``), restores every site's forest from that checkpoint
+  on the slots left, re-reads its input from the checkpointed position, and the file sink commits each
+  output file exactly once;
+* ``"savepoint"``: stop-with-savepoint (not drained) once a checkpoint completed, then the same statement
+  resumed from the savepoint.
+
+``tests/test_faults.py`` checks that the streams of a faulty run equal an uninterrupted run's, row for row
+and score for score; ``clicklab bench --json`` reports the checkpoint and recovery times of a run
+(``keyed.checkpoint_s``, ``keyed.recovery_s``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clicklab import cells, cluster, flink, settings, sqltext, streams, udfs
+from clicklab.exceptions import ClicklabError
+from clicklab.notebook import Lab
+
+log = logging.getLogger(__name__)
+
+#: Faults :func:`run_step` can inject.
+FAULTS = ("kill", "savepoint")
+
+#: The notebooks whose INSERT fills each step's stream, in the lab's order.
+UPSTREAM = ("04", "05", "06")
+KEYED = ("08", "09")
+
+#: TaskManagers the session makes sure the cluster has (one may be killed; the other takes over its tasks).
+TASKMANAGERS = 2
+
+#: The option that makes a job start from a savepoint.
+RESTORE_KEY = "execution.state-recovery.path"
+
+#: The session's checkpoint interval on the cluster: the file sinks commit at each checkpoint.
+CHECKPOINT_INTERVAL = "1 s"
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """How one job ran: its id, seconds from submission to its end, its checkpoints, and for a fault when it
+    struck and how long the job took to run again (``recovery_s``: from the kill to RUNNING again, or from
+    the savepoint to the resumed job RUNNING)."""
+
+    job_id: str
+    seconds: float
+    checkpoints: cluster.Checkpoints
+    fault: str | None = None
+    recovery_s: float | None = None
+    killed_pid: int | None = None
+    savepoint: str | None = None
+
+
+def insert_statements(number: str) -> list[str]:
+    """The ``INSERT`` cells of lab notebook ``number`` (``"04"``), as the notebook has them."""
+    path = next(settings.NOTEBOOKS_DIR.glob(f"{number}_*.ipynb"))
+    return [c for c in cells.sql_cells(path) if sqltext.parse_script(c)[0].kind == sqltext.INSERT]
+
+
+def insert_statement(number: str) -> str:
+    """The one ``INSERT`` of lab notebook ``number`` (``"08"``)."""
+    found = insert_statements(number)
+    if len(found) != 1:
+        path = next(settings.NOTEBOOKS_DIR.glob(f"{number}_*.ipynb"))
+        raise ClicklabError(f"{path.name}: expected one INSERT cell, found {len(found)}")
+    return found[0]
+
+
+def view_statements(number: str) -> list[str]:
+    """The ``CREATE TEMPORARY VIEW`` cells of notebook ``number`` (08 and 09 define their ordered views)."""
+    path = next(settings.NOTEBOOKS_DIR.glob(f"{number}_*.ipynb"))
+    return [c for c in cells.sql_cells(path) if "CREATE TEMPORARY VIEW" in c.upper()]
+
+
+def session(dataset: Path, build: Path, detector: udfs.Detector | None = None) -> Lab:
+    """A replay session whose jobs run on the cluster of ``build`` (started if needed), checkpointing every
+    second, with the lab's tables, functions and ordered views."""
+    cluster.up(build)
+    while len(cluster.taskmanager_pids(build)) < TASKMANAGERS:  # one may have been killed by an earlier fault
+        cluster.add_taskmanager(build)
+    t_env = flink.create_table_env(
+        config={"execution.checkpointing.interval": CHECKPOINT_INTERVAL,
+                "execution.checkpointing.mode": "EXACTLY_ONCE"},
+        target="cluster", build=build)
+    lab = Lab(dataset, build, t_env)
+    lab.create_tables()
+    lab.register_functions(detector)
+    for number in KEYED:
+        for view in view_statements(number):
+            lab.run(sqltext.substitute(view, lab.variables()))
+    return lab
+
+
+def run_upstream(lab: Lab) -> None:
+    """Run 04, 05 and 06 (windows and the CTR join) to their end, at parallelism 1 as the notebooks do."""
+    lab.t_env.get_config().set("parallelism.default", "1")
+    for number in UPSTREAM:
+        for sql in insert_statements(number):
+            lab.run(sqltext.substitute(sql, lab.variables()))
+
+
+def _submit(lab: Lab, sql: str, name: str, parallelism: int, restore: str | None = None) -> Any:
+    conf = lab.t_env.get_config()
+    conf.set("parallelism.default", str(parallelism))
+    conf.set("pipeline.name", name)
+    if restore is None:
+        return lab.t_env.execute_sql(sql)
+    conf.set(RESTORE_KEY, restore)
+    try:
+        return lab.t_env.execute_sql(sql)
+    finally:
+        conf.get_configuration().remove_config(RESTORE_KEY)
+
+
+def _job_id(result: Any) -> str:
+    return str(result.get_job_client().get_job_id())
+
+
+def _ran_again_after(build: Path, job_id: str, since_ms: float) -> float | None:
+    """When the job was RUNNING again after restarting since ``since_ms`` (epoch ms), or ``None`` (yet);
+    raises if it ended without a restart (the fault did not strike it)."""
+    job = cluster._rest(cluster.find(build).rest_port, f"/jobs/{job_id}")
+    stamps = job.get("timestamps", {})
+    restarted = stamps.get("RESTARTING", 0)
+    if restarted >= since_ms and stamps.get("RUNNING", 0) >= restarted:
+        return float(stamps["RUNNING"])
+    if job.get("state") in cluster.TERMINAL_STATES and restarted < since_ms:
+        raise ClicklabError(f"job {job_id} ended {job.get('state')} without restarting after the fault")
+    return None
+
+
+def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = None,
+             timeout_s: float = 600.0) -> StepRun:
+    """Run the INSERT of notebook ``number`` (``"08"`` or ``"09"``) on the cluster to its end, emptying its
+    stream first; with ``fault`` (:data:`FAULTS`) injected once the job has completed a checkpoint."""
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"fault must be one of {', '.join(FAULTS)} or None, got {fault!r}")
+    sql = sqltext.substitute(insert_statement(number), lab.variables())
+    target = sqltext.parse_script(sql)[0].target
+    lab.reset_stream(target)
+    name = f"{number} {target} (keyed, P={parallelism})"
+    build = lab.build
+    start = time.monotonic()
+    result = _submit(lab, sql, name, parallelism)
+    job_id = _job_id(result)
+    killed = savepoint = recovery = None
+    if fault is not None:
+        cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= 1,
+                         f"a first checkpoint of job {job_id}", timeout_s)
+        if cluster.job_state(build, job_id) == "FINISHED":
+            raise ClicklabError(f"job {job_id} ({name}) ended before the fault: give it more input")
+        if fault == "kill":
+            # the cluster spreads a job's slots over both TaskManagers (taskmanager.load-balance.mode SLOTS),
+            # so at parallelism 2 each runs a subtask of every operator: either one is under the job
+            struck_ms = time.time() * 1000
+            killed = cluster.kill_taskmanager(build)
+            log.info("killed TaskManager %s under job %s", killed, job_id)
+            # the REST API caches a job's details for a few seconds, long enough to miss a short RESTARTING:
+            # read when it restarted and ran again from the job's state timestamps
+            running_again = cluster.wait_for(lambda: _ran_again_after(build, job_id, struck_ms),
+                                             f"job {job_id} to restart after TaskManager {killed} was killed",
+                                             timeout_s)
+            recovery = (running_again - struck_ms) / 1000
+        else:
+            savepoint = cluster.stop_with_savepoint(build, job_id, timeout_s)
+            struck = time.monotonic()
+            log.info("stopped job %s with savepoint %s", job_id, savepoint)
+            result = _submit(lab, sql, name, parallelism, restore=savepoint)
+            old, job_id = job_id, _job_id(result)
+            cluster.wait_for(lambda: cluster.job_state(build, job_id) in ("RUNNING", "FAILED", "FINISHED"),
+                             f"job {job_id} (resumed from {old}) to run", timeout_s)
+            recovery = time.monotonic() - struck
+    flink.wait(result)
+    state = cluster.job_state(build, job_id)
+    if state != "FINISHED":
+        raise ClicklabError(f"job {job_id} ({name}) ended {state}")
+    return StepRun(job_id, time.monotonic() - start, cluster.checkpoints(build, job_id), fault, recovery,
+                   killed, savepoint)
+
+
+def rows(build: Path, stream: str) -> pd.DataFrame:
+    """A stream's committed rows, sorted by every column (to compare runs)."""
+    from clicklab.results import read_stream
+
+    frame = read_stream(build, stream)
+    columns = [c.name for c in streams.STREAMS[stream].columns]
+    return frame[columns].sort_values(columns, kind="stable").reset_index(drop=True)
