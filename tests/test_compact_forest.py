@@ -78,18 +78,44 @@ def test_far_outlier_scores_about_log2_sample_size() -> None:
     assert math.log2(64) - 1 < far <= math.log2(65) + 1e-9
 
 
-def test_sample_is_bounded_and_sorted_in_one_dimension() -> None:
+def test_pool_and_trees_are_bounded() -> None:
     forest = CompactForest(number_of_trees=3, sample_size=16, time_decay=10.0)
-    forest.score_series(_noise(200))
-    sample = forest.sample_values()[:, 0]
-    assert forest.sample_count == 16 and forest.updates == 200
-    assert list(sample) == sorted(sample)
+    forest.score_series(_noise(400))
+    assert forest.pool_size == 256 and forest.pool_count == 256
+    assert forest.sample_count == 16 and forest.updates == 400
+    for j in range(3):
+        assert len(forest.tree_sequences(j)) == 16
+        assert set(forest.tree_sequences(j)) <= {int(t) for t in forest._seq}
+
+
+def test_trees_hold_different_samples() -> None:
+    forest = CompactForest(number_of_trees=20, sample_size=32)
+    forest.score_series(_noise(500, spike_at=None))
+    samples = [set(forest.tree_sequences(j)) for j in range(20)]
+    assert len({frozenset(s) for s in samples}) == 20
+    # two trees share about 1/POOL_FACTOR of a sample (here the pool is 256 points: about 32 * 32 / 256 = 4)
+    shared = [len(samples[a] & samples[b]) for a in range(20) for b in range(a + 1, 20)]
+    assert float(np.mean(shared)) < 0.3 * 32
+    # every pool point is about equally likely in a tree: no tree-independent bias to some points
+    assert len(set().union(*samples)) > 200
+
+
+def test_tree_membership_is_the_smallest_keys_of_the_pool() -> None:
+    """The incremental membership equals a fresh selection from the pool at every step (what restore does)."""
+    forest = CompactForest(number_of_trees=6, sample_size=8, time_decay=30.0, pool_size=24)
+    for i, v in enumerate(_noise(300)):
+        forest.score_then_update(v)
+        if i % 7 == 0:
+            fresh = CompactForest.from_bytes(forest.to_bytes())
+            assert np.array_equal(fresh._member, forest._member)
+            assert np.array_equal(fresh._max_key, forest._max_key)
 
 
 def test_time_decay_keeps_recent_points() -> None:
-    forest = CompactForest(number_of_trees=1, sample_size=16, time_decay=4.0)
+    forest = CompactForest(number_of_trees=2, sample_size=16, time_decay=4.0, pool_size=32)
     forest.score_series([float(i) for i in range(300)])
     assert forest.sample_values()[:, 0].min() > 200
+    assert forest.tree_values(0)[:, 0].min() > 200
 
 
 def test_general_path_equals_sorted_path() -> None:
@@ -125,10 +151,14 @@ def test_round_trip_mid_stream_is_bit_identical(kwargs: dict) -> None:
 
 def test_state_is_small() -> None:
     forest = CompactForest(number_of_trees=100, sample_size=256)
-    for v in _noise(400, spike_at=None):
+    for v in _noise(1500, spike_at=None):
         forest.score_then_update(v)
-    assert forest.sample_count == 256
-    assert len(forest.to_bytes()) < 5000
+    assert forest.sample_count == 256 and forest.pool_count == 1024
+    state = forest.to_bytes()
+    assert len(state) == forest.serialized_size() < 17_000
+    small = CompactForest(number_of_trees=100, sample_size=12)
+    small.score_series(_noise(600, spike_at=None))
+    assert len(small.to_bytes()) < 4_200
 
 
 @pytest.mark.parametrize(
@@ -215,6 +245,24 @@ def test_java_state_bytes_equal_python(classes: Path) -> None:
         done = _java(classes, args, [repr(v) for v in values])
         assert done.returncode == 0, done.stderr
         assert bytes.fromhex(done.stderr.strip()) == python.to_bytes()
+
+
+@pytest.mark.flink
+def test_java_bench_state_and_heap_are_bounded(classes: Path) -> None:
+    done = subprocess.run(["java", "-cp", str(classes), JAVA_MAIN, "--bench", "3000"], capture_output=True,
+                          text=True, check=True)
+    fields = dict(part.split("=") for part in done.stdout.split())
+    assert fields["pool"] == "1024"
+    assert int(fields["serialized_bytes"]) < 17_000
+    assert int(fields["approx_heap_bytes"]) < 100_000
+
+
+@pytest.mark.flink
+def test_java_pool_option_equals_python(classes: Path) -> None:
+    values = _noise(400)
+    python = CompactForest(10, 16, 60.0, pool_size=40).score_series(values)
+    java = score_series_java(values, classes, 10, 16, 60.0, extra_args=["--pool", "40", "--roundtrip-every", "9"])
+    assert max(abs(a - b) for a, b in zip(python, java, strict=True)) < 1e-9
 
 
 @pytest.mark.flink

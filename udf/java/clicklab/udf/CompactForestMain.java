@@ -17,11 +17,11 @@ import java.util.Locale;
  *
  * <pre>
  * java -cp CLASSES clicklab.udf.CompactForestMain [--trees 100] [--sample 256] [--decay 100000] [--shingle 1]
- *      [--dims 1] [--seed 42] [--roundtrip-every K] [--copy-every K] [--general] [--attribution] [--state]
- * java -cp CLASSES clicklab.udf.CompactForestMain --bench N [--trees 100] [--sample 256]
+ *      [--dims 1] [--seed 42] [--pool P] [--roundtrip-every K] [--copy-every K] [--general] [--attribution] [--state]
+ * java -cp CLASSES clicklab.udf.CompactForestMain --bench N [--trees 100] [--sample 256] [--pool P]
  * </pre>
  *
- * {@code --roundtrip-every K} replaces the forest by {@code readFrom(writeTo(forest))} after every K inputs,
+ * {@code --pool P} sets the pool's capacity (default {@link CompactForest#defaultPool}); {@code --roundtrip-every K} replaces the forest by {@code readFrom(writeTo(forest))} after every K inputs,
  * {@code --copy-every K} by {@code forest.copy()}; {@code --general} scores 1-D forests without the sorted fast
  * path; {@code --attribution} prints, after the score, the attribution's values (tab-separated);
  * {@code --state} prints the final state's bytes as hex on stderr. {@code --bench N} scores N points of noise and
@@ -39,6 +39,7 @@ public final class CompactForestMain {
         int shingle = 1;
         int dims = 1;
         long seed = 42;
+        int pool = 0;
         int roundtripEvery = 0;
         int copyEvery = 0;
         boolean general = false;
@@ -54,6 +55,7 @@ public final class CompactForestMain {
                 case "--shingle": shingle = Integer.parseInt(args[++i]); break;
                 case "--dims": dims = Integer.parseInt(args[++i]); break;
                 case "--seed": seed = Long.parseLong(args[++i]); break;
+                case "--pool": pool = Integer.parseInt(args[++i]); break;
                 case "--roundtrip-every": roundtripEvery = Integer.parseInt(args[++i]); break;
                 case "--copy-every": copyEvery = Integer.parseInt(args[++i]); break;
                 case "--general": general = true; break;
@@ -67,7 +69,8 @@ public final class CompactForestMain {
         }
         CompactForest forest;
         try {
-            forest = new CompactForest(trees, sample, decay, shingle, dims, seed);
+            forest = new CompactForest(trees, sample, decay, shingle, dims, seed,
+                    pool > 0 ? pool : CompactForest.defaultPool(sample));
         } catch (IllegalArgumentException e) {
             System.err.println(e.getMessage());
             System.exit(2);
@@ -163,9 +166,9 @@ public final class CompactForestMain {
         double seconds = (System.nanoTime() - start) / 1e9;
         byte[] b = bytes(forest);
         System.out.println(String.format(Locale.ROOT,
-                "trees=%d sample=%d dims=%d shingle=%d points=%d seconds=%.3f points_per_second=%.0f "
+                "trees=%d sample=%d pool=%d dims=%d shingle=%d points=%d seconds=%.3f points_per_second=%.0f "
                         + "serialized_bytes=%d approx_heap_bytes=%d mean_score=%.4f",
-                forest.numberOfTrees(), forest.sampleSize(), forest.inputDimensions(), forest.shingleSize(), n,
+                forest.numberOfTrees(), forest.sampleSize(), forest.poolSize(), forest.inputDimensions(), forest.shingleSize(), n,
                 seconds, n / seconds, b.length, forest.approximateHeapBytes(), checksum / (n + warm)));
     }
 }
