@@ -43,8 +43,15 @@ def check_dataset(dataset: Path) -> Path:
 
 
 def read_events(dataset: Path) -> pd.DataFrame:
-    """The replay file as a DataFrame: ``browseraction``, ``site``, ``event_time`` (UTC)."""
-    df = pd.read_json(dataset, lines=True, dtype={"browseraction": str, "site": str})
+    """The replay file's good events as a DataFrame: ``browseraction``, ``site``, ``event_time`` (UTC).
+
+    Bad lines, and late ones, are left out as Flink's ``tickerstream`` leaves them out (:mod:`clicklab.badevents`).
+    """
+    from clicklab.badevents import good_records
+
+    df = pd.DataFrame(good_records(dataset))
+    if df.empty:
+        df = pd.DataFrame({"browseraction": [], "site": [], "event_time": []})
     df["event_time"] = pd.to_datetime(df["event_time"], utc=True, format="ISO8601")
     return df
 
@@ -75,7 +82,7 @@ def read_stream(build: Path, name: str) -> pd.DataFrame:
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     for c in stream.columns:
         if c.type.startswith("TIMESTAMP") and c.name in df:
-            df[c.name] = pd.to_datetime(df[c.name], utc=True)
+            df[c.name] = pd.to_datetime(df[c.name], utc=True, format="ISO8601")  # badevents: with or without ms
     return df[[c for c in columns if c in df]]
 
 

@@ -1,10 +1,19 @@
-"""The six streams of the lab, defined once.
+"""The six streams of the lab and its dead-letter stream ``badevents``, defined once.
 
 The AWS lab creates six Kinesis data streams and one Flink table on each. Here every stream is a
 table on Flink's filesystem connector (JSON lines) under ``build/streams/<stream>/``, except
-``tickerstream``, which reads the replay file (:func:`local_ddl`). In live mode (:func:`live_ddl`)
-tickerstream is a folder the live generator writes to, and every table watches its folder for new
-files, commits what it writes about every second, and uses the live watermarks (see :class:`Stream`).
+``tickerstream``, which reads the replay file (:func:`local_ddl`).
+
+**Bad events.** tickerstream's lines are read as raw text (table ``tickerstream_raw``, format ``raw``),
+and checked in SQL (:func:`reason_sql`): the ``reason`` column names what is wrong with a line (malformed
+JSON, a missing or mistyped field, NaN/Infinity, an unknown ``browseraction``), NULL for a good event.
+``tickerstream`` is a view of the good events that are not late (``CURRENT_WATERMARK``), with the lab's
+columns, so the lab's SQL reads it as before; ``04_impression_stream`` writes the others, with their
+reason, to ``badevents``. A bad line's ``rowtime`` is the epoch, so it never moves the watermark.
+
+In live mode (:func:`live_ddl`) tickerstream is a folder the live generator writes to, and every table
+watches its folder for new files, commits what it writes about every second,
+and uses the live watermarks (see :class:`Stream`).
 Notebooks, the CLI, the tests and the Zeppelin export all take names, columns and DDL from this module.
 
 Example::
@@ -39,6 +48,10 @@ class Stream:
     ``watermark_delay_s`` how late rows may be on a replay. ``computed`` columns are derived when
     reading (tickerstream's ``rowtime``) and never written.
 
+    ``raw_table`` (tickerstream only): the table that reads the stream's lines as text; the stream itself is
+    then a view of its good events (see the module's docstring). ``job``: the name of the job that fills
+    the stream when it is not the lab title of its notebook (``filled_by``).
+
     ``live_watermark_s`` is the watermark delay live. Live, every stream arrives in time order, a file
     a second, so one second is enough: the CTR join then writes a window whose clicks and impressions
     both arrived at once, and a one-sided window when the next window arrives. On a replay a whole
@@ -53,6 +66,8 @@ class Stream:
     watermark_delay_s: int = 0
     filled_by: str = ""
     live_watermark_s: int = 1
+    raw_table: str | None = None
+    job: str = ""
 
     @property
     def column_names(self) -> list[str]:
@@ -63,6 +78,78 @@ W = settings.WINDOW_SECONDS
 
 #: How tickerstream reads ``event_time`` (quotes doubled for SQL): ISO-8601, UTC, milliseconds.
 EVENT_TIME_PATTERN = "yyyy-MM-dd''T''HH:mm:ss.SSS''Z''"
+
+# ---------------------------------------------------------------------------------------------
+# Bad events: the checks of a tickerstream line, in SQL (and in Python in :mod:`clicklab.badevents`)
+
+#: The table that reads tickerstream's lines as text; ``tickerstream`` is the view of its good events.
+TICKER_RAW_TABLE = "tickerstream_raw"
+#: The fields of a tickerstream event: each must be there and a string.
+EVENT_FIELDS = ("browseraction", "site", "event_time")
+#: The values of ``browseraction``.
+BROWSER_ACTIONS = ("Click", "Impression")
+#: ``rowtime`` of a bad line: the epoch, so that it never moves the watermark (and a NULL rowtime would stop the job).
+BAD_ROWTIME = "TIMESTAMP '1970-01-01 00:00:00.000'"
+
+#: Reasons, in the order they are checked; a line gets the first that applies.
+REASON_NONFINITE = "non-finite number in field {field}: NaN or Infinity where a finite value must be"
+REASON_MALFORMED = "malformed JSON: the line is not one JSON object"
+REASON_MISSING = "missing field {field}"
+REASON_MISTYPED = "mistyped field {field}: not a string"
+REASON_EVENT_TIME = "mistyped field event_time: not an ISO-8601 UTC time such as 2023-08-23T13:46:30.123Z"
+REASON_UNKNOWN_ACTION = "unknown browseraction: neither 'Click' nor 'Impression'"
+REASON_LATE = "late: event_time behind the watermark"
+
+#: The form of ``event_time`` (``TO_TIMESTAMP`` alone also takes ``2023-08-23 13:46:30.123``, whatever its pattern).
+EVENT_TIME_REGEX = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
+#: A NaN or Infinity where a JSON value stands (Python's ``json.dumps`` writes them; JSON has no such value); group 1
+#: is the field's name. Java's and Python's regular expressions read it alike.
+NONFINITE_PATTERN = r'"([^"\\]*)"\s*:\s*-?(?:NaN|Infinity)'
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal (quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def reason_sql(column: str = "line", fields: tuple[str, ...] = EVENT_FIELDS) -> str:
+    """The SQL expression that gives a raw tickerstream line's reason (NULL: a good event, maybe late).
+
+    ``fields``: those the line must have (Kinesis records carry no ``event_time``: their arrival time is theirs).
+    Lateness is not decided here: it needs the watermark (``CURRENT_WATERMARK``), which a computed column cannot
+    see; the view ``tickerstream`` and ``04``'s ``INSERT INTO badevents`` split late events off.
+    """
+    line = column
+
+    def value(field: str) -> str:
+        return f"JSON_VALUE({line}, '$.{field}')"
+
+    nonfinite = f"REGEXP_EXTRACT({line}, {sql_string(NONFINITE_PATTERN)}, 1)"
+    prefix, suffix = REASON_NONFINITE.split("{field}")
+    whens = [
+        f"WHEN NOT ({line} IS JSON OBJECT) AND {nonfinite} IS NOT NULL"
+        f" THEN CONCAT({sql_string(prefix)}, {nonfinite}, {sql_string(suffix)})",
+        # Flink's JSON parser ignores what follows the object: `{...} junk` must end with the object's brace
+        f"WHEN NOT ({line} IS JSON OBJECT) OR TRIM({line}) NOT LIKE '%}}' THEN {sql_string(REASON_MALFORMED)}",
+    ]
+    whens += [f"WHEN NOT JSON_EXISTS({line}, '$.{f}') THEN {sql_string(REASON_MISSING.format(field=f))}"
+              for f in fields]  # absent or null
+    whens += [f"WHEN JSON_QUERY({line}, '$.{f}' WITH ARRAY WRAPPER) NOT LIKE '[\"%'"
+              f" THEN {sql_string(REASON_MISTYPED.format(field=f))}" for f in fields]  # ["text"]: a string
+    if "event_time" in fields:
+        whens.append(f"WHEN {event_time_sql(line)} IS NULL THEN {sql_string(REASON_EVENT_TIME)}")
+    actions = ", ".join(sql_string(a) for a in BROWSER_ACTIONS)
+    whens.append(f"WHEN {value('browseraction')} NOT IN ({actions}) THEN {sql_string(REASON_UNKNOWN_ACTION)}")
+    body = "\n".join(f"    {w}" for w in whens)
+    return f"CASE\n{body}\n  END"
+
+
+def event_time_sql(column: str = "line") -> str:
+    """A raw line's event time as ``TIMESTAMP(3)`` when its ``event_time`` is an ISO-8601 UTC time, else NULL."""
+    value = f"JSON_VALUE({column}, '$.event_time')"
+    return (f"CASE WHEN REGEXP({value}, {sql_string(EVENT_TIME_REGEX)})"
+            f" THEN TO_TIMESTAMP({value}, '{EVENT_TIME_PATTERN}') END")
+
 
 STREAMS: dict[str, Stream] = {
     s.name: s
@@ -75,11 +162,13 @@ STREAMS: dict[str, Stream] = {
                 Column("site", "STRING", "the site the event belongs to"),
                 Column("event_time", "STRING", "when the event happened, ISO-8601 UTC: 2023-08-23T13:46:30.123Z"),
             ),
-            computed=(("rowtime", f"TO_TIMESTAMP(event_time, '{EVENT_TIME_PATTERN}')"),),
+            # computed on the raw table (tickerstream_raw), from the line: a bad line's is the epoch
+            computed=(("rowtime", "CASE WHEN reason IS NULL THEN TO_TIMESTAMP(event_time) ELSE epoch END"),),
             watermark="rowtime",
             watermark_delay_s=settings.WATERMARK_DELAY_SECONDS,
             filled_by="the replay dataset",
             live_watermark_s=settings.LIVE_WATERMARK_DELAY_SECONDS,
+            raw_table=TICKER_RAW_TABLE,
         ),
         Stream(
             name="impressionstream",
@@ -146,6 +235,17 @@ STREAMS: dict[str, Stream] = {
             ),
             filled_by="09_anomaly_stream",
         ),
+        Stream(
+            name="badevents",
+            doc="The dead-letter stream: tickerstream's lines that are no good event, or late, with the reason.",
+            columns=(
+                Column("line", "STRING", "the line as it was read"),
+                Column("reason", "STRING", "what is wrong with it, naming the field (see clicklab.streams)"),
+                Column("rowtime", "TIMESTAMP(3)", "its event time (UTC) when event_time parses, else NULL"),
+            ),
+            filled_by="04_impression_stream",
+            job="#4 Bad events",
+        ),
     )
 }
 
@@ -171,7 +271,8 @@ def _quote(name: str) -> str:
 def local_ddl(name: str, build: Path, dataset: Path) -> str:
     """``CREATE TABLE`` for one stream on the local filesystem connector (JSON lines).
 
-    ``tickerstream`` reads ``dataset`` (a JSON-lines file, optionally gzip-compressed); the others
+    ``tickerstream`` reads ``dataset`` (a JSON-lines file, optionally gzip-compressed) as text: its DDL is two
+    statements, the raw table and the view of its good events (see :func:`ticker_view_sql`); the others
     live in ``<build>/streams/<name>/``.
     """
     path = Path(dataset) if name == "tickerstream" else stream_path(build, name)
@@ -183,7 +284,7 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
         "json.fail-on-missing-field": "true" if name == "tickerstream" else "false",
         "json.ignore-parse-errors": "false",
     }
-    return _create_table(name, options)
+    return _create_table(name, _raw_format(name, options))
 
 
 def live_options(name: str, build: Path, exclude: list[str] | None = None) -> dict[str, str]:
@@ -210,7 +311,7 @@ def live_options(name: str, build: Path, exclude: list[str] | None = None) -> di
         folder = re.escape(options["path"])
         names = "|".join(re.escape(n) for n in sorted(exclude))
         options["source.path.regex-pattern"] = f"(?!{folder}/({names})$).*"
-    return options
+    return _raw_format(name, options)
 
 
 def live_ddl(name: str, build: Path, exclude: list[str] | None = None) -> str:
@@ -227,17 +328,65 @@ def live_ddl(name: str, build: Path, exclude: list[str] | None = None) -> str:
 
 
 def all_live_ddl(build: Path) -> str:
-    """The live ``CREATE TABLE`` statements of the six streams, as one script."""
+    """The live ``CREATE TABLE`` statements of the streams, as one script."""
     return "\n\n".join(live_ddl(n, build) + ";" for n in STREAM_NAMES)
+
+
+def _raw_format(name: str, options: dict[str, str]) -> dict[str, str]:
+    """A stream read as text (:attr:`Stream.raw_table`) takes format ``raw``: one line, one value; no JSON options."""
+    if not STREAMS[name].raw_table:
+        return options
+    return {k: ("raw" if k == "format" else v) for k, v in options.items() if not k.startswith("json.")}
+
+
+def drop_statements(name: str) -> list[str]:
+    """The statements that drop a stream's table (tickerstream: its view and its raw table)."""
+    raw = STREAMS[name].raw_table
+    return [f"DROP VIEW IF EXISTS {name}", f"DROP TABLE IF EXISTS {raw}"] if raw else [f"DROP TABLE IF EXISTS {name}"]
+
+
+def ticker_view_sql(name: str = "tickerstream") -> str:
+    """``CREATE VIEW tickerstream``: the good events of its raw table, not late, with the lab's columns.
+
+    ``CURRENT_WATERMARK(rowtime)`` is the watermark this operator has seen (NULL before the first one): an event
+    at or behind it would fall into a window the watermark has closed, which would drop it silently; the view
+    leaves it out and ``04`` writes it to ``badevents``. Every window behind the view sees a watermark no newer
+    than the view's, so a window never drops an event that the view let through.
+    """
+    stream = STREAMS[name]
+    raw = stream.raw_table
+    fields = ",\n       ".join(f"JSON_VALUE(line, '$.{c.name}') AS {_quote(c.name)}" for c in stream.columns)
+    return (f"CREATE VIEW {name} AS\nSELECT {fields},\n       rowtime\nFROM {raw}\n"
+            f"WHERE reason IS NULL\n  AND (CURRENT_WATERMARK(rowtime) IS NULL OR rowtime > CURRENT_WATERMARK(rowtime))")
+
+
+def _create_raw_table(name: str, options: dict[str, str], arrival_time: str | None = None, live: bool = False) -> str:
+    """tickerstream's raw table (its lines as text, their reason and event time) and its view of the good events."""
+    stream = STREAMS[name]
+    fields = EVENT_FIELDS if arrival_time is None else tuple(f for f in EVENT_FIELDS if f != "event_time")
+    reason = reason_sql("line", fields)
+    if arrival_time:  # Kinesis: the arrival time is the event time, never late by much, never NULL
+        rowtime = "rowtime TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL"
+    else:
+        rowtime = f"rowtime AS CASE WHEN {reason} IS NULL THEN {event_time_sql()} ELSE {BAD_ROWTIME} END"
+    delay = stream.live_watermark_s if live else stream.watermark_delay_s
+    lines = ["  line STRING", f"  reason AS {reason}", f"  parsed_time AS {event_time_sql()}", f"  {rowtime}",
+             f"  WATERMARK FOR rowtime AS rowtime - INTERVAL '{delay}' SECOND"]
+    with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
+    body = ",\n".join(lines)
+    return f"CREATE TABLE {stream.raw_table} (\n{body}\n) WITH (\n{with_clause}\n);\n\n{ticker_view_sql(name)}"
 
 
 def _create_table(name: str, options: dict[str, str], arrival_time: str | None = None, live: bool = False) -> str:
     """``CREATE TABLE`` of a stream from :data:`STREAMS` with connector ``options``.
 
     ``arrival_time`` names a computed column read instead from the record's arrival time (Kinesis metadata);
-    ``live`` takes the live watermark.
+    ``live`` takes the live watermark. A stream with a :attr:`Stream.raw_table` gives two statements (see
+    :func:`ticker_view_sql`).
     """
     stream = STREAMS[name]
+    if stream.raw_table:
+        return _create_raw_table(name, options, arrival_time, live)
     lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
     for col, expr in stream.computed:
         if col == arrival_time:
@@ -256,7 +405,7 @@ def _create_table(name: str, options: dict[str, str], arrival_time: str | None =
 
 
 def all_local_ddl(build: Path, dataset: Path) -> str:
-    """The DDL of all six streams, as one script of statements separated by semicolons."""
+    """The DDL of all the streams, as one script of statements separated by semicolons."""
     return ";\n\n".join(local_ddl(name, build, dataset) for name in STREAMS) + ";"
 
 
@@ -331,13 +480,13 @@ def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1
         if start_timestamp:
             options["scan.stream.initpos-timestamp"] = start_timestamp
     options.update({"format": "json", "json.timestamp-format.standard": "ISO-8601"})
-    return _create_table(name, options, arrival_time=arrival)
+    return _create_table(name, _raw_format(name, options), arrival_time=arrival)
 
 
 def all_kinesis_ddl(flink_version: str = "1.15", region: str = "us-east-1", account_id: str | None = None,
                     start_position: str = "LATEST", start_timestamp: str | None = None) -> str:
-    """The Kinesis DDL of all six streams, as one script (each table dropped first, as the lab does)."""
+    """The Kinesis DDL of all the streams, as one script (each table dropped first, as the lab does)."""
     return "\n\n".join(
-        f"DROP TABLE IF EXISTS {name};\n"
+        "".join(f"{drop};\n" for drop in drop_statements(name)) +
         f"{kinesis_ddl(name, flink_version, region, account_id, start_position, start_timestamp)};" for name in STREAMS
     )

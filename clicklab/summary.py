@@ -1,11 +1,11 @@
 """What a run of the lab produced, as figures and checks (``clicklab run`` renders it at the end).
 
 :func:`summarize` reads the streams of a build folder and the replay file; it returns a
-:class:`RunSummary`: events replayed, windows per stream, CTR range per site, anomalies per site,
-detections and false alarms per mode against the replay's labels, what the alerts did, and the
-:class:`Check` s. A failed check (``ctrstream`` differs from the CTR recomputed with pandas from the
-replay file) is part of the summary, so the user sees it with everything else; ``clicklab run`` then
-exits non-zero. Plain pandas: no Flink.
+:class:`RunSummary`: events replayed, bad events per reason (``badevents``), windows per stream, CTR
+range per site, anomalies per site, detections and false alarms per mode against the replay's labels,
+what the alerts did, and the :class:`Check` s. A failed check (``ctrstream`` differs from the CTR
+recomputed with pandas from the replay file) is part of the summary, so the user sees it with
+everything else; ``clicklab run`` then exits non-zero. Plain pandas: no Flink.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class RunSummary:
     checks: list[Check] = field(default_factory=list)
     live: bool = False  # the live lab: events came from the live generator (and no replay file to check against)
     latency: dict[str, float] = field(default_factory=dict)  # live: seconds from the burst's window end to ...
+    bad_events: dict[str, int] = field(default_factory=dict)  # reason -> lines in badevents, most first
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,8 @@ class RunSummary:
             lines = [f"events generated live: {self.events:,} (what the streams retain)"]
         else:
             lines = [f"events replayed: {self.events:,} from {self.dataset}"]
+        lines.append(f"bad events: {sum(self.bad_events.values()):,} (badevents)")
+        lines += [f"  {reason}: {n:,}" for reason, n in self.bad_events.items()]
         lines += [f"{name}: {count:,} windows" for name, count in self.windows.items()]
         if self.ctr_per_site:
             lines.append("CTR per site (%):  min  median  max")
@@ -121,11 +124,21 @@ def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_TH
         out.ctr_per_site = {str(site): (row["min"], row["median"], row["max"]) for site, row in stats.iterrows()}
         if not live:
             out.checks.append(ctr_check(dataset, ctr))
+    out.bad_events = bad_event_counts(build)
     _add_anomalies(out, dataset, build, threshold)
     out.alerts = alerts_report.read(build)
     if live:
         out.latency = burst_latency(build)
     return out
+
+
+def bad_event_counts(build: Path) -> dict[str, int]:
+    """Lines in ``badevents`` per reason, the most frequent first (empty: none, or ``04`` did not run)."""
+    bad = read_stream(build, "badevents")
+    if bad.empty:
+        return {}
+    counts = bad.groupby("reason").size().sort_values(ascending=False, kind="stable")
+    return {str(reason): int(n) for reason, n in counts.items()}
 
 
 def burst_latency(build: Path) -> dict[str, float]:

@@ -5,10 +5,12 @@ import pytest
 from clicklab import streams
 
 
-def test_six_streams_in_lab_order_with_lab_columns():
+def test_six_streams_in_lab_order_with_lab_columns_then_badevents():
     assert streams.STREAM_NAMES == (
         "tickerstream", "impressionstream", "clickstream", "ctrstream", "destinationstream", "anomalydetectionstream",
+        "badevents",
     )
+    assert streams.STREAMS["badevents"].column_names == ["line", "reason", "rowtime"]
     assert streams.STREAMS["tickerstream"].column_names[:2] == ["browseraction", "site"]
     assert "rowtime" in streams.STREAMS["tickerstream"].column_names
     assert streams.STREAMS["impressionstream"].column_names == ["site", "rowtime", "impressioncount"]
@@ -35,10 +37,14 @@ def test_stream_path_refuses_unknown_names(tmp_path: Path):
 def test_kinesis_ddl_has_the_local_columns_and_the_labs_stream_names():
     for name, stream in streams.STREAMS.items():
         ddl = streams.kinesis_ddl(name, "1.15", "us-west-2")
-        for column in stream.columns:
-            assert f"{streams._quote(column.name)} {column.type}" in ddl
+        if stream.raw_table:  # tickerstream: a view of its raw table's good events, with the lab's columns
+            assert f"CREATE VIEW {name} AS" in ddl and "'format' = 'raw'" in ddl
+            assert all(f"AS {streams._quote(c.name)}" in ddl for c in stream.columns)
+        else:
+            assert all(f"{streams._quote(c.name)} {c.type}" in ddl for c in stream.columns)
+            assert "'format' = 'json'" in ddl
         assert f"'stream' = '{name}'" in ddl and "'aws.region' = 'us-west-2'" in ddl
-        assert "'scan.stream.initpos' = 'LATEST'" in ddl and "'format' = 'json'" in ddl
+        assert "'scan.stream.initpos' = 'LATEST'" in ddl
     ticker = streams.kinesis_ddl("tickerstream")
     assert "rowtime TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL" in ticker  # arrival time, as in the lab
     assert "WATERMARK FOR rowtime AS rowtime - INTERVAL '1' SECOND" in ticker
@@ -65,11 +71,20 @@ def test_kinesis_ddl_option_names_per_flink_version():
 @pytest.mark.flink
 def test_flink_accepts_the_kinesis_ddl(t_env):
     """Flink parses and registers the tables (the connector itself is only looked up when a job runs)."""
+    from clicklab.sqltext import split_statements
+
     for name in streams.STREAM_NAMES:
-        t_env.execute_sql(f"DROP TEMPORARY TABLE IF EXISTS kinesis_{name}")
+        raw = streams.STREAMS[name].raw_table
+        for drop in (f"DROP TEMPORARY VIEW IF EXISTS kinesis_{name}", f"DROP TEMPORARY TABLE IF EXISTS kinesis_{name}",
+                     f"DROP TEMPORARY TABLE IF EXISTS kinesis_{raw}"):
+            t_env.execute_sql(drop)
         ddl = streams.kinesis_ddl(name, "1.15")
         ddl = ddl.replace(f"CREATE TABLE {name} ", f"CREATE TEMPORARY TABLE kinesis_{name} ")
-        t_env.execute_sql(ddl)
+        if raw:  # tickerstream: its raw table and the view of the good events
+            ddl = ddl.replace(f"CREATE TABLE {raw} ", f"CREATE TEMPORARY TABLE kinesis_{raw} ")
+            ddl = ddl.replace(f"CREATE VIEW {name} ", f"CREATE TEMPORARY VIEW kinesis_{name} ")
+            ddl = ddl.replace(f"FROM {raw}\n", f"FROM kinesis_{raw}\n")
+        for statement in split_statements(ddl):
+            t_env.execute_sql(statement)
         columns = [row[0] for row in t_env.execute_sql(f"DESCRIBE kinesis_{name}").collect()]
         assert columns == streams.STREAMS[name].column_names
-        t_env.execute_sql(f"DROP TEMPORARY TABLE kinesis_{name}")

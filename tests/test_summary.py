@@ -22,9 +22,10 @@ def write_stream(build: Path, name: str, rows: list[dict]) -> None:
 
 @pytest.fixture
 def replay(tmp_path: Path) -> Path:
-    events = [("Impression", SITE_A, f"2023-08-23T12:00:0{i}Z") for i in range(4)]
-    events += [("Click", SITE_A, "2023-08-23T12:00:05Z"), ("Impression", SITE_B, "2023-08-23T12:00:12Z"),
-               ("Click", SITE_B, "2023-08-23T12:00:13Z"), ("Click", SITE_B, "2023-08-23T12:00:14Z")]
+    # event_time as the replay writes it (with milliseconds): anything else is a bad event (clicklab.badevents)
+    events = [("Impression", SITE_A, f"2023-08-23T12:00:0{i}.000Z") for i in range(4)]
+    events += [("Click", SITE_A, "2023-08-23T12:00:05.000Z"), ("Impression", SITE_B, "2023-08-23T12:00:12.000Z"),
+               ("Click", SITE_B, "2023-08-23T12:00:13.000Z"), ("Click", SITE_B, "2023-08-23T12:00:14.000Z")]
     return write_events(tmp_path / "r.jsonl", events)
 
 

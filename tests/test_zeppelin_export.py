@@ -11,12 +11,15 @@ import nbformat
 import pandas as pd
 import pytest
 
-from clicklab import cells, javaudf, settings
+from clicklab import cells, javaudf, settings, streams
 from clicklab.cli import parser
 from clicklab.zeppelin.export import START_POSITIONS, ExportOptions, export_lab, export_notebooks, lab_titles
 from clicklab.zeppelin.importer import import_note
 from clicklab.zeppelin.localprops import parse_paragraph
 from clicklab.zeppelin.note import ZeppelinError, check_loads, read_note
+
+#: Tables of the note: the lab's six streams and badevents (tickerstream's raw table reads its Kinesis stream).
+STREAMS = len(streams.STREAM_NAMES)
 
 LAB_TITLES = [
     "#1 Create all the Streaming tables", "#2 Register the RANDOM_CUT_FOREST UDF", "#3 View the ticker stream",
@@ -82,8 +85,8 @@ def test_studio_tables_use_the_kinesis_connector_4_options(tmp_path: Path, versi
     for stream in ("tickerstream", "impressionstream", "clickstream", "ctrstream", "destinationstream",
                    "anomalydetectionstream"):
         assert f"'stream' = '{stream}'" in ddl
-    assert ddl.count("'connector' = 'kinesis'") == 6 and ddl.count("'aws.region' = 'eu-west-1'") == 6
-    assert ddl.count("'scan.stream.initpos' = 'TRIM_HORIZON'") == 6  # the lab sends traffic before it runs #1
+    assert ddl.count("'connector' = 'kinesis'") == STREAMS and ddl.count("'aws.region' = 'eu-west-1'") == STREAMS
+    assert ddl.count("'scan.stream.initpos' = 'TRIM_HORIZON'") == STREAMS  # the lab sends traffic before it runs #1
     assert "rowtime TIMESTAMP(3) METADATA FROM 'timestamp' VIRTUAL" in ddl
     assert "stream.arn" not in ddl and "filesystem" not in ddl and "'format' = 'json'" in ddl
 
@@ -94,7 +97,7 @@ def test_studio_tables_for_flink_1_19_use_the_connector_5_options(tmp_path: Path
     _, data = export(tmp_path, flink_version="1.19", region="eu-west-1", account_id="123456789012")
     ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
     assert "'stream.arn' = 'arn:aws:kinesis:eu-west-1:123456789012:stream/ctrstream'" in ddl
-    assert ddl.count("'source.init.position' = 'TRIM_HORIZON'") == 5
+    assert ddl.count("'source.init.position' = 'TRIM_HORIZON'") == STREAMS - 1
     assert ddl.count("'scan.stream.initpos' = 'TRIM_HORIZON'") == 1  # tickerstream, kinesis-legacy
     # tickerstream reads the arrival time, which only the legacy source exposes (FLINK-36671)
     assert "'connector' = 'kinesis-legacy',\n  'stream' = 'tickerstream'" in ddl
@@ -103,7 +106,7 @@ def test_studio_tables_for_flink_1_19_use_the_connector_5_options(tmp_path: Path
 def test_local_note_uses_the_filesystem_tables_and_our_python_functions(tmp_path: Path):
     _, data = export(tmp_path, target="local")
     ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
-    assert ddl.count("'connector' = 'filesystem'") == 6 and str(settings.DEFAULT_DATASET.resolve()) in ddl
+    assert ddl.count("'connector' = 'filesystem'") == STREAMS and str(settings.DEFAULT_DATASET.resolve()) in ddl
     assert paragraph(data, "#2 Register the RANDOM_CUT_FOREST UDF")["text"].startswith("%flink.pyflink\n")
     assert "IS_ANOMALY(score, site)" in paragraph(data, "#9 Anomaly stream")["text"]
     assert data["name"] != export(tmp_path, target="studio")[1]["name"]
@@ -187,19 +190,20 @@ def _ddl(tmp_path: Path, **options) -> str:
 
 @pytest.mark.parametrize("version", ["1.15", "1.18"])
 def test_start_position_latest_and_at_timestamp_with_the_connector_4_options(tmp_path: Path, version: str):
-    assert _ddl(tmp_path, flink_version=version, start_position="LATEST").count("'scan.stream.initpos' = 'LATEST'") == 6
+    latest = _ddl(tmp_path, flink_version=version, start_position="LATEST")
+    assert latest.count("'scan.stream.initpos' = 'LATEST'") == STREAMS
     ddl = _ddl(tmp_path, flink_version=version, start_position="AT_TIMESTAMP",
                start_timestamp="2024-05-01T14:00:00+02:00")
-    assert ddl.count("'scan.stream.initpos' = 'AT_TIMESTAMP'") == 6
-    assert ddl.count("'scan.stream.initpos-timestamp' = '2024-05-01T12:00:00.000Z'") == 6
+    assert ddl.count("'scan.stream.initpos' = 'AT_TIMESTAMP'") == STREAMS
+    assert ddl.count("'scan.stream.initpos-timestamp' = '2024-05-01T12:00:00.000Z'") == STREAMS
     assert "source.init" not in ddl
 
 
 def test_start_position_at_timestamp_with_the_connector_5_options(tmp_path: Path):
     ddl = _ddl(tmp_path, flink_version="1.19", account_id="123456789012", start_position="AT_TIMESTAMP",
                start_timestamp="1714564800")
-    assert ddl.count("'source.init.position' = 'AT_TIMESTAMP'") == 5
-    assert ddl.count("'source.init.timestamp' = '2024-05-01T12:00:00.000Z'") == 5
+    assert ddl.count("'source.init.position' = 'AT_TIMESTAMP'") == STREAMS - 1
+    assert ddl.count("'source.init.timestamp' = '2024-05-01T12:00:00.000Z'") == STREAMS - 1
     # tickerstream on kinesis-legacy keeps the 4.x names
     assert ddl.count("'scan.stream.initpos' = 'AT_TIMESTAMP'") == 1
     assert ddl.count("'scan.stream.initpos-timestamp' = '2024-05-01T12:00:00.000Z'") == 1

@@ -125,7 +125,8 @@ def variables(options: ExportOptions) -> dict[str, Any]:
         values["ctr_input"], values["scores_input"] = "ctrstream", "destinationstream"
     else:
         values["ddl"] = "\n\n".join(
-            f"DROP TABLE IF EXISTS {n};\n{streams.local_ddl(n, options.build, options.dataset)};"
+            "".join(f"{drop};\n" for drop in streams.drop_statements(n))
+            + f"{streams.local_ddl(n, options.build, options.dataset)};"
             for n in streams.STREAM_NAMES)
     values["java_udf_class"] = javaudf.JAVA_UDF_CLASS
     values["java_udf_jar"] = javaudf.JAVA_UDF_JAR.name
