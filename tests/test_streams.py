@@ -75,16 +75,16 @@ def test_flink_accepts_the_kinesis_ddl(t_env):
 
     for name in streams.STREAM_NAMES:
         raw = streams.STREAMS[name].raw_table
-        for drop in (f"DROP TEMPORARY VIEW IF EXISTS kinesis_{name}", f"DROP TEMPORARY TABLE IF EXISTS kinesis_{name}",
-                     f"DROP TEMPORARY TABLE IF EXISTS kinesis_{raw}"):
-            t_env.execute_sql(drop)
+        t_env.execute_sql(f"DROP TEMPORARY TABLE IF EXISTS kinesis_{raw or name}")
         ddl = streams.kinesis_ddl(name, "1.15")
-        ddl = ddl.replace(f"CREATE TABLE {name} ", f"CREATE TEMPORARY TABLE kinesis_{name} ")
-        if raw:  # tickerstream: its raw table and the view of the good events
-            ddl = ddl.replace(f"CREATE TABLE {raw} ", f"CREATE TEMPORARY TABLE kinesis_{raw} ")
-            ddl = ddl.replace(f"CREATE VIEW {name} ", f"CREATE TEMPORARY VIEW kinesis_{name} ")
-            ddl = ddl.replace(f"FROM {raw}\n", f"FROM kinesis_{raw}\n")
-        for statement in split_statements(ddl):
-            t_env.execute_sql(statement)
-        columns = [row[0] for row in t_env.execute_sql(f"DESCRIBE kinesis_{name}").collect()]
-        assert columns == streams.STREAMS[name].column_names
+        table, *view = split_statements(ddl)
+        table = table.replace(f"CREATE TABLE {raw or name} ", f"CREATE TEMPORARY TABLE kinesis_{raw or name} ")
+        t_env.execute_sql(table)
+        columns = [row[0] for row in t_env.execute_sql(f"DESCRIBE kinesis_{raw or name}").collect()]
+        if raw:  # tickerstream: its raw table, and the view of its good events, the local DDL's (Flink needs the
+            # Kinesis connector to plan a view on this table; every Flink test plans the local one)
+            assert columns == ["line", "reason", "parsed_time", "rowtime"]
+            assert view == [streams.ticker_view_sql(name)]
+        else:
+            assert columns == streams.STREAMS[name].column_names and view == []
+        t_env.execute_sql(f"DROP TEMPORARY TABLE kinesis_{raw or name}")
