@@ -390,18 +390,15 @@ class CompactForest:
 
     def _tree_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """1-D, rebuilt when the pool changes: the pool's values sorted; per tree (flattened, row stride
-        ``pool_count + 1``) the number of its members among the first ``i`` sorted values; per tree (row stride
-        ``sample_count``) its members' values sorted."""
+        ``sample_count``) its members' ranks in that order plus ``row * (pool_count + 1)`` (so ascending over
+        all trees), and its members' values sorted."""
         if self._index is None:
             n = self.pool_count
             vals = self._pts[:n, 0]
             order = np.argsort(vals, kind="stable")
             sorted_vals = vals[order]
-            member = self._member[:, :n][:, order]
-            cum = np.zeros((self.number_of_trees, n + 1), dtype=np.int64)
-            np.cumsum(member, axis=1, out=cum[:, 1:])
-            cols = np.nonzero(member)[1]
-            self._index = (sorted_vals, cum.reshape(-1), sorted_vals[cols])
+            rows, cols = np.nonzero(self._member[:, :n][:, order])
+            self._index = (sorted_vals, rows * (n + 1) + cols, sorted_vals[cols])
         return self._index
 
     def _score_1d_all(self, x: float) -> np.ndarray:
@@ -410,12 +407,12 @@ class CompactForest:
         The arithmetic per tree is the Java class's ``score1d``, element-wise: a tree that reached its leaf keeps
         its range (its next "cut" is below its only value, which splits nothing) and adds nothing more.
         """
-        sorted_vals, cum, tree_vals = self._tree_index()
+        sorted_vals, ranks, tree_vals = self._tree_index()
         t = self.number_of_trees
         c = self.sample_count
         n = self.pool_count
         base = np.arange(t, dtype=np.int64) * c
-        cum_base = np.arange(t, dtype=np.int64) * (n + 1)
+        rank_base = np.arange(t, dtype=np.int64) * (n + 1)
         lo = base.copy()
         hi = base + c
         node = self._roots.copy()
@@ -443,7 +440,8 @@ class CompactForest:
                 keep *= 1.0 - p
                 cut = np.minimum(a + ((node >> _U(11)).astype(np.float64) * TWO_POW_M53) * rng,
                                  np.nextafter(b, -np.inf))
-                split = base + cum.take(cum_base + np.searchsorted(sorted_vals, cut, side="right"))
+                # members <= cut in each tree: those whose rank in the pool is below the pool's count <= cut
+                split = np.searchsorted(ranks, rank_base + np.searchsorted(sorted_vals, cut, side="right"))
                 left = (x <= cut) & live
                 hi = np.where(left, split, hi)
                 lo = np.where(left, lo, split)
