@@ -67,12 +67,13 @@ def rcf_through_flink(points: int, work: Path, t_env: Any, detector: udfs.Detect
 
 
 def rss_per_1000_forests(forests: int = 200, points_each: int = 300) -> float:
-    """Memory (MB of resident set) that 1,000 warmed-up site forests take, measured on ``forests``."""
+    """Memory (MB of resident set) that 1,000 warmed-up site forests of the Python UDF (``aws``, krcf) take,
+    measured on ``forests``. The keyed Java function's memory is ``keyed.heap_mb_per_1000_sites``."""
     from clicklab_udf.forest import ForestParams, KeyedForests
 
     gc.collect()
     before = _rss_mb()
-    keyed = KeyedForests(ForestParams())
+    keyed = KeyedForests(ForestParams(backend="aws"))
     values = _series(points_each)
     for k in range(forests):
         for v in values:
@@ -97,6 +98,8 @@ def pipeline(work: Path, t_env: Any, sites: int, seconds: int, impressions_per_s
     lab.register_functions(udfs.Detector())
     steps = statements()
     variables = lab.variables()
+    for view in view_statements():
+        lab.run(sqltext.substitute(view, variables))
 
     def run(statements: list[str]) -> float:
         start = time.perf_counter()
@@ -109,18 +112,27 @@ def pipeline(work: Path, t_env: Any, sites: int, seconds: int, impressions_per_s
     return replay.events, baseline, full
 
 
-#: How the baseline replaces the lab's Python functions by plain SQL of the same shape.
+#: How the baseline replaces the lab's keyed functions by plain SQL of the same shape (the same columns).
 BASELINE_REPLACEMENTS = {
-    "RANDOM_CUT_FOREST(ctr, site)": "CAST(ctr / 100 AS DOUBLE)",
-    "IS_ANOMALY(score, site)": "score > 2",
+    "RANDOM_CUT_FOREST(TABLE {ctr_input} PARTITION BY site, DESCRIPTOR(ctr))":
+        "(SELECT *, CAST(ctr / 100 AS DOUBLE) AS anomaly_score FROM {ctr_input})",
+    "ANOMALY_DECISIONS(TABLE {scores_input} PARTITION BY site)":
+        "(SELECT *, score > 2 AS is_anomaly FROM {scores_input})",
 }
 
 
 def without_udfs(sql: str) -> str:
-    """The same statement with the Python UDF calls replaced by plain SQL (the Flink-SQL-only baseline)."""
+    """The same statement with the keyed function calls replaced by plain SQL (the Flink-SQL-only baseline)."""
     for call, plain in BASELINE_REPLACEMENTS.items():
         sql = sql.replace(call, plain)
     return sql
+
+
+def view_statements() -> list[str]:
+    """The ordered views of notebooks 08 and 09 (``ctr_in_time_order``, ``scores_in_time_order``)."""
+    from clicklab import faults
+
+    return [v for number in faults.KEYED for v in faults.view_statements(number)]
 
 
 def lab_statements() -> list[str]:
@@ -161,6 +173,9 @@ def run_all(work: Path, quick: bool = False) -> dict[str, Any]:
     figures["pipeline_to_baseline"] = baseline_s / pipeline_s
     log.info("memory of site forests ...")
     figures["rss_mb_per_1000_forests"] = rss_per_1000_forests(20 if quick else 200)
+    from clicklab import benchkeyed
+
+    figures["keyed"] = benchkeyed.run(work / "cluster", *((200, 30) if quick else (10_000, 300)))
     return figures
 
 
@@ -175,5 +190,12 @@ def format_figures(f: dict[str, Any]) -> str:
         f"Full replay pipeline ({f['pipeline_events']:,} events): {f['pipeline_events_per_s']:,.0f} events/s",
         f"Flink-SQL-only baseline (same jobs, UDF calls replaced by SQL): {f['baseline_events_per_s']:,.0f} events/s",
         f"pipeline / baseline: {f['pipeline_to_baseline']:.2f}   (target >= 0.8)",
-        f"memory: {f['rss_mb_per_1000_forests']:,.0f} MB per 1,000 site forests",
+        f"memory: {f['rss_mb_per_1000_forests']:,.0f} MB per 1,000 site forests (Python UDF, aws)",
+        *([benchkeyed_text(f["keyed"])] if "keyed" in f else []),
     ])
+
+
+def benchkeyed_text(keyed: dict[str, Any]) -> str:
+    from clicklab import benchkeyed
+
+    return benchkeyed.format_keyed(keyed)

@@ -208,6 +208,17 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         figures = benchlive.run(args.build / "bench-live", duration_s=args.duration, scale=args.scale)
         print(json.dumps(figures, indent=2) if args.json else benchlive.format_figures(figures))
         return
+    if args.sites is not None or args.parallelism is not None:
+        from clicklab import benchkeyed, flink
+
+        flink.check_java()
+        top = args.parallelism or 2
+        if top < 1:
+            raise ClicklabError(f"--parallelism must be >= 1, got {top}")
+        keyed = benchkeyed.run(args.build / "bench" / "cluster", args.sites or 10_000, args.windows,
+                               tuple(sorted({1, top})))
+        print(json.dumps({"keyed": keyed}, indent=2) if args.json else benchkeyed.format_keyed(keyed))
+        return
     from clicklab import bench
 
     figures = bench.run_all(args.build / "bench", quick=args.quick)
@@ -371,6 +382,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--duration", type=float, default=240.0, metavar="S", help="--live: seconds of live traffic")
     b.add_argument("--scale", type=float, default=1200.0,
                    help="--live: times the lab scenario's rates (1200: about 20,000 events/s)")
+    b.add_argument("--sites", type=int, default=None, metavar="N",
+                   help="only the keyed scorer on the cluster, N sites (default 10,000), at parallelism 1 and P")
+    b.add_argument("--parallelism", type=int, default=None, metavar="P", help="--sites: the highest parallelism (2)")
+    b.add_argument("--windows", type=int, default=300, metavar="W", help="--sites: 10-second windows per site")
     b.set_defaults(func=_cmd_bench)
 
     from clicklab.javaudf import JAVA_UDF_JAR

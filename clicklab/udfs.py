@@ -54,10 +54,9 @@ def register(t_env: Any, detector: Detector | None = None, keyed: bool = True) -
     the scalar functions). The scalar forest function follows the backend (``java``: the jar's);
     ``IS_ANOMALY`` is always the Python one.
     """
-    from clicklab_udf.functions import is_anomaly, random_cut_forest
-
     from clicklab import javaudf
     from clicklab.exceptions import ClicklabError
+    from clicklab_udf.functions import is_anomaly, random_cut_forest
 
     detector = detector or Detector()
     params = detector.forest_params()

@@ -74,7 +74,8 @@ def test_jobs_carry_the_labs_names_and_scoring_reads_in_order_only_on_a_replay(t
     assert notebook.job_name("anomalydetectionstream") == "#9 Anomaly stream"
     replay = notebook.Lab(settings.DEFAULT_DATASET, tmp_path, t_env=None).variables()
     on_line = notebook.Lab(settings.DEFAULT_DATASET, tmp_path, t_env=None, live=True).variables()
-    assert replay["order_by_time"] == "ORDER BY rowtime" and on_line["order_by_time"] == ""
+    assert (replay["ctr_input"], replay["scores_input"]) == ("ctr_in_time_order", "scores_in_time_order")
+    assert (on_line["ctr_input"], on_line["scores_input"]) == ("ctrstream", "destinationstream")
     assert "'source.monitor-interval'" in on_line["ddl"] and "'source.monitor-interval'" not in replay["ddl"]
 
 

@@ -108,7 +108,8 @@ def test_local_note_uses_the_filesystem_tables_and_our_python_functions(tmp_path
     ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
     assert ddl.count("'connector' = 'filesystem'") == STREAMS and str(settings.DEFAULT_DATASET.resolve()) in ddl
     assert paragraph(data, "#2 Register the RANDOM_CUT_FOREST UDF")["text"].startswith("%flink.pyflink\n")
-    assert "IS_ANOMALY(score, site)" in paragraph(data, "#9 Anomaly stream")["text"]
+    anomalies = paragraph(data, "#9 Anomaly stream")["text"]
+    assert "ANOMALY_DECISIONS(TABLE scores_in_time_order PARTITION BY site)" in anomalies
     assert data["name"] != export(tmp_path, target="studio")[1]["name"]
 
 

@@ -1,0 +1,211 @@
+"""``clicklab bench --sites N --parallelism P``: the keyed scorer on the cluster, at scale.
+
+One job on the standalone cluster of ``clicklab cluster up``: ``RANDOM_CUT_FOREST(TABLE keyed_input
+PARTITION BY site, DESCRIPTOR(ctr))`` with the default forest (100 trees x 256 samples) over ``sites`` sites
+x ``windows`` 10-second windows of CTR, written beforehand in time order (one file per group of sites), so
+the job measures the scorer and its keyed state, not the windows before it. The source keeps watching its
+folder (as a live stream does), so the job keeps its state after the last row, and then is measured:
+
+* ``points_per_s``: rows through the function per second, from its first input row to its last;
+* ``state_bytes_per_site``: the function's keyed state in a checkpoint taken after the last row (all
+  sites' forests, each with a full sample when ``windows`` >= 256), divided by the sites;
+* ``heap_mb_per_1000_sites``: the TaskManagers' Java heap in use after a full GC (``jcmd GC.run``), less
+  what it was before the job, per 1,000 sites (the forests in state and the ones a task keeps decoded);
+* ``checkpoint_s``: that checkpoint's duration, trigger to acknowledged;
+* ``recovery_s`` (with ``fault=True``): ``kill -9`` of a TaskManager to the job running again from its
+  latest checkpoint on the TaskManager left.
+
+:func:`run` does it at parallelism 1 and 2 and returns the ``keyed`` object of ``clicklab bench --json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clicklab import cluster, flink, javaudf, settings
+from clicklab.exceptions import ClicklabError
+
+log = logging.getLogger(__name__)
+
+#: Files the input is written to (sites are spread over them, each file in time order).
+FILES = 8
+
+START_S = 1_692_792_000  # 2023-08-23 12:00:00 UTC, as the lab replay
+
+
+def write_input(folder: Path, sites: int, windows: int, seed: int = 0) -> int:
+    """CTR rows ``site, time, ctr`` of ``sites`` sites x ``windows`` windows into ``folder``; return the rows."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("part-*.json"):
+        old.unlink()
+    rng = np.random.default_rng(seed)
+    width = max(3, len(str(sites)))
+    names = [f"https://site-{i:0{width}d}.example.com" for i in range(1, sites + 1)]
+    base = rng.uniform(3, 30, sites)
+    handles = [open(folder / f".part-{f}.json.tmp", "w", encoding="utf-8") for f in range(FILES)]  # noqa: SIM115
+    try:
+        for w in range(windows):
+            impressions = rng.poisson(60, sites) + 1
+            clicks = rng.binomial(impressions, base / 100)
+            ctr = clicks / impressions * 100
+            t = START_S + 10 * w
+            for i in range(sites):
+                handles[i % FILES].write(f'{{"site": "{names[i]}", "time": {t}, "ctr": {ctr[i]:.6f}}}\n')
+    finally:
+        for h in handles:
+            h.close()
+    for f in range(FILES):  # appear whole, as the live streams' files do
+        (folder / f".part-{f}.json.tmp").rename(folder / f"part-{f}.json")
+    return sites * windows
+
+
+def _heap_used_mb(build: Path) -> float:
+    """The TaskManagers' Java heap in use after a full GC, MB."""
+    total = 0.0
+    for pid in cluster.taskmanager_pids(build):
+        subprocess.run(["jcmd", str(pid), "GC.run"], capture_output=True, check=False, timeout=120)
+        out = subprocess.run(["jcmd", str(pid), "GC.heap_info"], capture_output=True, text=True, check=False,
+                             timeout=60).stdout
+        # G1: " garbage-first heap   total 524288K, used 123456K [...]"
+        for line in out.splitlines():
+            if "used" in line and "total" in line and "heap" in line:
+                used = line.split("used", 1)[1].strip().split()[0].rstrip(",")
+                total += _kb(used) / 1024
+                break
+        else:
+            raise ClicklabError(f"`jcmd {pid} GC.heap_info` printed no heap total: {out[:200]!r}")
+    return total
+
+
+def _kb(text: str) -> float:
+    units = {"K": 1, "M": 1024, "G": 1024 * 1024}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text) / 1024
+
+
+def _vertex(build: Path, job_id: str, prefix: str) -> dict[str, Any]:
+    for vertex in cluster._rest(cluster.find(build).rest_port, f"/jobs/{job_id}").get("vertices", []):
+        if vertex["name"].startswith(prefix):
+            return vertex
+    raise ClicklabError(f"job {job_id} has no operator named {prefix}...")
+
+
+def _records_in(build: Path, job_id: str) -> int:
+    return int(_vertex(build, job_id, "ProcessTableFunction")["metrics"].get("read-records", 0))
+
+
+def _ptf_state_bytes(build: Path, job_id: str, checkpoint_id: int) -> int:
+    port = cluster.find(build).rest_port
+    details = cluster._rest(port, f"/jobs/{job_id}/checkpoints/details/{checkpoint_id}")
+    ptf = _vertex(build, job_id, "ProcessTableFunction")["id"]
+    task = details["tasks"][ptf]
+    return int(task.get("state_size") or task.get("checkpointed_size") or 0)
+
+
+def run_one(build: Path, sites: int, windows: int, parallelism: int, fault: bool = False,
+            timeout_s: float = 1800.0) -> dict[str, Any]:
+    """One measured job (see the module docstring); the cluster must be up."""
+    from clicklab import faults
+    from clicklab_udf.forest import ForestParams
+
+    folder = build / "bench-keyed" / "ctr"
+    rows = write_input(folder, sites, windows)
+    while len(cluster.taskmanager_pids(build)) < faults.TASKMANAGERS:
+        cluster.add_taskmanager(build)
+    t_env = flink.create_table_env(parallelism, config={"execution.checkpointing.interval": "5 s"},
+                                   target="cluster", build=build)
+    javaudf.register_keyed(t_env, ForestParams(), settings.ANOMALY_THRESHOLD, adaptive=True)
+    for statement in (
+        "DROP TABLE IF EXISTS keyed_input", "DROP TABLE IF EXISTS keyed_sink",
+        f"""CREATE TABLE keyed_input (site STRING, `time` BIGINT, ctr DOUBLE,
+              rowtime AS TO_TIMESTAMP_LTZ(`time` * 1000, 3), WATERMARK FOR rowtime AS rowtime - INTERVAL '10' SECOND)
+            WITH ('connector' = 'filesystem', 'path' = '{folder}', 'format' = 'json',
+                  'source.monitor-interval' = '1 s')""",
+        "CREATE TABLE keyed_sink (site STRING, `time` BIGINT, score DOUBLE) WITH ('connector' = 'blackhole')",
+    ):
+        flink.execute(t_env, statement)
+    heap_before = _heap_used_mb(build)
+    t_env.get_config().set("pipeline.name", f"bench keyed: {sites} sites, P={parallelism}")
+    result = t_env.execute_sql(
+        "INSERT INTO keyed_sink SELECT site, `time`, anomaly_score FROM "
+        "RANDOM_CUT_FOREST(TABLE keyed_input PARTITION BY site, DESCRIPTOR(ctr))")
+    job_id = str(result.get_job_client().get_job_id())
+    out: dict[str, Any] = {"sites": sites, "windows": windows, "points": rows, "parallelism": parallelism}
+    try:
+        cluster.wait_for(lambda: _records_in(build, job_id) > 0, f"job {job_id} to score its first row", timeout_s)
+        first = time.monotonic()
+        last_count, last_change = 0, first
+        while (count := _records_in(build, job_id)) < rows:
+            if count != last_count:
+                last_count, last_change = count, time.monotonic()
+            if time.monotonic() - last_change > 60:
+                raise ClicklabError(f"job {job_id} scored {count:,} of {rows:,} rows and then nothing for a minute")
+            time.sleep(0.2)
+        out["points_per_s"] = rows / (time.monotonic() - first)
+        done_ckpt = cluster.checkpoints(build, job_id).completed
+        cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= done_ckpt + 2,
+                         f"two checkpoints of job {job_id} after its last row", timeout_s)
+        port = cluster.find(build).rest_port
+        latest = cluster._rest(port, f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+        out["state_bytes_per_site"] = _ptf_state_bytes(build, job_id, latest["id"]) / sites
+        out["checkpoint_s"] = latest["end_to_end_duration"] / 1000
+        out["heap_mb_per_1000_sites"] = (_heap_used_mb(build) - heap_before) * 1000 / sites
+        if fault:
+            struck_ms = time.time() * 1000
+            cluster.kill_taskmanager(build)
+            ran = cluster.wait_for(lambda: faults._ran_again_after(build, job_id, struck_ms),
+                                   f"job {job_id} to run again after a TaskManager was killed", timeout_s)
+            out["recovery_s"] = (ran - struck_ms) / 1000
+    finally:
+        cluster.cancel(build, job_id)
+    return out
+
+
+def run(build: Path = settings.DEFAULT_BUILD, sites: int = 10_000, windows: int = 300,
+        parallelism: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+    """The ``keyed`` figures: one job per parallelism; the last one also measures recovery."""
+    if sites < 1 or windows < 1:
+        raise ValueError(f"sites and windows must be >= 1, got {sites} and {windows}")
+    cluster.up(build)
+    runs = {}
+    for p in parallelism:
+        log.info("keyed scorer: %s sites x %s windows at parallelism %s ...", f"{sites:,}", windows, p)
+        runs[p] = run_one(build, sites, windows, p, fault=p == parallelism[-1])
+    last = runs[parallelism[-1]]
+    keyed = {"sites": sites, "windows": windows}
+    for p, r in runs.items():
+        keyed[f"parallelism_{p}_points_per_s"] = r["points_per_s"]
+    keyed.update({k: last[k] for k in ("state_bytes_per_site", "heap_mb_per_1000_sites", "checkpoint_s",
+                                       "recovery_s") if k in last})
+    keyed["rss_mb_per_1000_sites"] = keyed["heap_mb_per_1000_sites"]
+    return keyed
+
+
+def format_keyed(k: dict[str, Any]) -> str:
+    lines = [f"Keyed RANDOM_CUT_FOREST on the cluster ({k['sites']:,} sites x {k['windows']} windows, "
+             "100 trees x 256):"]
+    for key, value in k.items():
+        if key.startswith("parallelism_"):
+            p = key.split("_")[1]
+            lines.append(f"  parallelism {p}: {value:>10,.0f} points/s")
+    if "parallelism_1_points_per_s" in k and "parallelism_2_points_per_s" in k:
+        lines.append(f"  P=2 / P=1: {k['parallelism_2_points_per_s'] / k['parallelism_1_points_per_s']:.2f}   "
+                     "(target >= 1.5; >= 20,000 points/s at P=2)")
+    lines += [
+        f"  state per site (checkpoint): {k['state_bytes_per_site'] / 1024:,.1f} KB   (target <= 200 KB)",
+        f"  heap per 1,000 sites: {k['heap_mb_per_1000_sites']:,.1f} MB",
+        f"  checkpoint: {k['checkpoint_s']:.2f} s",
+    ]
+    if "recovery_s" in k:
+        lines.append(f"  recovery (TaskManager killed -> running again): {k['recovery_s']:.1f} s")
+    return "\n".join(lines)
+
+
+def dumps(k: dict[str, Any]) -> str:
+    return json.dumps(k, indent=1)
