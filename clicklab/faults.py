@@ -85,15 +85,16 @@ def view_statements(number: str) -> list[str]:
     return [c for c in cells.sql_cells(path) if "CREATE TEMPORARY VIEW" in c.upper()]
 
 
-def session(dataset: Path, build: Path, detector: udfs.Detector | None = None) -> Lab:
+def session(dataset: Path, build: Path, detector: udfs.Detector | None = None,
+            config: dict[str, str] | None = None) -> Lab:
     """A replay session whose jobs run on the cluster of ``build`` (started if needed), checkpointing every
-    second, with the lab's tables, functions and ordered views."""
+    second, with the lab's tables, functions and ordered views (and ``config`` on top)."""
     cluster.up(build)
     while len(cluster.taskmanager_pids(build)) < TASKMANAGERS:  # one may have been killed by an earlier fault
         cluster.add_taskmanager(build)
     t_env = flink.create_table_env(
         config={"execution.checkpointing.interval": CHECKPOINT_INTERVAL,
-                "execution.checkpointing.mode": "EXACTLY_ONCE"},
+                "execution.checkpointing.mode": "EXACTLY_ONCE", **(config or {})},
         target="cluster", build=build)
     lab = Lab(dataset, build, t_env)
     lab.create_tables()
@@ -112,17 +113,19 @@ def run_upstream(lab: Lab) -> None:
             lab.run(sqltext.substitute(sql, lab.variables()))
 
 
-def _submit(lab: Lab, sql: str, name: str, parallelism: int, restore: str | None = None) -> Any:
+def _submit(lab: Lab, sql: str, name: str, parallelism: int) -> Any:
     conf = lab.t_env.get_config()
     conf.set("parallelism.default", str(parallelism))
     conf.set("pipeline.name", name)
-    if restore is None:
-        return lab.t_env.execute_sql(sql)
-    conf.set(RESTORE_KEY, restore)
-    try:
-        return lab.t_env.execute_sql(sql)
-    finally:
-        conf.get_configuration().remove_config(RESTORE_KEY)
+    return lab.t_env.execute_sql(sql)
+
+
+def _resumed(lab: Lab, savepoint: str) -> Lab:
+    """A session like ``lab``'s whose next job starts from ``savepoint``. A session of its own: a table
+    environment hands its options to its jobs' environment for good, so the option could not be taken back
+    for the jobs after it."""
+    again = session(lab.dataset, lab.build, lab.detector, config={RESTORE_KEY: savepoint})
+    return again
 
 
 def _job_id(result: Any) -> str:
@@ -178,7 +181,7 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
             savepoint = cluster.stop_with_savepoint(build, job_id, timeout_s)
             struck = time.monotonic()
             log.info("stopped job %s with savepoint %s", job_id, savepoint)
-            result = _submit(lab, sql, name, parallelism, restore=savepoint)
+            result = _submit(_resumed(lab, savepoint), sql, name, parallelism)
             old, job_id = job_id, _job_id(result)
             cluster.wait_for(lambda: cluster.job_state(build, job_id) in ("RUNNING", "FAILED", "FINISHED"),
                              f"job {job_id} (resumed from {old}) to run", timeout_s)

@@ -16,7 +16,7 @@ import pytest
 
 from clicklab_udf.forest import BACKENDS, ForestParams, KeyedForests, Scored, aws_options, key_seed
 
-SMALL = ForestParams(number_of_trees=40, sub_sample_size=64, warmup=64)
+SMALL = ForestParams(number_of_trees=40, sub_sample_size=64, warmup=64, backend="aws")  # krcf, against krcf
 UDF_DIR = Path(__file__).resolve().parent.parent / "udf"
 
 
@@ -109,7 +109,7 @@ def test_same_seed_same_scores_in_another_process():
     code = (
         "import json, sys\n"
         "from clicklab_udf.forest import ForestParams, KeyedForests\n"
-        "f = KeyedForests(ForestParams(number_of_trees=40, sub_sample_size=64, warmup=64))\n"
+        "f = KeyedForests(ForestParams(number_of_trees=40, sub_sample_size=64, warmup=64, backend='aws'))\n"
         "print(json.dumps([f.score('https://www.mysite.com', v).score for v in json.loads(sys.stdin.read())]))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(UDF_DIR), "PYTHONHASHSEED": "12345"}
@@ -166,7 +166,7 @@ def test_numbers_of_any_numeric_type_are_accepted():
         ("time_decay", math.nan, "time_decay must be a finite number >= 0, got nan"),
         ("time_decay", "100000", "time_decay must be a finite number >= 0, got '100000'"),
         ("seed", "42", "seed must be an integer, got '42'"),
-        ("backend", "spark", "backend must be one of 'aws', 'rrcf', 'java', got 'spark'"),
+        ("backend", "spark", "backend must be one of 'compact', 'aws', 'rrcf', 'java', got 'spark'"),
     ],
 )
 def test_parameters_are_validated_by_name_and_value(field, value, message):
@@ -178,7 +178,7 @@ def test_parameters_are_validated_by_name_and_value(field, value, message):
 def test_defaults_are_kinesis_data_analytics_and_time_decay_maps_to_aws_lambda():
     p = ForestParams()
     assert (p.number_of_trees, p.sub_sample_size, p.time_decay, p.shingle_size) == (100, 256, 100_000.0, 1)
-    assert (p.seed, p.warmup, p.backend) == (42, 65, "aws")  # warm-up: 1 + sub_sample_size // 4, as AWS's
+    assert (p.seed, p.warmup, p.backend) == (42, 65, "compact")  # warm-up: 1 + sub_sample_size // 4, as AWS's
     assert ForestParams(sub_sample_size=12).warmup == 4 and ForestParams(sub_sample_size=12, warmup=0).warmup == 0
     assert aws_options(p, 1)["lambda"] == pytest.approx(1e-5)
     assert aws_options(ForestParams(time_decay=2560), 1)["lambda"] == pytest.approx(1 / 2560)

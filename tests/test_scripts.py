@@ -26,6 +26,7 @@ import yaml
 
 from clicklab import streams
 from clicklab.alerts import handler, kinesis, local
+from clicklab.streams import STREAM_NAMES
 from scripts import awslab, deploy, producer, teardown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +46,7 @@ def resources(kind: str) -> dict[str, Any]:
 # the template, read
 
 
-LAB_STREAMS = {"tickerstream", "impressionstream", "clickstream", "ctrstream", "destinationstream",
-               "anomalydetectionstream"}
+LAB_STREAMS = set(STREAM_NAMES)  # the six of the lab and the dead-letter stream badevents
 
 
 def test_the_templates_streams_are_the_labs():
@@ -71,7 +71,7 @@ def test_the_roles_grant_only_what_each_needs():
                                     "Resource": {"Ref": "AlertTopic"}}
     assert lam["AlertState"]["Resource"] == {"Fn::GetAtt": ["AlertStateTable", "Arn"]}
     studio = {s["Sid"]: s for s in _statements("StudioRole")}
-    assert len(studio["ReadAndWriteTheLabStreams"]["Resource"]) == 6
+    assert len(studio["ReadAndWriteTheLabStreams"]["Resource"]) == len(LAB_STREAMS)
     assert studio["ReadTheUdfJar"]["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]  # read only
     for statement in _statements("AlertFunctionRole") + _statements("StudioRole"):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]

@@ -69,7 +69,10 @@ warmup           None     values a key must have seen before its scores are emit
                           library does (its ``outputAfter`` default): ``1 + sub_sample_size // 4``
                           values (65 for 256 samples, 4 for the SQL lab's 12). A key also warms up
                           while its first shingle fills (``shingle_size - 1`` values).
-backend          "aws"    ``"aws"``: AWS's Random Cut Forest (the ``krcf`` package, Rust; the same
+backend          "compact" ``"compact"``: the compact forest of the keyed ``RANDOM_CUT_FOREST``
+                          (:mod:`clicklab_udf.compact`, the twin of ``CompactForest.java``; seeded
+                          as the Java function seeds a key, so the same scores as the pipeline's);
+                          ``"aws"``: AWS's Random Cut Forest (the ``krcf`` package, Rust; the same
                           algorithm as AWS's Java library, checked by the tests);
                           ``"rrcf"``: the pure-Python ``rrcf`` library (about 200x slower);
                           ``"java"``: AWS's Java library in a Java Flink function (``udf/java``),
@@ -85,7 +88,8 @@ steadier; ``clicklab run`` prints the false alarms after warm-up on the replay f
 
 Backends
 --------
-``aws`` (default) is what the lab's threshold of 2 is meant for. ``rrcf`` is the library of
+``compact`` (default) is what the keyed pipeline runs, on AWS's scale (see :mod:`clicklab_udf.compact`).
+``aws`` is AWS's own algorithm, what the lab's threshold of 2 was made for. ``rrcf`` is the library of
 Bartos et al. (``rrcf`` on PyPI): a forest of ``number_of_trees`` ``RCTree``, each over a sliding
 window of the last ``sub_sample_size`` shingles (first in, first out, as in rrcf's streaming
 example), each tree drawing its cuts from its own seeded generator. A value is inserted into every

@@ -1,18 +1,18 @@
 """The Flink adapters: thin ``ScalarFunction`` wrappers around the forest and the threshold.
 
-Registered in a session by :func:`clicklab.udfs.register` as
+The scalar functions of ``clicklab score`` and ``clicklab evaluate`` (the lab's pipeline runs the keyed Java
+functions instead, see :mod:`clicklab.udfs`). Registered by :func:`clicklab.udfs.register` as
 
-* ``RANDOM_CUT_FOREST(value [, key [, time]])`` -> DOUBLE: the anomaly score of ``value`` against the
-  forest of ``key`` (score-then-update; 0.0 while the key warms up);
 * ``RANDOM_CUT_FOREST_WITH_FLAG(value [, key [, time]])`` -> ROW<score DOUBLE, warming_up BOOLEAN>;
 * ``IS_ANOMALY(score [, key [, warming_up]])`` -> BOOLEAN: the anomaly decision (fixed or adaptive);
   without ``warming_up``, a score of exactly 0.0 (what RANDOM_CUT_FOREST returns while a key warms
   up) counts as warming up.
 
 Each keeps its state (one forest, one score history per key) in the Python worker for the life of
-the job. Both are declared non-deterministic, so the planner never calls them twice for one row.
-Rows of one key must reach the same worker: the lab's jobs run at parallelism 1; see the README for
-running them wider.
+the job, outside Flink's state: rows of one key must reach the same worker in order (``clicklab score``
+runs at parallelism 1), and a restart forgets them. Both are declared non-deterministic, so the planner
+never calls them twice for one row. :func:`random_cut_forest` (without the flag) still builds the plain
+``RANDOM_CUT_FOREST(value [, key [, time]])`` -> DOUBLE for sessions that want the scalar form.
 """
 
 from __future__ import annotations
