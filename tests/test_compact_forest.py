@@ -5,7 +5,9 @@ Python-only tests are unmarked; those that run javac/java are marked ``flink`` (
 
 from __future__ import annotations
 
+import hashlib
 import math
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -299,3 +301,51 @@ def test_java_bad_parameters_name_the_parameter(classes: Path, args: list[str], 
     done = _java(classes, args, ["1.0"])
     assert done.returncode == 2
     assert name in done.stderr
+
+
+def _pinned_inputs(n: int, seed: int, dims: int = 1, decimals: int = 3, spikes: tuple[int, ...] = ()) -> list[str]:
+    """Input lines from ``random.Random`` (its ``random()`` stream is stable across Python versions)."""
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        row = [round(10.0 + sum(rng.random() for _ in range(4)) - 2.0, decimals) for _ in range(dims)]
+        if i in spikes:
+            row = [60.0] * dims
+        lines.append(",".join(repr(v) for v in row))
+    return lines
+
+
+# Produced by the Java class of commit 55d5caf (before the speed-ups): sha256 (first 16 hex digits) of the score
+# lines and of the final state bytes, the last score and the largest. Any change of the algorithm (a score bit,
+# a state byte) fails here; change these only together with the Python twin and on purpose.
+PINNED = [
+    (["--trees", "100", "--sample", "256", "--decay", "100000"], (2500, 1, 1, 3, (1800,)),
+     "7987d7fa2c6f5e52", "8b42376a2159548c", "0.7759620747279571", "7.771627115746272"),
+    (["--trees", "100", "--sample", "256", "--decay", "300"], (2500, 2, 1, 1, ()),
+     "57f056f63a5952a9", "0fb15e7b219a7657", "0.8504703720022052", "3.2158108003246393"),
+    (["--trees", "40", "--sample", "64", "--decay", "50", "--roundtrip-every", "7"], (1500, 3, 1, 2, ()),
+     "6f8ffcd3a73340a7", "41c56396a4196d59", "0.6864890529160863", "3.1490806435216845"),
+    (["--trees", "100", "--sample", "12", "--decay", "0"], (1000, 4, 1, 3, ()),
+     "836f8b1f4b201c21", "d9fe8be77340faec", "1.453529019124337", "2.067992106628322"),
+    (["--trees", "20", "--sample", "32", "--decay", "60", "--pool", "40", "--general"], (600, 5, 1, 1, ()),
+     "be9264d26f0a3367", "bfe39fa42f37e313", "0.7006181136666616", "2.833514662507632"),
+    (["--trees", "10", "--sample", "32", "--decay", "80", "--shingle", "3"], (700, 6, 1, 3, ()),
+     "5bf980f9e26fd181", "97cab1c69dfe9216", "0.8107048624898873", "1.9427847472683186"),
+    (["--trees", "8", "--sample", "24", "--shingle", "2", "--dims", "2", "--decay", "40"], (600, 7, 2, 1, ()),
+     "f0cd507994c821df", "bc609a3e7b20641a", "1.1394989539046267", "1.7493214478339434"),
+]
+
+
+@pytest.mark.flink
+@pytest.mark.parametrize(("args", "data", "scores_sha", "state_sha", "last", "largest"), PINNED,
+                         ids=[" ".join(p[0]) for p in PINNED])
+def test_java_scores_and_state_are_pinned(classes: Path, args: list[str], data: tuple, scores_sha: str,
+                                          state_sha: str, last: str, largest: str) -> None:
+    n, seed, dims, decimals, spikes = data
+    done = _java(classes, [*args, "--state"], _pinned_inputs(n, seed, dims, decimals, spikes))
+    assert done.returncode == 0, done.stderr
+    scores = done.stdout.splitlines()
+    assert len(scores) == n
+    assert (scores[-1], max(scores, key=float)) == (last, largest)
+    assert hashlib.sha256("\n".join(scores).encode()).hexdigest()[:16] == scores_sha
+    assert hashlib.sha256(bytes.fromhex(done.stderr.strip())).hexdigest()[:16] == state_sha
