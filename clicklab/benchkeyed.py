@@ -167,6 +167,50 @@ def run_one(build: Path, sites: int, windows: int, parallelism: int, fault: bool
     return out
 
 
+def python_route(points: int = 100_000, sites: int = 1_000, state_bytes: int = 16_449) -> dict[str, Any]:
+    """The other route to keyed state, measured for its state alone: a PyFlink DataStream
+    ``KeyedProcessFunction`` that only reads and writes ``state_bytes`` of ``ValueState`` per row (what a Python
+    forest's state would cost; no scoring at all), on a local Flink at parallelism 1. Returns rows/s of the
+    marginal ``points`` (a first job of a tenth of them pays the start-up and the Python workers)."""
+    import os
+    import sys
+
+    os.environ.setdefault("_python_worker_execution_mode", "process")
+    from pyflink.common import Configuration, Types
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.datastream.functions import KeyedProcessFunction
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    class StateOnly(KeyedProcessFunction):
+        def open(self, runtime_context: Any) -> None:
+            self.state = runtime_context.get_state(
+                ValueStateDescriptor("forest", Types.PRIMITIVE_ARRAY(Types.BYTE())))
+
+        def process_element(self, value: Any, ctx: Any) -> Any:
+            held = self.state.value()
+            self.state.update(held if held is not None else bytes(state_bytes))
+            yield value
+
+    def job(n: int) -> float:
+        conf = Configuration()
+        conf.set_string("python.executable", sys.executable)
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
+        env.set_parallelism(1)
+        rows = env.from_collection([(f"site-{i % sites}", float(i)) for i in range(n)],
+                                   type_info=Types.TUPLE([Types.STRING(), Types.DOUBLE()]))
+        out = rows.key_by(lambda r: r[0], key_type=Types.STRING()).process(
+            StateOnly(), output_type=Types.TUPLE([Types.STRING(), Types.DOUBLE()]))
+        out.filter(lambda r: False).print()
+        start = time.monotonic()
+        env.execute("python keyed state only")
+        return time.monotonic() - start
+
+    small = max(1, points // 10)
+    small_s, full_s = job(small), job(points)
+    return {"points": points, "sites": sites, "state_bytes": state_bytes,
+            "rows_per_s": (points - small) / max(full_s - small_s, 1e-9)}
+
+
 def run(build: Path = settings.DEFAULT_BUILD, sites: int = 10_000, windows: int = 300,
         parallelism: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
     """The ``keyed`` figures: one job per parallelism; the last one also measures recovery."""

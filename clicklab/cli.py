@@ -208,6 +208,15 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         figures = benchlive.run(args.build / "bench-live", duration_s=args.duration, scale=args.scale)
         print(json.dumps(figures, indent=2) if args.json else benchlive.format_figures(figures))
         return
+    if args.python_route:
+        from clicklab import benchkeyed, flink
+
+        flink.check_java()
+        figures = benchkeyed.python_route()
+        print(json.dumps({"python_route": figures}, indent=2) if args.json else
+              f"PyFlink KeyedProcessFunction, {figures['state_bytes']:,} B of ValueState per row, no scoring: "
+              f"{figures['rows_per_s']:,.0f} rows/s")
+        return
     if args.sites is not None or args.parallelism is not None:
         from clicklab import benchkeyed, flink
 
@@ -386,6 +395,8 @@ def parser() -> argparse.ArgumentParser:
                    help="only the keyed scorer on the cluster, N sites (default 10,000), at parallelism 1 and P")
     b.add_argument("--parallelism", type=int, default=None, metavar="P", help="--sites: the highest parallelism (2)")
     b.add_argument("--windows", type=int, default=300, metavar="W", help="--sites: 10-second windows per site")
+    b.add_argument("--python-route", action="store_true",
+                   help="only the state cost of the Python route to keyed state (a PyFlink KeyedProcessFunction)")
     b.set_defaults(func=_cmd_bench)
 
     from clicklab.javaudf import JAVA_UDF_JAR

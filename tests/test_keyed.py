@@ -96,8 +96,10 @@ def test_scores_are_the_python_twins_key_by_key_at_any_parallelism(session, para
     assert worst < 1e-9
     assert all(flag == expected[k, t][1] for k, t, _, flag in got.itertuples(index=False))
     assert sum(flag for *_, flag in got.itertuples(index=False)) == PARAMS.warmup * len(KEYS)
-    spikes = got[got[2] > 2]
-    assert set(spikes[0]) == {"alpha", "gamma"}  # the +40 values; beta has none
+    spike_times = {1_700_000_000 + 10 * i for i in (90, 120)}
+    spikes = got[got[1].isin(spike_times) & (got[0] != "beta")][2]
+    assert len(spikes) == 4 and spikes.min() > 2  # the +40 values of alpha and gamma
+    assert got[got[0] == "beta"][2].max() < spikes.min()  # beta has none
 
 
 def test_call_arguments_win_over_job_parameters_as_in_kinesis_data_analytics(session):
@@ -144,7 +146,7 @@ def test_decisions_are_the_python_thresholds(session, tmp_path):
         assert threshold == expected[k, t].threshold or (math.isinf(threshold) and math.isinf(expected[k, t].threshold))
     assert got[3].sum() >= 2  # the spikes are flagged
     fixed = _collect(t_env, "SELECT k, t, score, is_anomaly FROM "
-                            "ANOMALY_DECISIONS(TABLE scores_ordered PARTITION BY k, DESCRIPTOR(score), 2.0, FALSE)")
+                            "ANOMALY_DECISIONS(TABLE scores_ordered PARTITION BY k, DESCRIPTOR(score), 2E0, FALSE)")
     assert all(flag == (score > 2.0) for _, _, score, flag in fixed.itertuples(index=False))
 
 

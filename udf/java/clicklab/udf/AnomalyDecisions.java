@@ -11,7 +11,9 @@
  *
  * Parameters: the call's arguments, else the job parameters threshold.floor, threshold.adaptive,
  * threshold.z, threshold.spike_ratio, threshold.alpha (set by clicklab.javaudf), else 2.0, true, 3.0,
- * 6.0, 0.01. score: the column to judge; absent: the column named score, else anomaly_score.
+ * 6.0, 0.01. score: the column to judge; absent: the column named score, else anomaly_score. floor is a
+ * DOUBLE: write it as a DOUBLE literal (2E0) or CAST(2.5 AS DOUBLE); Flink 2.3 fails to cast a DECIMAL
+ * literal (2.5) to a process table function's DOUBLE argument.
  */
 package clicklab.udf;
 

@@ -79,10 +79,13 @@ public class KeyedRandomCutForest extends ProcessTableFunction<Row> {
             @StateHint ForestState state,
             @ArgumentHint(value = {ArgumentTrait.SET_SEMANTIC_TABLE, ArgumentTrait.PASS_COLUMNS_THROUGH}, name = "input") Row input,
             @ArgumentHint(name = "columns", isOptional = true) ColumnList columns,
+            // integers, as Kinesis Data Analytics' list is (100, 12, 100000, 1); a process table function's
+            // signature is static, and Flink 2.3 cannot cast an INT literal to a DOUBLE argument
             @ArgumentHint(name = "numberOfTrees", isOptional = true) Integer numberOfTrees,
             @ArgumentHint(name = "subSampleSize", isOptional = true) Integer subSampleSize,
-            @ArgumentHint(name = "timeDecay", isOptional = true) Double timeDecay,
+            @ArgumentHint(name = "timeDecay", isOptional = true) Integer timeDecayArg,
             @ArgumentHint(name = "shingleSize", isOptional = true) Integer shingleSize) {
+        Double timeDecay = timeDecayArg == null ? null : timeDecayArg.doubleValue();
         if (valueFields == null) {
             resolveColumns(ctx.tableSemanticsFor("input"), columns);
         }
