@@ -3,6 +3,9 @@ package clicklab.udf;
 import java.io.DataInput;
 import java.io.DataOutput;
 import java.io.IOException;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import java.util.Arrays;
 
 /**
@@ -82,6 +85,25 @@ public final class CompactForest {
     private static final long RIGHT = 0x8CB92BA72F3D8DD7L;
     private static final double TWO_POW_M53 = 0x1.0p-53;
     private static final double LOG2 = StrictMath.log(2.0);
+    /** Levels of the implicit tree whose split positions are cached per tree (at most). */
+    private static final int MAX_CACHED_LEVELS = 8;
+    /** {@code 1.0 / (d + 1.0)} for small depths d. */
+    private static final double[] INV_DEPTH = new double[128];
+    /** {@code StrictMath.log(m + 1.0) / LOG2} for small masses m. */
+    private static final double[] LOG2_1P = new double[4097];
+    /** Big-endian longs in a byte array, as {@link DataOutput#writeLong} writes them. */
+    private static final VarHandle LONG_BE = MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.BIG_ENDIAN);
+    /** Scratch for {@link #writeTo} and {@link #readFrom}, one per thread (not per forest: no heap per key). */
+    private static final ThreadLocal<byte[]> IO_BUFFER = new ThreadLocal<>();
+
+    static {
+        for (int d = 0; d < INV_DEPTH.length; d++) {
+            INV_DEPTH[d] = 1.0 / (d + 1.0);
+        }
+        for (int m = 0; m < LOG2_1P.length; m++) {
+            LOG2_1P[m] = StrictMath.log(m + 1.0) / LOG2;
+        }
+    }
 
     private final int numberOfTrees;
     private final int sampleSize;
@@ -103,6 +125,8 @@ public final class CompactForest {
     /** The last {@code shingleSize} inputs, oldest first ({@code shingleFill} of them so far). */
     private final double[] shingle;
     private int shingleFill;
+    /** The current point (a copy of the full shingle), scratch of {@link #scoreThenUpdate}. */
+    private final double[] point;
 
     /** Pool: {@code poolCount} slots of {@code dims} values, their sequence indexes and weights. */
     private int poolCount;
@@ -121,6 +145,15 @@ public final class CompactForest {
     private final int[] maxSlot;
     /** Per tree: the member key root. */
     private final long[] memberRoot;
+    /** Per tree: the identity of its root node. */
+    private final long[] treeRoot;
+    /**
+     * 1-D only, per tree {@code cacheNodes} entries: the split position (index in tree j's list minus
+     * {@code j * sampleSize}; 0: not yet known) of the node with heap index {@code h} (root 1, children
+     * {@code 2h}, {@code 2h + 1}) of the top levels. Filled while scoring, cleared when the tree's list changes.
+     */
+    private final char[] splitCache;
+    private final int cacheNodes;
 
     private boolean forceGeneral;
 
@@ -175,6 +208,7 @@ public final class CompactForest {
         this.treeKey = mix64(seed ^ TREE_SALT);
         this.memberKey = mix64(seed ^ MEMBER_SALT);
         this.shingle = new double[dims];
+        this.point = new double[dims];
         this.values = new double[poolSize * dims];
         this.sequence = new long[poolSize];
         this.weight = new double[poolSize];
@@ -182,9 +216,14 @@ public final class CompactForest {
         this.maxKey = new long[numberOfTrees];
         this.maxSlot = new int[numberOfTrees];
         this.memberRoot = new long[numberOfTrees];
+        this.treeRoot = new long[numberOfTrees];
         for (int j = 0; j < numberOfTrees; j++) {
             memberRoot[j] = mix64(memberKey + (j + 1L) * GOLDEN);
+            treeRoot[j] = rootOf(j);
         }
+        int levels = Math.min(MAX_CACHED_LEVELS, 32 - Integer.numberOfLeadingZeros(sampleSize - 1));
+        this.cacheNodes = sorted1d ? 1 << levels : 0;
+        this.splitCache = new char[numberOfTrees * cacheNodes];
     }
 
     /** {@code max(POOL_FACTOR * sampleSize, MIN_POOL)}, at most {@link #MAX_POOL} (and at least {@code sampleSize}). */
@@ -364,7 +403,7 @@ public final class CompactForest {
     }
 
     private double normaliser() {
-        return StrictMath.log(count + 1.0) / LOG2;
+        return log2OnePlus(count);
     }
 
     private void checkInput(double[] input) {
@@ -379,7 +418,7 @@ public final class CompactForest {
         }
     }
 
-    /** Shift the input into the shingle; the point (a new array) when the shingle is full, else null. */
+    /** Shift the input into the shingle; the point ({@link #point}, reused) when the shingle is full, else null. */
     private double[] nextPoint(double[] input) {
         checkInput(input);
         if (shingleFill == shingleSize) {
@@ -389,7 +428,11 @@ public final class CompactForest {
             System.arraycopy(input, 0, shingle, shingleFill * inputDimensions, inputDimensions);
             shingleFill++;
         }
-        return shingleFill == shingleSize ? shingle.clone() : null;
+        if (shingleFill < shingleSize) {
+            return null;
+        }
+        System.arraycopy(shingle, 0, point, 0, dims);
+        return point;
     }
 
     // ------------------------------------------------------------------ pool and tree membership
@@ -490,6 +533,7 @@ public final class CompactForest {
     /** Add {@code slot} to tree j's list that holds {@code n} members. */
     private void add(int j, int slot, int n) {
         int base = j * sampleSize;
+        changed(j);
         if (!sorted1d) {
             members[base + n] = (char) slot;
             return;
@@ -514,6 +558,7 @@ public final class CompactForest {
     /** Remove {@code slot} (whose value is {@code v}) from tree j's list that holds {@code n} members. */
     private void remove(int j, int slot, double v, int n) {
         int base = j * sampleSize;
+        changed(j);
         int at;
         if (sorted1d) {
             int lo = base;
@@ -536,6 +581,13 @@ public final class CompactForest {
                 at++;
             }
             members[at] = members[base + n - 1];
+        }
+    }
+
+    /** Tree j's list changes: forget its cached splits. */
+    private void changed(int j) {
+        if (cacheNodes > 0) {
+            Arrays.fill(splitCache, j * cacheNodes, (j + 1) * cacheNodes, (char) 0);
         }
     }
 
@@ -565,24 +617,36 @@ public final class CompactForest {
         worst = best;
     }
 
-    /** Rebuild every tree's members from the pool (on restore): its {@code count} smallest keys. */
+    /**
+     * Rebuild every tree's members from the pool (on restore): its {@code count} smallest keys, listed in the
+     * order of {@link #add} (1-D: by (value, slot), else by slot).
+     */
     private void rebuildTrees() {
         count = Math.min(sampleSize, poolCount);
+        if (count == 0) {
+            return;
+        }
+        int[] order = new int[poolCount];
+        for (int s = 0; s < poolCount; s++) {
+            order[s] = s;
+        }
+        if (sorted1d) {
+            sortByValue(order);
+        }
         long[] keys = new long[poolCount];
+        long[] work = new long[poolCount];
         for (int j = 0; j < numberOfTrees; j++) {
-            if (count == 0) {
-                continue;
-            }
             for (int s = 0; s < poolCount; s++) {
                 keys[s] = keyOf(j, sequence[s]);
             }
-            long[] sortedKeys = keys.clone();
-            Arrays.sort(sortedKeys);
-            long threshold = sortedKeys[count - 1];
+            System.arraycopy(keys, 0, work, 0, poolCount);
+            long threshold = select(work, poolCount, count - 1);
+            int base = j * sampleSize;
             int n = 0;
-            for (int s = 0; s < poolCount; s++) {
+            for (int i = 0; i < poolCount; i++) {
+                int s = order[i];
                 if (keys[s] <= threshold) {
-                    add(j, s, n++);
+                    members[base + n++] = (char) s;
                     if (keys[s] == threshold) {
                         maxKey[j] = threshold;
                         maxSlot[j] = s;
@@ -590,6 +654,72 @@ public final class CompactForest {
                 }
             }
         }
+    }
+
+    /** Sort pool slots by (value, slot), the order of the 1-D member lists (a merge sort; stable, so by slot on ties). */
+    private void sortByValue(int[] slots) {
+        int n = slots.length;
+        int[] from = slots;
+        int[] to = new int[n];
+        for (int width = 1; width < n; width *= 2) {
+            for (int lo = 0; lo < n; lo += 2 * width) {
+                int mid = Math.min(lo + width, n);
+                int hi = Math.min(lo + 2 * width, n);
+                int i = lo;
+                int k = mid;
+                int o = lo;
+                while (i < mid && k < hi) {
+                    // take the right one only when strictly smaller: equal values keep slot order
+                    to[o++] = values[from[k]] < values[from[i]] ? from[k++] : from[i++];
+                }
+                while (i < mid) {
+                    to[o++] = from[i++];
+                }
+                while (k < hi) {
+                    to[o++] = from[k++];
+                }
+            }
+            int[] t = from;
+            from = to;
+            to = t;
+        }
+        if (from != slots) {
+            System.arraycopy(from, 0, slots, 0, n);
+        }
+    }
+
+    /** The k-th smallest (0-based) of {@code a[0, n)} (distinct values; reorders {@code a}). */
+    private static long select(long[] a, int n, int k) {
+        int lo = 0;
+        int hi = n - 1;
+        while (lo < hi) {
+            long pivot = a[(lo + hi) >>> 1];
+            int i = lo;
+            int r = hi;
+            while (i <= r) {
+                while (a[i] < pivot) {
+                    i++;
+                }
+                while (a[r] > pivot) {
+                    r--;
+                }
+                if (i <= r) {
+                    long t = a[i];
+                    a[i] = a[r];
+                    a[r] = t;
+                    i++;
+                    r--;
+                }
+            }
+            if (k <= r) {
+                hi = r;
+            } else if (k >= i) {
+                lo = i;
+            } else {
+                return a[k];
+            }
+        }
+        return a[k];
     }
 
     /** First index in [lo, hi) of tree list {@code m} whose value is > v (hi if none). */
@@ -618,54 +748,84 @@ public final class CompactForest {
         }
     }
 
-    /** The unnormalised score of x in tree j, 1-D sorted member list. */
+    /**
+     * The unnormalised score of x in tree j, 1-D sorted member list: the node's points are {@code [lo, hi)}, its box
+     * {@code [v[lo], v[hi - 1]]}; the split position of the top levels comes from {@link #splitCache}.
+     */
     private double score1d(double x, int j) {
         final double[] v = values;
         final char[] mem = members;
-        int lo = j * sampleSize;
-        int hi = lo + count;
-        long node = rootOf(j);
+        final char[] cache = splitCache;
+        final int base = j * sampleSize;
+        final int cacheBase = j * cacheNodes;
+        int lo = base;
+        int hi = base + count;
+        long node = treeRoot[j];
+        int heap = 1;
         int depth = 0;
         double sum = 0.0;
         double keep = 1.0;
-        while (true) {
-            double a = v[mem[lo]];
-            double b = v[mem[hi - 1]];
-            if (a == b) {
-                break;
-            }
+        double a = v[mem[lo]];
+        double b = v[mem[hi - 1]];
+        while (a != b) {
             double range = b - a;
             double gap = x < a ? a - x : (x > b ? x - b : 0.0);
             if (gap > 0) {
                 double p = gap / (range + gap);
-                sum += keep * p * (1.0 / (depth + 1.0));
+                sum += keep * p * invDepth(depth);
                 keep *= 1.0 - p;
             }
             double cut = a + unit(node) * range;
             if (cut >= b) {
                 cut = Math.nextDown(b);
             }
-            int split = upperBound(lo, hi, cut);
+            int split;
+            if (heap < cacheNodes) {
+                int c = cache[cacheBase + heap];
+                if (c == 0) {
+                    split = upperBound(lo, hi, cut);
+                    cache[cacheBase + heap] = (char) (split - base);
+                } else {
+                    split = base + c;
+                }
+            } else {
+                split = upperBound(lo, hi, cut);
+            }
             boolean left = x <= cut;
             if (left) {
                 hi = split;
+                b = v[mem[hi - 1]];
+                heap = 2 * heap;
             } else {
                 lo = split;
+                a = v[mem[lo]];
+                heap = 2 * heap + 1;
+            }
+            if (heap >= cacheNodes) {
+                heap = cacheNodes; // below the cached levels (and never overflows)
             }
             node = child(node, left);
             depth++;
         }
-        double leafValue = v[mem[lo]];
         int mass = hi - lo;
-        if (x == leafValue) {
+        if (x == a) {
             return sum + keep * seenScore(depth, mass);
         }
-        return sum + keep * (1.0 / (depth + 1.0));
+        return sum + keep * invDepth(depth);
+    }
+
+    private static double invDepth(int depth) {
+        return depth < INV_DEPTH.length ? INV_DEPTH[depth] : 1.0 / (depth + 1.0);
+    }
+
+    /** {@code StrictMath.log(m + 1.0) / LOG2}. */
+    private static double log2OnePlus(int m) {
+        return m < LOG2_1P.length ? LOG2_1P[m] : StrictMath.log(m + 1.0) / LOG2;
     }
 
     private double seenScore(int depth, int mass) {
         double damp = 1.0 - mass / (2.0 * count);
-        return damp * (1.0 / (depth + StrictMath.log(mass + 1.0) / LOG2));
+        return damp * (1.0 / (depth + log2OnePlus(mass)));
     }
 
     /**
@@ -695,7 +855,7 @@ public final class CompactForest {
                 }
             }
         }
-        long node = rootOf(j);
+        long node = treeRoot[j];
         int depth = 0;
         double sum = 0.0;
         double keep = 1.0;
@@ -712,7 +872,7 @@ public final class CompactForest {
             }
             if (gapSum > 0) {
                 double p = gapSum / (rangeSum + gapSum);
-                double unseen = 1.0 / (depth + 1.0);
+                double unseen = invDepth(depth);
                 sum += keep * p * unseen;
                 if (attr != null) {
                     double f = keep * unseen / (rangeSum + gapSum);
@@ -795,7 +955,7 @@ public final class CompactForest {
             }
             return sum + keep * s;
         }
-        double unseen = 1.0 / (depth + 1.0);
+        double unseen = invDepth(depth);
         if (attr != null) {
             double f = keep * unseen / leafGap;
             for (int k = 0; k < d; k++) {
@@ -829,12 +989,27 @@ public final class CompactForest {
             out.writeDouble(shingle[i]);
         }
         out.writeInt(poolCount);
-        for (int i = 0; i < poolCount; i++) {
-            out.writeLong(sequence[i]);
+        // the bulk as DataOutput would write it (big-endian longs, doubleToLongBits), in one write
+        int n = 8 * (poolCount + poolCount * dims);
+        byte[] b = ioBuffer(n);
+        int o = 0;
+        for (int i = 0; i < poolCount; i++, o += 8) {
+            LONG_BE.set(b, o, sequence[i]);
         }
-        for (int i = 0; i < poolCount * dims; i++) {
-            out.writeDouble(values[i]);
+        for (int i = 0; i < poolCount * dims; i++, o += 8) {
+            LONG_BE.set(b, o, Double.doubleToLongBits(values[i]));
         }
+        out.write(b, 0, n);
+    }
+
+    /** This thread's I/O scratch, at least {@code n} bytes. */
+    private static byte[] ioBuffer(int n) {
+        byte[] b = IO_BUFFER.get();
+        if (b == null || b.length < n) {
+            b = new byte[Math.max(n, 1024)];
+            IO_BUFFER.set(b);
+        }
+        return b;
     }
 
     /** A forest from the bytes of {@link #writeTo}. */
@@ -874,12 +1049,15 @@ public final class CompactForest {
             throw new IOException("corrupt CompactForest state: pool count " + n);
         }
         f.poolCount = n;
-        for (int i = 0; i < n; i++) {
-            f.sequence[i] = in.readLong();
+        byte[] b = ioBuffer(8 * (n + n * f.dims));
+        in.readFully(b, 0, 8 * (n + n * f.dims));
+        int o = 0;
+        for (int i = 0; i < n; i++, o += 8) {
+            f.sequence[i] = (long) LONG_BE.get(b, o);
             f.weight[i] = f.weightOf(f.sequence[i]);
         }
-        for (int i = 0; i < n * f.dims; i++) {
-            f.values[i] = in.readDouble();
+        for (int i = 0; i < n * f.dims; i++, o += 8) {
+            f.values[i] = Double.longBitsToDouble((long) LONG_BE.get(b, o));
         }
         if (n == pool) {
             f.findWorst();
@@ -904,6 +1082,7 @@ public final class CompactForest {
         System.arraycopy(members, 0, f.members, 0, members.length);
         System.arraycopy(maxKey, 0, f.maxKey, 0, maxKey.length);
         System.arraycopy(maxSlot, 0, f.maxSlot, 0, maxSlot.length);
+        System.arraycopy(splitCache, 0, f.splitCache, 0, splitCache.length);
         return f;
     }
 
@@ -915,9 +1094,9 @@ public final class CompactForest {
 
     /** A rough estimate of the heap this object holds (64-bit JVM, compressed oops). */
     public long approximateHeapBytes() {
-        long arrays = 16L * 9 + 8L * shingle.length + 8L * values.length + 8L * sequence.length
+        long arrays = 16L * 12 + 16L * shingle.length + 8L * values.length + 8L * sequence.length
                 + 8L * weight.length + 2L * members.length + 8L * maxKey.length + 4L * maxSlot.length
-                + 8L * memberRoot.length;
+                + 16L * memberRoot.length + 2L * splitCache.length;
         if (removed != null) {
             arrays += 16 + removed.length;
         }
