@@ -76,6 +76,8 @@ public final class CompactForest {
     public static final int MIN_POOL = 256;
     /** Member lists hold slot numbers as {@code char}. */
     public static final int MAX_POOL = 65536;
+    /** Capacity of a tree's membership window (keys around its membership boundary). */
+    private static final int WINDOW = 32;
 
     private static final long GOLDEN = 0x9E3779B97F4A7C15L;
     private static final long SAMPLER_SALT = 0x5851F42D4C957F2DL;
@@ -155,6 +157,12 @@ public final class CompactForest {
     private final char[] splitCache;
     private final int cacheNodes;
 
+    /** Per tree: its membership window (see {@link #enter}): keys, slots, size (0: to be refilled), rank of the first. */
+    private final long[] winKey;
+    private final char[] winSlot;
+    private final int[] winSize;
+    private final int[] winBelow;
+
     private boolean forceGeneral;
 
     // scratch (not state)
@@ -162,6 +170,7 @@ public final class CompactForest {
     private int[] scratchIdx;
     private double[] scratchMin;
     private double[] scratchMax;
+    private long[] keyScratch;
 
     public CompactForest(int numberOfTrees, int sampleSize, double timeDecay, int shingleSize, int inputDimensions,
                          long seed) {
@@ -215,6 +224,10 @@ public final class CompactForest {
         this.members = new char[numberOfTrees * sampleSize];
         this.maxKey = new long[numberOfTrees];
         this.maxSlot = new int[numberOfTrees];
+        this.winKey = new long[numberOfTrees * WINDOW];
+        this.winSlot = new char[numberOfTrees * WINDOW];
+        this.winSize = new int[numberOfTrees];
+        this.winBelow = new int[numberOfTrees];
         this.memberRoot = new long[numberOfTrees];
         this.treeRoot = new long[numberOfTrees];
         for (int j = 0; j < numberOfTrees; j++) {
@@ -470,11 +483,7 @@ public final class CompactForest {
             return;
         }
         for (int j = 0; j < numberOfTrees; j++) {
-            if (keyOf(j, t) < maxKey[j]) {
-                remove(j, maxSlot[j], values[maxSlot[j] * dims], count);
-                add(j, slot, count - 1);
-                rescanMax(j);
-            }
+            enter(j, slot, keyOf(j, t), false);
         }
     }
 
@@ -485,49 +494,126 @@ public final class CompactForest {
         if (removed == null) {
             removed = new boolean[numberOfTrees];
         }
-        // phase 1, with the old point still in slot e: take it out of the trees that hold it
+        // phase 1, with the old point still in slot e: take it out of the trees and windows that hold it
         for (int j = 0; j < numberOfTrees; j++) {
-            boolean member = keyOf(j, old) <= maxKey[j];
+            long kOld = keyOf(j, old);
+            boolean member = kOld <= maxKey[j];
             removed[j] = member;
             if (member) {
                 remove(j, e, oldValue, count);
             }
+            leaveWindow(j, kOld);
         }
         System.arraycopy(point, 0, values, e * dims, dims);
         sequence[e] = t;
         weight[e] = w;
-        // phase 2: each tree takes its smallest key among the points it does not hold
+        // phase 2: each tree takes its count smallest keys again
         for (int j = 0; j < numberOfTrees; j++) {
-            long kNew = keyOf(j, t);
-            long max = maxKey[j];
-            if (removed[j]) {
-                if (kNew < max) {
-                    // every point outside the tree has a key above max: the new point is the smallest
-                    add(j, e, count - 1);
-                    if (keyOf(j, old) == max) {
-                        rescanMax(j);
-                    }
-                } else {
-                    long best = kNew;
-                    int bestSlot = e;
-                    for (int s = 0; s < poolCount; s++) {
-                        long k = keyOf(j, sequence[s]);
-                        if (k > max && k < best && s != e) {
-                            best = k;
-                            bestSlot = s;
-                        }
-                    }
-                    add(j, bestSlot, count - 1);
-                    maxKey[j] = best;
-                    maxSlot[j] = bestSlot;
-                }
-            } else if (kNew < max) {
-                int m = maxSlot[j];
-                remove(j, m, values[m * dims], count);
-                add(j, e, count - 1);
-                rescanMax(j);
+            enter(j, e, keyOf(j, t), removed[j]);
+        }
+    }
+
+    // ------------------------------------------------------------------ membership windows
+    //
+    // Per tree j, the window holds the pool points of ranks [below, below + size) in tree j's key order, sorted by
+    // key: the largest members (rank < count) and the next non-members (a reserve), so that the tree's largest
+    // member and the point that replaces a lost member are known without scanning the pool. Every pool point below
+    // the window is a member, every point above it is not. A window that is empty (also: not yet built, after a
+    // restore) or no longer holds the largest member (rank count - 1) is refilled from the pool: about once per few
+    // hundred replacements per tree (the boundary does a random walk in the window).
+
+    /** Phase 1 of a replacement: the point with key {@code k} leaves the pool. */
+    private void leaveWindow(int j, long k) {
+        int size = winSize[j];
+        if (size <= 0) {
+            return; // refilled in phase 2
+        }
+        int base = j * WINDOW;
+        if (k < winKey[base]) {
+            winBelow[j]--;
+        } else if (k <= winKey[base + size - 1]) {
+            int at = Arrays.binarySearch(winKey, base, base + size, k);
+            System.arraycopy(winKey, at + 1, winKey, at, base + size - at - 1);
+            System.arraycopy(winSlot, at + 1, winSlot, at, base + size - at - 1);
+            winSize[j] = size - 1;
+        }
+    }
+
+    /**
+     * The point in {@code slot} with key {@code k} (tree j's) has entered the pool; {@code lostMember}: the point
+     * that left (if any) was one of tree j's and is already out of its list. Makes tree j's list its
+     * {@code count} smallest keys again and updates its largest key.
+     */
+    private void enter(int j, int slot, long k, boolean lostMember) {
+        int base = j * WINDOW;
+        int size = winSize[j];
+        if (size <= 0) {
+            refillWindow(j);
+        } else {
+            if (k < winKey[base]) {
+                winBelow[j]++;
+            } else if (k < winKey[base + size - 1]) {
+                int at = -Arrays.binarySearch(winKey, base, base + size, k) - 1;
+                // a full window drops its largest key (above the window again; a member only if the window held
+                // nothing else, and then it is refilled below)
+                int kept = Math.min(size, WINDOW - 1);
+                System.arraycopy(winKey, at, winKey, at + 1, base + kept - at);
+                System.arraycopy(winSlot, at, winSlot, at + 1, base + kept - at);
+                winKey[at] = k;
+                winSlot[at] = (char) slot;
+                winSize[j] = kept + 1;
+            }
+            int h = count - winBelow[j]; // members in the window
+            if (h < 1 || h > winSize[j]) {
+                refillWindow(j);
             }
         }
+        int top = base + count - winBelow[j] - 1; // the largest member
+        long max = winKey[top];
+        boolean member = k <= max;
+        if (lostMember) {
+            add(j, member ? slot : winSlot[top], count - 1);
+        } else if (member) {
+            int m = maxSlot[j];
+            remove(j, m, values[m * dims], count);
+            add(j, slot, count - 1);
+        }
+        maxKey[j] = max;
+        maxSlot[j] = winSlot[top];
+    }
+
+    /** Tree j's window from the pool: ranks about {@code count - WINDOW / 2 ... count + WINDOW / 2}. */
+    private void refillWindow(int j) {
+        int n = poolCount;
+        if (keyScratch == null) {
+            keyScratch = new long[poolSize];
+        }
+        long[] keys = keyScratch;
+        for (int s = 0; s < n; s++) {
+            keys[s] = keyOf(j, sequence[s]);
+        }
+        int hi = Math.min(n, count + WINDOW / 2);
+        int lo = Math.max(0, hi - WINDOW);
+        long lowKey = select(keys, 0, n, lo);
+        long highKey = select(keys, lo, n, hi - 1);
+        int base = j * WINDOW;
+        int size = 0;
+        for (int s = 0; s < n; s++) {
+            long k = keyOf(j, sequence[s]);
+            if (k >= lowKey && k <= highKey) {
+                int at = base + size;
+                while (at > base && winKey[at - 1] > k) {
+                    winKey[at] = winKey[at - 1];
+                    winSlot[at] = winSlot[at - 1];
+                    at--;
+                }
+                winKey[at] = k;
+                winSlot[at] = (char) s;
+                size++;
+            }
+        }
+        winBelow[j] = lo;
+        winSize[j] = size;
     }
 
     /** Add {@code slot} to tree j's list that holds {@code n} members. */
@@ -591,22 +677,6 @@ public final class CompactForest {
         }
     }
 
-    private void rescanMax(int j) {
-        int base = j * sampleSize;
-        long best = Long.MIN_VALUE;
-        int bestSlot = -1;
-        for (int i = 0; i < count; i++) {
-            int s = members[base + i];
-            long k = keyOf(j, sequence[s]);
-            if (bestSlot < 0 || k > best) {
-                best = k;
-                bestSlot = s;
-            }
-        }
-        maxKey[j] = best;
-        maxSlot[j] = bestSlot;
-    }
-
     private void findWorst() {
         int best = 0;
         for (int i = 1; i < poolCount; i++) {
@@ -640,7 +710,7 @@ public final class CompactForest {
                 keys[s] = keyOf(j, sequence[s]);
             }
             System.arraycopy(keys, 0, work, 0, poolCount);
-            long threshold = select(work, poolCount, count - 1);
+            long threshold = select(work, 0, poolCount, count - 1);
             int base = j * sampleSize;
             int n = 0;
             for (int i = 0; i < poolCount; i++) {
@@ -688,10 +758,13 @@ public final class CompactForest {
         }
     }
 
-    /** The k-th smallest (0-based) of {@code a[0, n)} (distinct values; reorders {@code a}). */
-    private static long select(long[] a, int n, int k) {
-        int lo = 0;
-        int hi = n - 1;
+    /**
+     * The k-th smallest (0-based, {@code from <= k < to}) of {@code a[from, to)} (distinct values); reorders that
+     * range so that {@code a[from, k)} are smaller and {@code a(k, to)} larger.
+     */
+    private static long select(long[] a, int from, int to, int k) {
+        int lo = from;
+        int hi = to - 1;
         while (lo < hi) {
             long pivot = a[(lo + hi) >>> 1];
             int i = lo;
@@ -722,19 +795,21 @@ public final class CompactForest {
         return a[k];
     }
 
-    /** First index in [lo, hi) of tree list {@code m} whose value is > v (hi if none). */
+    /**
+     * First index in [lo, hi) of a tree list whose value is > v (hi if none; {@code lo < hi}). Branch-free halving
+     * (a fixed number of steps, no mispredicted branches): the answer stays in {@code [at, at + n]}.
+     */
     private int upperBound(int lo, int hi, double v) {
         final char[] m = members;
         final double[] a = values;
-        while (lo < hi) {
-            int mid = (lo + hi) >>> 1;
-            if (a[m[mid]] <= v) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
+        int at = lo;
+        int n = hi - lo;
+        while (n > 1) {
+            int half = n >>> 1;
+            at = a[m[at + half]] <= v ? at + half : at;
+            n -= half;
         }
-        return lo;
+        return a[m[at]] <= v ? at + 1 : at;
     }
 
     // ------------------------------------------------------------------ scoring one tree
@@ -1083,6 +1158,10 @@ public final class CompactForest {
         System.arraycopy(maxKey, 0, f.maxKey, 0, maxKey.length);
         System.arraycopy(maxSlot, 0, f.maxSlot, 0, maxSlot.length);
         System.arraycopy(splitCache, 0, f.splitCache, 0, splitCache.length);
+        System.arraycopy(winKey, 0, f.winKey, 0, winKey.length);
+        System.arraycopy(winSlot, 0, f.winSlot, 0, winSlot.length);
+        System.arraycopy(winSize, 0, f.winSize, 0, winSize.length);
+        System.arraycopy(winBelow, 0, f.winBelow, 0, winBelow.length);
         return f;
     }
 
@@ -1094,11 +1173,14 @@ public final class CompactForest {
 
     /** A rough estimate of the heap this object holds (64-bit JVM, compressed oops). */
     public long approximateHeapBytes() {
-        long arrays = 16L * 12 + 16L * shingle.length + 8L * values.length + 8L * sequence.length
+        long arrays = 16L * 16 + 16L * shingle.length + 8L * values.length + 8L * sequence.length
                 + 8L * weight.length + 2L * members.length + 8L * maxKey.length + 4L * maxSlot.length
-                + 16L * memberRoot.length + 2L * splitCache.length;
+                + 16L * memberRoot.length + 2L * splitCache.length + 10L * winKey.length + 8L * winSize.length;
         if (removed != null) {
             arrays += 16 + removed.length;
+        }
+        if (keyScratch != null) {
+            arrays += 16 + 8L * keyScratch.length;
         }
         if (scratchIdx != null) {
             arrays += 16L * 3 + 4L * scratchIdx.length + 16L * dims;
