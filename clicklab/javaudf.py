@@ -12,9 +12,11 @@ rebuilt only when its inputs change (a digest of them is kept in its manifest).
 The same jar holds the lab's **keyed** functions, the process table functions the pipeline runs
 (Flink 2.1+; Studio's Flink versions have none): ``RANDOM_CUT_FOREST(TABLE t PARTITION BY site,
 DESCRIPTOR(ctr))`` (:data:`KEYED_FUNCTIONS`, class ``KeyedRandomCutForest``), one compact forest per site in
-Flink's keyed state, and ``ANOMALY_DECISIONS(TABLE t PARTITION BY site)``, the adaptive threshold per site
-in keyed state. :func:`register_keyed` registers them, with the forest's parameters and the threshold's as
-job parameters (``rcf.*``, ``threshold.*``).
+Flink's keyed state, ``ANOMALY_DECISIONS(TABLE t PARTITION BY site)``, the adaptive threshold per site
+in keyed state, and ``RANDOM_CUT_FOREST_WITH_EXPLANATION(TABLE t PARTITION BY site, DESCRIPTOR(clicks,
+impressions))`` (class ``KeyedRandomCutForestWithExplanation``), the forest over several columns with Kinesis Data
+Analytics' per-column explanation. :func:`register_keyed` registers them, with the forest's parameters and the
+threshold's as job parameters (``rcf.*``, ``threshold.*``).
 
 Locally the jar's scalar function is a third backend, ``java``: :func:`register` puts it on ``pipeline.jars``, passes
 the forest's parameters as Flink job parameters (``pipeline.global-job-parameters``, keys
@@ -62,6 +64,7 @@ JAVA_FUNCTIONS = {
 KEYED_FUNCTIONS = {
     settings.RANDOM_CUT_FOREST: "clicklab.udf.KeyedRandomCutForest",
     settings.ANOMALY_DECISIONS: "clicklab.udf.AnomalyDecisions",
+    settings.RANDOM_CUT_FOREST_WITH_EXPLANATION: "clicklab.udf.KeyedRandomCutForestWithExplanation",
 }
 
 #: Prefix of the Flink job parameters the Java function reads: ``rcf.number_of_trees`` etc.

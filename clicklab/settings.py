@@ -56,6 +56,9 @@ LIVE_RETENTION_SECONDS = 600
 RANDOM_CUT_FOREST = "RANDOM_CUT_FOREST"
 ANOMALY_DECISIONS = "ANOMALY_DECISIONS"
 RANDOM_CUT_FOREST_WITH_FLAG = "RANDOM_CUT_FOREST_WITH_FLAG"
+#: Kinesis Data Analytics' ``RANDOM_CUT_FOREST_WITH_EXPLANATION``: the keyed forest over several columns, with a JSON
+#: ``anomaly_explanation`` (per column ``ATTRIBUTION_SCORE``, ``STRENGTH``, ``DIRECTION`` HIGH/LOW); Java, keyed state.
+RANDOM_CUT_FOREST_WITH_EXPLANATION = "RANDOM_CUT_FOREST_WITH_EXPLANATION"
 IS_ANOMALY = "IS_ANOMALY"
 
 #: Anomaly score above which a CTR is an anomaly (the lab uses 2).
@@ -78,3 +81,12 @@ def labels_path_for(dataset: Path) -> Path:
 def streams_dir(build: Path) -> Path:
     """Where the local filesystem streams live: `<build>/streams/<stream>/`."""
     return Path(build) / "streams"
+
+#: Numbered notebooks from this number on are the Kinesis Data Analytics SQL application's form of the lab
+#: (``20_``-``23_``, :mod:`clicklab.sqlapp`); those before it are the Studio lab's (the Zeppelin note exports those).
+SQL_APP_NOTEBOOKS_FROM = "20"
+
+
+def is_sql_app_notebook(path: Path) -> bool:
+    """Whether a numbered notebook (``NN_topic.ipynb``) belongs to the SQL application's form of the lab."""
+    return Path(path).name[:2] >= SQL_APP_NOTEBOOKS_FROM

@@ -490,3 +490,116 @@ def all_kinesis_ddl(flink_version: str = "1.15", region: str = "us-east-1", acco
         "".join(f"{drop};\n" for drop in drop_statements(name)) +
         f"{kinesis_ddl(name, flink_version, region, account_id, start_position, start_timestamp)};" for name in STREAMS
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The Kinesis Data Analytics SQL application (notebooks 20-23): its source and in-application streams
+
+#: The SQL application's input stream, as Kinesis Data Analytics names it.
+SQL_APP_SOURCE = "SOURCE_SQL_STREAM_001"
+
+#: The SQL application's streams, named and typed as the application declares them (``CREATE OR REPLACE STREAM``),
+#: each with ``ROWTIME``, which every Kinesis Data Analytics stream has without declaring it. There ``ROWTIME`` is
+#: the time a row arrived (the source) or was emitted (a window's row: when its window closed); here it is event
+#: time: the event's ``event_time`` in the source, and a window's end in a window's row. Every one is a table on
+#: the filesystem connector under ``<build>/sqlapp/<name in lower case>/`` (:func:`sql_app_ddl`); the source reads
+#: the SQL lab's replay (``data/scenarios/sql_lab.yaml``).
+SQL_APP_STREAMS: dict[str, Stream] = {
+    s.name: s
+    for s in (
+        Stream(
+            name=SQL_APP_SOURCE,
+            doc="The application's input: the Kinesis Data Generator's click and impression records.",
+            columns=(
+                Column("browseraction", "STRING", "'Click' or 'Impression'"),
+                Column("site", "STRING", "the site (the SQL lab has one)"),
+                Column("event_time", "STRING", "when the event happened, ISO-8601 UTC (Kinesis: its arrival time)"),
+            ),
+            computed=(("ROWTIME", f"TO_TIMESTAMP(event_time, '{EVENT_TIME_PATTERN}')"),),
+            watermark="ROWTIME",
+            watermark_delay_s=settings.WATERMARK_DELAY_SECONDS,
+            filled_by="the SQL lab's replay",
+        ),
+        Stream(
+            name="CLICKSTREAM",
+            doc=f"Clicks per {W}-second window (CLICKPUMP).",
+            columns=(
+                Column("ROWTIME", "TIMESTAMP(3)", "the window's end (UTC): when Kinesis Data Analytics emits its row"),
+                Column("CLICKCOUNT", "DOUBLE", "clicks in the window"),
+            ),
+            watermark="ROWTIME",
+            watermark_delay_s=settings.WINDOW_STREAM_WATERMARK_SECONDS,
+            filled_by="21_pumps",
+        ),
+        Stream(
+            name="IMPRESSIONSTREAM",
+            doc=f"Impressions per {W}-second window (IMPRESSIONPUMP).",
+            columns=(
+                Column("ROWTIME", "TIMESTAMP(3)", "the window's end (UTC)"),
+                Column("IMPRESSIONCOUNT", "DOUBLE", "impressions in the window"),
+            ),
+            watermark="ROWTIME",
+            watermark_delay_s=settings.WINDOW_STREAM_WATERMARK_SECONDS,
+            filled_by="21_pumps",
+        ),
+        Stream(
+            name="CTRSTREAM",
+            doc="Click-through rate per window, clicks / impressions x 100 (CTRPUMP).",
+            columns=(
+                Column("ROWTIME", "TIMESTAMP(3)", "the window's end (UTC)"),
+                Column("CTR", "DOUBLE", "click-through rate in percent"),
+            ),
+            watermark="ROWTIME",
+            watermark_delay_s=settings.CTR_WATERMARK_SECONDS,
+            filled_by="21_pumps",
+        ),
+        Stream(
+            name="DESTINATION_SQL_STREAM",
+            doc="The windows whose anomaly score is over 2 (OUTPUT_PUMP): what the application sends to its Lambda.",
+            columns=(
+                Column("ROWTIME", "TIMESTAMP(3)", "the window's end (UTC)"),
+                Column("CTRPERCENT", "DOUBLE", "click-through rate in percent"),
+                Column("ANOMALY_SCORE", "DOUBLE", "the Random Cut Forest's anomaly score"),
+            ),
+            filled_by="22_output_pump",
+        ),
+    )
+}
+
+#: The SQL application's streams in the application's order.
+SQL_APP_STREAM_NAMES: tuple[str, ...] = tuple(SQL_APP_STREAMS)
+
+
+def sql_app_path(build: Path, name: str) -> Path:
+    """Directory of a SQL-application stream: ``<build>/sqlapp/<name in lower case>/``."""
+    if name not in SQL_APP_STREAMS or name == SQL_APP_SOURCE:
+        written = ", ".join(n for n in SQL_APP_STREAMS if n != SQL_APP_SOURCE)
+        raise ValueError(f"unknown in-application stream {name!r}; the SQL application writes {written}")
+    return Path(build) / "sqlapp" / name.lower()
+
+
+def sql_app_ddl(name: str, build: Path, dataset: Path) -> str:
+    """``CREATE TABLE`` of one SQL-application stream (the source reads ``dataset``, JSON lines, gzip or not)."""
+    stream = SQL_APP_STREAMS[name]
+    path = Path(dataset) if name == SQL_APP_SOURCE else sql_app_path(build, name)
+    options = {
+        "connector": "filesystem",
+        "path": str(Path(path).resolve()),
+        "format": "json",
+        "json.timestamp-format.standard": "SQL",
+        "json.fail-on-missing-field": "true" if name == SQL_APP_SOURCE else "false",
+        "json.ignore-parse-errors": "false",
+    }
+    lines = [f"  {_quote(c.name)} {c.type}" for c in stream.columns]
+    lines += [f"  {_quote(col)} AS {expr}" for col, expr in stream.computed]
+    if stream.watermark:
+        lines.append(f"  WATERMARK FOR {stream.watermark} AS {stream.watermark}"
+                     f" - INTERVAL '{stream.watermark_delay_s}' SECOND")
+    with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
+    body = ",\n".join(lines)
+    return f"CREATE TABLE {name} (\n{body}\n) WITH (\n{with_clause}\n)"
+
+
+def all_sql_app_ddl(build: Path, dataset: Path) -> str:
+    """The DDL of the SQL application's streams, as one script (each table dropped first: ``CREATE OR REPLACE``)."""
+    return "\n\n".join(f"DROP TABLE IF EXISTS {n};\n{sql_app_ddl(n, build, dataset)};" for n in SQL_APP_STREAMS)

@@ -304,8 +304,11 @@ def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
 
 def export_lab(options: ExportOptions, out_dir: Path | None = None,
                notebooks_dir: Path = settings.NOTEBOOKS_DIR, check: bool = True) -> ExportResult:
-    """Export the numbered notebooks to ``<out_dir>/<name>_<id>.zpln`` and check that it loads."""
-    notebooks = cells.lab_notebooks(notebooks_dir)
+    """Export the numbered notebooks to ``<out_dir>/<name>_<id>.zpln`` and check that it loads.
+
+    The SQL application's notebooks (``20_`` on, :func:`clicklab.settings.is_sql_app_notebook`) are no Studio
+    paragraphs: they stay out of the note."""
+    notebooks = [p for p in cells.lab_notebooks(notebooks_dir) if not settings.is_sql_app_notebook(p)]
     if not notebooks:
         raise ZeppelinError(f"{notebooks_dir}: no numbered notebooks (NN_topic.ipynb) to export")
     note, warnings = notebooks_to_note(notebooks, options, lab_note_name(options))
