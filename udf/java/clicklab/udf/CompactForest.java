@@ -705,22 +705,37 @@ public final class CompactForest {
         }
         long[] keys = new long[poolCount];
         long[] work = new long[poolCount];
+        char[] picked = new char[poolCount];
+        double expected = count + 4 * Math.sqrt(count) + 16;
+        long bound = expected >= poolCount ? Long.MAX_VALUE
+                : (long) (expected / poolCount * 0x1.0p64 - 0x1.0p63); // keys are uniform over the longs
         for (int j = 0; j < numberOfTrees; j++) {
+            // the count smallest of poolCount uniform keys: select among those below a bound that about
+            // count + 4 sd + 16 of them are under (among all when fewer are); the loops do not branch on keys
+            int m = 0;
             for (int s = 0; s < poolCount; s++) {
-                keys[s] = keyOf(j, sequence[s]);
+                long k = keyOf(j, sequence[s]);
+                keys[s] = k;
+                work[m] = k;
+                m += k < bound ? 1 : 0;
             }
-            System.arraycopy(keys, 0, work, 0, poolCount);
-            long threshold = select(work, 0, poolCount, count - 1);
-            int base = j * sampleSize;
+            if (m < count) {
+                System.arraycopy(keys, 0, work, 0, poolCount);
+                m = poolCount;
+            }
+            long threshold = select(work, 0, m, count - 1);
             int n = 0;
             for (int i = 0; i < poolCount; i++) {
                 int s = order[i];
-                if (keys[s] <= threshold) {
-                    members[base + n++] = (char) s;
-                    if (keys[s] == threshold) {
-                        maxKey[j] = threshold;
-                        maxSlot[j] = s;
-                    }
+                picked[n] = (char) s;
+                n += keys[s] <= threshold ? 1 : 0;
+            }
+            int base = j * sampleSize;
+            System.arraycopy(picked, 0, members, base, count);
+            for (int i = 0; i < count; i++) {
+                if (keys[picked[i]] == threshold) {
+                    maxKey[j] = threshold;
+                    maxSlot[j] = picked[i];
                 }
             }
         }

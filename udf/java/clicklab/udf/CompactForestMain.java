@@ -25,7 +25,8 @@ import java.util.Locale;
  * {@code --copy-every K} by {@code forest.copy()}; {@code --general} scores 1-D forests without the sorted fast
  * path; {@code --attribution} prints, after the score, the attribution's values (tab-separated);
  * {@code --state} prints the final state's bytes as hex on stderr. {@code --bench N} scores N points of noise and
- * prints points per second, serialized bytes and approximate heap.
+ * prints points per second, serialized bytes, approximate heap and the microseconds of one {@code writeTo} (into a
+ * reused buffer) and one {@code readFrom}.
  */
 public final class CompactForestMain {
 
@@ -165,10 +166,29 @@ public final class CompactForestMain {
         }
         double seconds = (System.nanoTime() - start) / 1e9;
         byte[] b = bytes(forest);
+        // writeTo into a reused buffer (as the keyed function does) and readFrom: the best of 5 batches, per call
+        ByteArrayOutputStream buffer = new ByteArrayOutputStream(b.length);
+        DataOutputStream data = new DataOutputStream(buffer);
+        double writeUs = Double.MAX_VALUE;
+        double readUs = Double.MAX_VALUE;
+        for (int batch = 0; batch < 5; batch++) {
+            long t0 = System.nanoTime();
+            for (int i = 0; i < 1000; i++) {
+                buffer.reset();
+                forest.writeTo(data);
+            }
+            long t1 = System.nanoTime();
+            for (int i = 0; i < 20; i++) {
+                checksum += CompactForest.readFrom(new DataInputStream(new ByteArrayInputStream(b))).updates();
+            }
+            long t2 = System.nanoTime();
+            writeUs = Math.min(writeUs, (t1 - t0) / 1e3 / 1000);
+            readUs = Math.min(readUs, (t2 - t1) / 1e3 / 20);
+        }
         System.out.println(String.format(Locale.ROOT,
                 "trees=%d sample=%d pool=%d dims=%d shingle=%d points=%d seconds=%.3f points_per_second=%.0f "
-                        + "serialized_bytes=%d approx_heap_bytes=%d mean_score=%.4f",
+                        + "serialized_bytes=%d approx_heap_bytes=%d write_us=%.1f read_us=%.1f",
                 forest.numberOfTrees(), forest.sampleSize(), forest.poolSize(), forest.inputDimensions(), forest.shingleSize(), n,
-                seconds, n / seconds, b.length, forest.approximateHeapBytes(), checksum / (n + warm)));
+                seconds, n / seconds, b.length, forest.approximateHeapBytes(), writeUs, readUs));
     }
 }
