@@ -32,8 +32,8 @@ import java.util.Arrays;
  * reservoir over the whole stream (AWS's own sampler with implicit trees) matches AWS's distribution exactly, but
  * the union of 100 trees' samples grows towards {@code 100 * sampleSize} points (400 KB at 100 x 256). A pool
  * with per-tree membership keeps the state at {@code 16 * poolSize} bytes (16 KB at 100 x 256, 4 KB at
- * 100 x 12) and the heap at {@code 24 * poolSize + 2 * trees * sampleSize} bytes and a little (78 KB, 11 KB),
- * and the scores agree with AWS's about as well as AWS's agree with another seed of AWS's: at 100 x 256
+ * 100 x 12) and the heap at {@code 24 * poolSize + 2 * trees * sampleSize} bytes plus the speed-ups' caches below
+ * (171 KB, 26 KB; 78 KB, 11 KB without them), and the scores agree with AWS's about as well as AWS's agree with another seed of AWS's: at 100 x 256
  * Spearman 0.95-0.97 (AWS vs AWS 0.90-0.97), click-bot 2.48 (AWS 2.53); at 100 x 12 ordinary values above 2:
  * 10, 12, 10 (AWS 11, 13, 10). A pool of 4 x 12 points gave 17, 15, 21 at 100 x 12, hence {@link #MIN_POOL}.
  * The figures per design are in the Python twin's module docstring ({@code clicklab_udf/compact.py}).
@@ -63,6 +63,17 @@ import java.util.Arrays;
  * shingling (a CTR): a node's points are a contiguous index range and each level is one binary search. Any other
  * shape scans the node's points.
  *
+ * <p>Speed-ups that change no score and no state byte (all derived, never stored, rebuilt or refilled on restore):
+ * in 1-D, each tree caches the split positions of its top {@code min(8, ceil(log2 sampleSize))} levels
+ * ({@code 2 * trees * 2^levels} bytes, 51 KB at 100 x 256), filled while scoring and cleared only when that tree's
+ * sample changes, so with a full pool most levels cost no search; each tree keeps a sorted window of the
+ * {@code sampleSize / 8} (8..32) keys around its membership boundary (its largest members and the next
+ * non-members, 10 bytes a key), so a replacement finds a tree's new largest key or its replacement member without
+ * scanning the pool or the sample. {@link #writeTo} and {@link #readFrom} move the pool as one block through a
+ * per-thread buffer (no heap per forest). At 100 x 256 with a full pool: about 2-3x today's points per second
+ * (version 2's first code), {@code writeTo} a few microseconds, {@code readFrom} about a millisecond (it rebuilds
+ * every tree's sample: a selection of the smallest keys per tree).
+ *
  * <p>Not thread-safe; one instance per key.
  */
 public final class CompactForest {
@@ -76,8 +87,8 @@ public final class CompactForest {
     public static final int MIN_POOL = 256;
     /** Member lists hold slot numbers as {@code char}. */
     public static final int MAX_POOL = 65536;
-    /** Capacity of a tree's membership window (keys around its membership boundary). */
-    private static final int WINDOW = 32;
+    /** Largest capacity of a tree's membership window (keys around its membership boundary). */
+    private static final int MAX_WINDOW = 32;
 
     private static final long GOLDEN = 0x9E3779B97F4A7C15L;
     private static final long SAMPLER_SALT = 0x5851F42D4C957F2DL;
@@ -162,6 +173,8 @@ public final class CompactForest {
     private final char[] winSlot;
     private final int[] winSize;
     private final int[] winBelow;
+    /** Capacity of each window: {@code sampleSize / 8} in {@code [8, MAX_WINDOW]}. */
+    private final int window;
 
     private boolean forceGeneral;
 
@@ -224,8 +237,9 @@ public final class CompactForest {
         this.members = new char[numberOfTrees * sampleSize];
         this.maxKey = new long[numberOfTrees];
         this.maxSlot = new int[numberOfTrees];
-        this.winKey = new long[numberOfTrees * WINDOW];
-        this.winSlot = new char[numberOfTrees * WINDOW];
+        this.window = Math.min(MAX_WINDOW, Math.max(8, sampleSize / 8));
+        this.winKey = new long[numberOfTrees * window];
+        this.winSlot = new char[numberOfTrees * window];
         this.winSize = new int[numberOfTrees];
         this.winBelow = new int[numberOfTrees];
         this.memberRoot = new long[numberOfTrees];
@@ -528,7 +542,7 @@ public final class CompactForest {
         if (size <= 0) {
             return; // refilled in phase 2
         }
-        int base = j * WINDOW;
+        int base = j * window;
         if (k < winKey[base]) {
             winBelow[j]--;
         } else if (k <= winKey[base + size - 1]) {
@@ -545,7 +559,7 @@ public final class CompactForest {
      * {@code count} smallest keys again and updates its largest key.
      */
     private void enter(int j, int slot, long k, boolean lostMember) {
-        int base = j * WINDOW;
+        int base = j * window;
         int size = winSize[j];
         if (size <= 0) {
             refillWindow(j);
@@ -556,7 +570,7 @@ public final class CompactForest {
                 int at = -Arrays.binarySearch(winKey, base, base + size, k) - 1;
                 // a full window drops its largest key (above the window again; a member only if the window held
                 // nothing else, and then it is refilled below)
-                int kept = Math.min(size, WINDOW - 1);
+                int kept = Math.min(size, window - 1);
                 System.arraycopy(winKey, at, winKey, at + 1, base + kept - at);
                 System.arraycopy(winSlot, at, winSlot, at + 1, base + kept - at);
                 winKey[at] = k;
@@ -582,7 +596,7 @@ public final class CompactForest {
         maxSlot[j] = winSlot[top];
     }
 
-    /** Tree j's window from the pool: ranks about {@code count - WINDOW / 2 ... count + WINDOW / 2}. */
+    /** Tree j's window from the pool: ranks about {@code count - window / 2 ... count + window / 2}. */
     private void refillWindow(int j) {
         int n = poolCount;
         if (keyScratch == null) {
@@ -592,11 +606,11 @@ public final class CompactForest {
         for (int s = 0; s < n; s++) {
             keys[s] = keyOf(j, sequence[s]);
         }
-        int hi = Math.min(n, count + WINDOW / 2);
-        int lo = Math.max(0, hi - WINDOW);
+        int hi = Math.min(n, count + window / 2);
+        int lo = Math.max(0, hi - window);
         long lowKey = select(keys, 0, n, lo);
         long highKey = select(keys, lo, n, hi - 1);
-        int base = j * WINDOW;
+        int base = j * window;
         int size = 0;
         for (int s = 0; s < n; s++) {
             long k = keyOf(j, sequence[s]);
