@@ -18,7 +18,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
     flink.check_java()
     report = runner.run(dataset=args.dataset, build=args.build, only=args.only, live=args.live,
-                        linger_s=args.duration)
+                        linger_s=args.duration, forest_preset=args.params)
     print(f"\n{len(report.executed)} notebooks executed in {report.seconds:.0f} s into {args.build / 'executed'}")
     print(report.summary.render())
     if not args.live:
@@ -119,14 +119,21 @@ def _detector(args: argparse.Namespace):
         "shingle_size": args.shingle_size, "time_decay": args.time_decay, "seed": args.seed, "warmup": args.warmup,
     }
     try:
-        forest = ForestParams(**{k: v for k, v in options.items() if v is not None})
+        forest = ForestParams.preset(args.params or "default", **{k: v for k, v in options.items() if v is not None})
     except ValueError as exc:
         raise ClicklabError(str(exc)) from None
     return Detector(forest=forest, threshold=args.threshold, adaptive=args.adaptive)
 
 
+#: The forest's named parameter sets (``clicklab_udf.forest.PRESETS``; not imported here, a test checks they agree).
+PARAMETER_SETS = ("default", "lab")
+
+
 def _scorer_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scorer (defaults: the lab's)")
+    g.add_argument("--params", choices=PARAMETER_SETS, default=None,
+                   help="the forest's named parameter set: default (100 trees, 256 samples, time decay 100000, "
+                        "shingle 1) or lab (the SQL lab's 100, 12, 100000, 1); the options below override it")
     g.add_argument("--backend", choices=["aws", "rrcf", "java"], default=None,
                    help="aws (default), rrcf, or java (AWS's Java library in Flink; builds the jar, needs javac)")
     g.add_argument("--trees", type=int, default=None, help="number of trees (100)")
@@ -303,6 +310,9 @@ def parser() -> argparse.ArgumentParser:
                      help="the live lab: cluster, live generator, jobs running side by side, the burst and its e-mail")
     run.add_argument("--duration", type=float, default=0.0, metavar="S",
                      help="--live: keep everything running S seconds more once the e-mail is in (to look around)")
+    run.add_argument("--params", choices=PARAMETER_SETS, default=None,
+                     help="the forest's parameter set the notebooks score with (their forest_preset): default "
+                          "(256 samples) or lab (the SQL lab's 12); default: lab live, default on a replay")
     run.set_defaults(func=_cmd_run)
 
     gen = sub.add_parser("generate", help="generate a replay dataset from a scenario, or (--live) a live tickerstream",

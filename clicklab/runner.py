@@ -19,7 +19,7 @@ from pathlib import Path
 from clicklab import cells, settings
 from clicklab.exceptions import ClicklabError, NotebookError
 from clicklab.results import check_dataset
-from clicklab.summary import RunSummary, summarize
+from clicklab.summary import RunSummary, add_sql_app, summarize
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def run(
     notebooks_dir: Path = settings.NOTEBOOKS_DIR,
     live: bool = False,
     linger_s: float = 0.0,
+    forest_preset: str | None = None,
 ) -> RunReport:
     """Execute the notebooks in order into ``<build>/executed/``, logging progress; then
     :func:`clicklab.summary.summarize` (just before the cleanup notebook, if it is chosen).
@@ -113,6 +114,12 @@ def run(
     ``11`` follows the stream until its e-mail is in); the cleanup notebook, and in any case this
     function, stop the generator and the cluster. A step that does not happen in time fails its cell.
     ``linger_s``: live, keep everything running that long before the cleanup notebook (to look around).
+    ``forest_preset``: the forest's named parameter set (``default`` or ``lab``, see
+    :data:`clicklab_udf.forest.PRESETS`), passed to the notebooks whose parameters have ``forest_preset``
+    (``None``: each notebook's own choice, ``lab`` live and ``default`` on a replay).
+
+    The SQL application's notebooks (``20_`` on) run after the Studio lab's, cleanup included (they keep their
+    streams in ``<build>/sqlapp/``, which the cleanup leaves); their figures and check join the summary.
     """
     dataset = check_dataset(Path(dataset)).resolve()
     build = Path(build).resolve()
@@ -123,6 +130,12 @@ def run(
         notebooks = [p for p in notebooks if cells.info(p).live]
     chosen = select(notebooks, only)
     params: dict[str, object] = {"dataset": str(dataset), "build": str(build)}
+    if forest_preset is not None:
+        from clicklab_udf.forest import PRESETS
+
+        if forest_preset not in PRESETS:
+            raise ClicklabError(f"forest parameter set {forest_preset!r}: choose one of {', '.join(PRESETS)}")
+        params["forest_preset"] = forest_preset
     if not live:
         return _execute(chosen, dataset, build, params)
     from clicklab import cluster, livegen, notebook
@@ -158,11 +171,28 @@ def _execute(chosen: list[Path], dataset: Path, build: Path, params: dict[str, o
         log.info("[%d/%d] %s ...", k, len(chosen), notebook.name)
         t0 = time.monotonic()
         output = out_dir / notebook.name
-        execute_notebook(notebook, output, params)
+        execute_notebook(notebook, output, notebook_parameters(notebook, params))
         report.executed.append(output)
         now = time.monotonic()
         log.info("[%d/%d] %s done in %.1f s (elapsed %.0f s)", k, len(chosen), notebook.name, now - t0, now - start)
     report.seconds = time.monotonic() - start
     if report.summary is None:
         report.summary = summarize(dataset, build, live=live)
+    if any(settings.is_sql_app_notebook(p) for p in chosen):
+        add_sql_app(report.summary, build)
     return report
+
+
+#: Parameters only some notebooks take: passed to a notebook only when its parameters cell defines them.
+OPTIONAL_PARAMETERS = ("forest_preset",)
+
+
+def notebook_parameters(notebook: Path, params: dict[str, object]) -> dict[str, object]:
+    """``params`` without the :data:`OPTIONAL_PARAMETERS` that ``notebook``'s parameters cell does not define."""
+    optional = [k for k in OPTIONAL_PARAMETERS if k in params]
+    if not optional:
+        return params
+    nb = cells.read(notebook)
+    source = "\n".join(c.source for c in nb.cells if cells.PARAMETERS in cells.tags(c))
+    missing = [k for k in optional if not any(line.startswith(f"{k} =") for line in source.splitlines())]
+    return {k: v for k, v in params.items() if k not in missing}

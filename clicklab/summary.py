@@ -48,6 +48,7 @@ class RunSummary:
     live: bool = False  # the live lab: events came from the live generator (and no replay file to check against)
     latency: dict[str, float] = field(default_factory=dict)  # live: seconds from the burst's window end to ...
     bad_events: dict[str, int] = field(default_factory=dict)  # reason -> lines in badevents, most first
+    sql_app: dict[str, Any] | None = None  # the SQL application's figures (clicklab.sqlapp.summarize); None: not run
 
     @property
     def ok(self) -> bool:
@@ -81,6 +82,15 @@ class RunSummary:
                 (_, mode), *figures = row.items()
                 lines.append(f"{mode}: " + ", ".join(f"{k} {v}" for k, v in figures))
             lines += [f"  missed (adaptive): {m}" for m in self.missed]
+        if self.sql_app is not None:
+            app = self.sql_app
+            lines.append(f"SQL application (notebooks 20-23, build/sqlapp/): CTRSTREAM {app['ctr windows']:,} windows; "
+                         f"DESTINATION_SQL_STREAM (ANOMALY_SCORE > 2): {len(app['anomalies'])} anomalies, "
+                         f"{app['labelled windows flagged']} of {app['labelled windows']} labelled windows, "
+                         f"{app['false alarms']} false alarms")
+            lines += [f"  {when} CTRPERCENT {ctr:.1f} ANOMALY_SCORE {score:.2f}"
+                      f"{' (labelled: extra clicks)' if labelled else ' (false alarm)'}"
+                      for when, ctr, score, labelled in app["anomalies"]]
         if self.alerts is not None:
             from clicklab.alerts.report import summary_lines
 
@@ -185,3 +195,22 @@ def _add_anomalies(out: RunSummary, dataset: Path, build: Path, threshold: float
     det = report.detections
     out.missed = [f"{row['site']} {row['kind']} at {row['start']}"
                   for _, row in det[~det["adaptive detected"].astype(bool)].iterrows()]
+
+
+def add_sql_app(out: RunSummary, build: Path) -> None:
+    """The SQL application's figures (:func:`clicklab.sqlapp.summarize`) and its check: ``DESTINATION_SQL_STREAM``
+    flags every labelled window of the SQL lab's extra clicks (score > 2) and no other."""
+    from clicklab import sqlapp
+
+    figures = sqlapp.summarize(Path(build))
+    if figures is None:
+        out.checks.append(Check("sql app", False, "SQL application: its notebooks ran but CTRSTREAM is missing "
+                                f"under {Path(build) / 'sqlapp'}"))
+        return
+    out.sql_app = figures
+    flagged, labelled, false = figures["labelled windows flagged"], figures["labelled windows"], figures["false alarms"]
+    passed = labelled > 0 and flagged == labelled and false == 0
+    message = (f"SQL application flags the {labelled} extra-click windows with ANOMALY_SCORE > 2 and nothing else"
+               if passed else f"SQL application: {flagged} of {labelled} extra-click windows flagged, "
+               f"{false} false alarms:")
+    out.checks.append(Check("sql app", passed, message))

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from clicklab import cells, results, runner, settings
-from clicklab.exceptions import DatasetError, NotebookError
+from clicklab.exceptions import ClicklabError, DatasetError, NotebookError
 from clicklab.generator import generate
 from clicklab.scenario import load_scenario
 from clicklab.summary import summarize
@@ -16,6 +16,9 @@ from clicklab.summary import summarize
 NOTEBOOKS = cells.lab_notebooks()
 #: All but the cleanup notebook, which removes the streams the tests below read (it is tested last, on a copy).
 PIPELINE = [p for p in NOTEBOOKS if not cells.info(p).cleanup]
+#: The Studio lab's notebooks (00-12) and the SQL application's (20-23).
+STUDIO = [p for p in NOTEBOOKS if not settings.is_sql_app_notebook(p)]
+SQL_APP = [p for p in NOTEBOOKS if settings.is_sql_app_notebook(p)]
 
 
 def test_the_lab_notebooks_are_there_in_order():
@@ -37,18 +40,34 @@ def test_committed_without_outputs_and_with_a_parameters_cell(path: Path):
 def test_every_notebook_says_what_it_is_in_the_lab():
     infos = [cells.info(p) for p in NOTEBOOKS]
     assert all(i.step or i.about for i in infos), [i.path.name for i in infos if not (i.step or i.about)]
-    assert [i.number for i in infos if i.cleanup] == [NOTEBOOKS[-1].name[:2]], "the last notebook is the cleanup"
+    assert [i.number for i in infos if i.cleanup] == [STUDIO[-1].name[:2]], "the Studio lab's last notebook cleans up"
+    assert [p.name[:2] for p in SQL_APP] == ["20", "21", "22", "23"] and NOTEBOOKS == STUDIO + SQL_APP
     assert infos[4].step == "#4 Impression stream"
 
 
 @pytest.mark.parametrize("where", ["README.md", "notebooks/00_overview.ipynb"])
 def test_the_lab_table_matches_the_notebooks_metadata(where: str):
-    table = cells.lab_table(NOTEBOOKS)
+    table = cells.lab_table(STUDIO)
     path = settings.REPO / where
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".ipynb":
         text = "\n".join(c.source for c in cells.read(path).cells if c.cell_type == "markdown")
     assert table in text, f"{where}: the lab table differs from the notebooks' metadata; it should read:\n{table}"
+
+
+def test_the_readme_lists_the_sql_applications_notebooks():
+    table = cells.lab_table(SQL_APP).replace("| Lab paragraph (Zeppelin note in Studio) |", "| SQL application |")
+    text = (settings.REPO / "README.md").read_text(encoding="utf-8")
+    assert table in text, f"README.md: the SQL application's table differs from the notebooks' metadata:\n{table}"
+
+
+def test_the_forest_preset_reaches_only_the_notebooks_that_take_it(tmp_path: Path):
+    params = {"dataset": "d", "build": "b", "forest_preset": "lab"}
+    taking = [p.name[:2] for p in NOTEBOOKS if "forest_preset" in runner.notebook_parameters(p, params)]
+    assert taking == ["02", "08", "09"]
+    assert runner.notebook_parameters(NOTEBOOKS[0], {"dataset": "d"}) == {"dataset": "d"}
+    with pytest.raises(ClicklabError, match="'huge'"):
+        runner.run(build=tmp_path, only=["00"], forest_preset="huge")
 
 
 def test_no_sql_cell_is_copied_between_notebooks():
@@ -125,6 +144,10 @@ def test_summary_names_streams_and_sites(small_run):
     # notebook 11 ran: the summary the run printed says what the alerts did (per channel, when there were any)
     anomalies = len(results.read_stream(build, "anomalydetectionstream"))
     assert f"alerts ({anomalies} anomalies; local default)" in small_run[2].summary.render()
+    # the SQL application's notebooks ran after the Studio lab's: their anomalies are in the run's summary
+    rendered = small_run[2].summary.render()
+    assert "SQL application flags the 2 extra-click windows with ANOMALY_SCORE > 2 and nothing else" in rendered
+    assert "12:06:10 CTRPERCENT 400.0 ANOMALY_SCORE" in rendered and small_run[2].summary.ok
 
 
 def test_a_failing_cell_names_notebook_and_cell(tmp_path: Path):

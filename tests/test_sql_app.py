@@ -77,7 +77,7 @@ def test_the_streams_are_defined_once_in_clicklab_streams():
     assert "'path' = '/b/sqlapp/ctrstream'" in ddl and "WATERMARK FOR ROWTIME" in ddl
     source = streams.sql_app_ddl("SOURCE_SQL_STREAM_001", Path("/b"), Path("/d.jsonl"))
     assert "'path' = '/d.jsonl'" in source and "ROWTIME AS TO_TIMESTAMP(event_time" in source
-    with pytest.raises(ValueError, match="'SOURCE_SQL_STREAM_001'.*writes CLICKSTREAM"):
+    with pytest.raises(ValueError, match=r"'SOURCE_SQL_STREAM_001'.*writes CLICKSTREAM"):
         streams.sql_app_path(Path("/b"), "SOURCE_SQL_STREAM_001")
     with pytest.raises(ValueError, match="'clickstream'"):
         streams.sql_app_path(Path("/b"), "clickstream")  # the Studio lab's stream, not the application's
@@ -156,7 +156,8 @@ def counts(t_env, tmp_path_factory):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     for statement in ("DROP TEMPORARY VIEW IF EXISTS counts_ordered", "DROP TABLE IF EXISTS counts",
                       f"""CREATE TABLE counts (site STRING, t BIGINT, clicks BIGINT, impressions BIGINT,
-                            rowtime AS TO_TIMESTAMP_LTZ(t * 1000, 3), WATERMARK FOR rowtime AS rowtime - INTERVAL '1' HOUR)
+                            rowtime AS TO_TIMESTAMP_LTZ(t * 1000, 3),
+                            WATERMARK FOR rowtime AS rowtime - INTERVAL '1' HOUR)
                           WITH ('connector' = 'filesystem', 'path' = '{path}', 'format' = 'json')""",
                       """CREATE TEMPORARY VIEW counts_ordered AS SELECT site, t, clicks, impressions, rowtime,
                            COUNT(*) OVER (PARTITION BY site ORDER BY rowtime
@@ -212,3 +213,41 @@ def test_without_directionality_the_explanation_has_attributions_only_and_the_sa
     assert len(merged) == 120 and (merged["score"] == merged["score_directed"]).all()
     scored = merged[~merged["warming_up"]]
     assert all(set(p) == {"ATTRIBUTION_SCORE"} for e in scored["explanation"] for p in json.loads(e).values())
+
+
+# ---------------------------------------------------------------------------------------------
+# The lab's parameter set, one switch (issue 12 part 2)
+
+
+@pytest.mark.parametrize("command", [["score", "--input", "x.csv", "--output", "y.csv"], ["evaluate"]])
+def test_params_lab_selects_the_sql_labs_forest_and_reaches_the_java_functions_job_parameters(command):
+    from clicklab import cli
+    from clicklab_udf.forest import PRESETS
+
+    assert tuple(PRESETS) == cli.PARAMETER_SETS
+    lab = cli._detector(cli.parser().parse_args([*command, "--params", "lab"]))
+    assert lab.forest == ForestParams.preset("lab")
+    job = javaudf.job_parameters(lab.forest)  # what the Java scalar and keyed functions read (rcf.*)
+    assert (job["rcf.number_of_trees"], job["rcf.sub_sample_size"], job["rcf.time_decay"], job["rcf.shingle_size"],
+            job["rcf.warmup"]) == ("100", "12", "100000.0", "1", "4")
+    default = cli._detector(cli.parser().parse_args(command))
+    assert javaudf.job_parameters(default.forest)["rcf.sub_sample_size"] == "256"
+    overridden = cli._detector(cli.parser().parse_args([*command, "--params", "lab", "--trees", "30"]))
+    assert (overridden.forest.number_of_trees, overridden.forest.sub_sample_size) == (30, 12)
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args([*command, "--params", "huge"])
+
+
+def test_clicklab_run_passes_the_parameter_set_to_the_runner(monkeypatch):
+    from clicklab import cli, flink, runner
+
+    seen = {}
+
+    def fake_run(**kwargs):
+        seen.update(kwargs)
+        raise cli.ClicklabError("stop here")
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    monkeypatch.setattr(flink, "check_java", lambda: None)
+    assert cli.main(["run", "--params", "lab", "--only", "08"]) == 1
+    assert seen["forest_preset"] == "lab" and seen["only"] == ["08"]
