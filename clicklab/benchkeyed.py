@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import time
 from pathlib import Path
@@ -109,8 +110,9 @@ def _ptf_state_bytes(build: Path, job_id: str, checkpoint_id: int) -> int:
 
 
 def run_one(build: Path, sites: int, windows: int, parallelism: int, fault: bool = False,
-            timeout_s: float = 1800.0) -> dict[str, Any]:
-    """One measured job (see the module docstring); the cluster must be up."""
+            timeout_s: float = 1800.0, heap_before: float | None = None) -> dict[str, Any]:
+    """One measured job (see the module docstring); the cluster must be up. ``heap_before``: the TaskManagers'
+    heap (MB) before any job ran; measured now if not given."""
     from clicklab import faults
     from clicklab_udf.forest import ForestParams
 
@@ -130,7 +132,8 @@ def run_one(build: Path, sites: int, windows: int, parallelism: int, fault: bool
         "CREATE TABLE keyed_sink (site STRING, `time` BIGINT, score DOUBLE) WITH ('connector' = 'blackhole')",
     ):
         flink.execute(t_env, statement)
-    heap_before = _heap_used_mb(build)
+    if heap_before is None:
+        heap_before = _heap_used_mb(build)
     t_env.get_config().set("pipeline.name", f"bench keyed: {sites} sites, P={parallelism}")
     result = t_env.execute_sql(
         "INSERT INTO keyed_sink SELECT site, `time`, anomaly_score FROM "
@@ -216,11 +219,21 @@ def run(build: Path = settings.DEFAULT_BUILD, sites: int = 10_000, windows: int 
     """The ``keyed`` figures: one job per parallelism; the last one also measures recovery."""
     if sites < 1 or windows < 1:
         raise ValueError(f"sites and windows must be >= 1, got {sites} and {windows}")
-    cluster.up(build)
+    # a forest held decoded takes up to ~190 KB of heap (CompactForest.approximateHeapBytes at 100 x 256, its state
+    # included): TaskManagers with room for the sites, whatever the lab's 2 GB default (a running cluster is used as
+    # it is: `clicklab cluster down --build <build>/bench/cluster` first)
+    memory = f"{2 + math.ceil(sites * 0.4 / 1024)}g"  # at parallelism 1 one TaskManager holds every site
+    cluster.up(build, taskmanager_memory=memory)
+    from clicklab import faults
+
+    while len(cluster.taskmanager_pids(build)) < faults.TASKMANAGERS:
+        cluster.add_taskmanager(build)
+    # once, before any job: a cancelled job's tasks may hold their state a while after it ended
+    heap_before = _heap_used_mb(build)
     runs = {}
     for p in parallelism:
         log.info("keyed scorer: %s sites x %s windows at parallelism %s ...", f"{sites:,}", windows, p)
-        runs[p] = run_one(build, sites, windows, p, fault=p == parallelism[-1])
+        runs[p] = run_one(build, sites, windows, p, fault=p == parallelism[-1], heap_before=heap_before)
     last = runs[parallelism[-1]]
     keyed = {"sites": sites, "windows": windows}
     for p, r in runs.items():

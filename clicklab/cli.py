@@ -134,8 +134,10 @@ def _scorer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--params", choices=PARAMETER_SETS, default=None,
                    help="the forest's named parameter set: default (100 trees, 256 samples, time decay 100000, "
                         "shingle 1) or lab (the SQL lab's 100, 12, 100000, 1); the options below override it")
-    g.add_argument("--backend", choices=["aws", "rrcf", "java"], default=None,
-                   help="aws (default), rrcf, or java (AWS's Java library in Flink; builds the jar, needs javac)")
+    g.add_argument("--backend", choices=["compact", "aws", "rrcf", "java"], default=None,
+                   help="compact (default: the keyed pipeline's forest, Java in Flink, its Python twin in process), "
+                        "aws (krcf), rrcf, or java (AWS's Java library in Flink); compact and java build the jar "
+                        "(javac)")
     g.add_argument("--trees", type=int, default=None, help="number of trees (100)")
     g.add_argument("--sample-size", type=int, default=None, help="sub-sample size (256)")
     g.add_argument("--shingle-size", type=int, default=None, help="shingle size (1)")

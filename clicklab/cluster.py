@@ -239,7 +239,8 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def flink_config(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int) -> dict[str, str]:
+def flink_config(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int,
+                 taskmanager_memory: str = TASKMANAGER_MEMORY) -> dict[str, str]:
     """Our keys of ``config.yaml`` (on top of the package's, whose Java 17 ``--add-opens`` options we keep).
 
     Loopback only: ``*.bind-host`` / ``rest.bind-address`` are where a process listens, ``*.address`` /
@@ -273,7 +274,7 @@ def flink_config(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int) -> dic
         "taskmanager.load-balance.mode": "SLOTS",
         "parallelism.default": "1",
         "jobmanager.memory.process.size": JOBMANAGER_MEMORY,
-        "taskmanager.memory.process.size": TASKMANAGER_MEMORY,
+        "taskmanager.memory.process.size": taskmanager_memory,
         "taskmanager.memory.managed.fraction": "0.25",
         # Python UDFs run in the TaskManagers in this Python, where pyflink and clicklab_udf are installed
         "python.executable": sys.executable,
@@ -316,7 +317,7 @@ def _link_lib(d: FlinkDirs) -> None:
         (d.lib / jar.name).symlink_to(jar)
 
 
-def _write_conf(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int) -> Path:
+def _write_conf(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int, taskmanager_memory: str) -> Path:
     package_conf = flink_home() / "conf"
     for folder in (d.conf, d.log, d.pid, d.checkpoints, d.savepoints, d.tmp):
         folder.mkdir(parents=True, exist_ok=True)
@@ -325,7 +326,7 @@ def _write_conf(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int) -> Path
         if name.startswith(("log4j", "logback")):
             (d.conf / name).write_bytes((package_conf / name).read_bytes())
     keys = _flatten(yaml.safe_load((package_conf / "config.yaml").read_text(encoding="utf-8")) or {})
-    keys.update(flink_config(d, rest_port, rpc_port, slots))
+    keys.update(flink_config(d, rest_port, rpc_port, slots, taskmanager_memory))
     path = d.conf / "config.yaml"
     header = "# Written by `clicklab cluster up` at every start (clicklab/cluster.py, flink_config): edit that.\n"
     path.write_text(header + yaml.safe_dump(keys, sort_keys=True, width=10_000), encoding="utf-8")
@@ -458,7 +459,7 @@ def _locked(d: FlinkDirs) -> Iterator[None]:
 
 
 def up(build: Path = settings.DEFAULT_BUILD, taskmanagers: int = 2, slots: int = 4,
-       timeout_s: float = 120.0) -> ClusterInfo:
+       timeout_s: float = 120.0, taskmanager_memory: str = TASKMANAGER_MEMORY) -> ClusterInfo:
     """Start the cluster (one JobManager, ``taskmanagers`` TaskManagers of ``slots`` slots) and wait until all
     TaskManagers have registered; return it, with the web UI's URL.
 
@@ -471,10 +472,10 @@ def up(build: Path = settings.DEFAULT_BUILD, taskmanagers: int = 2, slots: int =
         raise ClicklabError(f"a cluster needs at least 1 TaskManager of 1 slot, not {taskmanagers} of {slots}")
     d = dirs(build)
     with _locked(d):
-        return _up(d, taskmanagers, slots, timeout_s)
+        return _up(d, taskmanagers, slots, timeout_s, taskmanager_memory)
 
 
-def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float) -> ClusterInfo:
+def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float, taskmanager_memory: str) -> ClusterInfo:
     current = status(d.root.parent)
     if current is not None:
         log.info("the Flink cluster of %s is already up", d.root)
@@ -486,7 +487,7 @@ def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float) -> Cluste
     if leftovers:
         log.info("cleaned up an earlier cluster: %s", ", ".join(leftovers))
     rest_port, rpc_port = _free_port(), _free_port()
-    _write_conf(d, rest_port, rpc_port, slots)
+    _write_conf(d, rest_port, rpc_port, slots, taskmanager_memory)
     url = f"http://{LOOPBACK}:{rest_port}"
     state = {
         "url": url, "rest_port": rest_port, "rpc_port": rpc_port, "conf_dir": str(d.conf), "log_dir": str(d.log),

@@ -247,7 +247,7 @@ def compare_modes(scored: pd.DataFrame, flagged: pd.DataFrame, labels: pd.DataFr
     adaptive = [(k, t) in marked for k, t in zip(base["key"], base["time"], strict=True)]
     fixed = (scored["score"] > threshold).to_numpy()
     return _two_modes(base, adaptive, fixed, labels.rename(columns={"site": "key"}), threshold,
-                      "adaptive (IS_ANOMALY)", window_s, grace_s)
+                      "adaptive (ANOMALY_DECISIONS)", window_s, grace_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -623,7 +623,7 @@ def evaluate(
         raise ClicklabError("nothing to evaluate: give --data and --labels, or a replay")
     threshold = getattr(detector, "threshold", 2.0)
     scored = score_labelled(series, detector, work, in_process)
-    adaptive = "adaptive" if getattr(detector, "adaptive", True) else f"IS_ANOMALY (fixed > {threshold:g})"
+    adaptive = "adaptive" if getattr(detector, "adaptive", True) else f"fixed (score > {threshold:g})"
     modes = {adaptive: "flagged", f"fixed > {threshold:g}": "fixed"}
     files = [n for n, s in series.items() if s.corpus != REPLAY_CORPUS]
     detections = series_table({n: scored[n] for n in files}, {n: series[n].label_windows for n in files}, modes)

@@ -2,9 +2,11 @@
 
 A CSV series (the Numenta Anomaly Benchmark's ``timestamp,value`` works as is) is checked row by row
 in Python (a bad row stops with the file, line and value), written as JSON lines, and replayed
-through a PyFlink job that calls the same registered functions as the notebooks:
-``RANDOM_CUT_FOREST_WITH_FLAG`` and ``IS_ANOMALY``. Many series go through one job (one key each),
-since a Flink job takes seconds to start.
+through a PyFlink job: with the default ``compact`` forest the keyed ``RANDOM_CUT_FOREST`` of the notebooks
+(Java, the same scores as the pipeline's), then ``IS_ANOMALY``; with another backend the scalar
+``RANDOM_CUT_FOREST_WITH_FLAG``. Many series go through one job (one key each), since a Flink job takes
+seconds to start. The source is one file read by one task, so each key's rows reach the functions in
+file order (time order, as :func:`read_series` checked).
 """
 
 from __future__ import annotations
@@ -108,6 +110,11 @@ FROM (
 )"""
 
 
+KEYED_SCORE_SQL = """INSERT INTO scored
+SELECT seq, anomaly_score, warming_up, IS_ANOMALY(anomaly_score, k, warming_up)
+FROM RANDOM_CUT_FOREST(TABLE series PARTITION BY k, DESCRIPTOR(v))"""
+
+
 def score_job(t_env: Any, source: Path, sink: Path, detector: udfs.Detector) -> None:
     """The scoring job: read ``source`` (JSON lines ``seq,k,ms,v``, each key in time order), write
     ``seq, anomaly_score, warming_up, is_anomaly`` to ``sink``."""
@@ -115,8 +122,9 @@ def score_job(t_env: Any, source: Path, sink: Path, detector: udfs.Detector) -> 
         flink.execute(t_env, f"DROP TABLE IF EXISTS {table}")
     flink.execute(t_env, SOURCE_DDL.format(path=Path(source).resolve()))
     flink.execute(t_env, SINK_DDL.format(path=Path(sink).resolve()))
-    udfs.register(t_env, detector, keyed=False)  # the scalar functions only: each series is one key in order
-    flink.wait(flink.execute(t_env, SCORE_SQL))
+    keyed = detector.forest_params().backend in udfs.KEYED_BACKENDS
+    udfs.register(t_env, detector, keyed=keyed)
+    flink.wait(flink.execute(t_env, KEYED_SCORE_SQL if keyed else SCORE_SQL))
 
 
 def score_frames(

@@ -8,13 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clicklab import flink, udfs
+from clicklab import flink
 from clicklab.exceptions import SqlError
 from clicklab_udf.forest import ForestParams, KeyedForests
 
 pytestmark = pytest.mark.flink
 
-PARAMS = ForestParams(number_of_trees=30, sub_sample_size=64, warmup=32)
+PARAMS = ForestParams(number_of_trees=30, sub_sample_size=64, warmup=32, backend="aws")
+
+
+def _register_scalar(t_env) -> None:
+    """The scalar ``RANDOM_CUT_FOREST(value, key)`` of functions.py, for sessions that want it (the lab's pipeline
+    calls the keyed Java function under that name; see tests/test_keyed.py)."""
+    from clicklab_udf.functions import random_cut_forest
+
+    flink.execute(t_env, "DROP TEMPORARY FUNCTION IF EXISTS SCALAR_RCF")
+    t_env.create_temporary_function("SCALAR_RCF", random_cut_forest(PARAMS))
 
 
 def _table(t_env, folder: Path, rows: list[tuple[int, str, float]]) -> None:
@@ -40,8 +49,8 @@ def test_vectorized_random_cut_forest_scores_interleaved_sites_exactly_like_row_
     values[sites[0]][120] = 500.0
     rows = [(t * 2 + i, s, float(values[s][t])) for t in range(n) for i, s in enumerate(sites)]
     _table(t_env, tmp_path / "ctr", rows)
-    udfs.register(t_env, udfs.Detector(forest=PARAMS))
-    got = _rows("SELECT seq, site, RANDOM_CUT_FOREST(ctr, site) FROM ctr", t_env)
+    _register_scalar(t_env)
+    got = _rows("SELECT seq, site, SCALAR_RCF(ctr, site) FROM ctr", t_env)
     got.sort()
     assert [g[:2] for g in got] == [r[:2] for r in rows]
     for site in sites:
@@ -53,7 +62,7 @@ def test_vectorized_random_cut_forest_scores_interleaved_sites_exactly_like_row_
 
 def test_a_missing_ctr_stops_the_job_naming_the_site(t_env, tmp_path: Path):
     _table(t_env, tmp_path / "ctr", [(0, "https://shop.example.com", 12.5), (1, "https://shop.example.com", None)])
-    udfs.register(t_env, udfs.Detector(forest=PARAMS))
-    sql = "SELECT RANDOM_CUT_FOREST(ctr, site) FROM ctr"
+    _register_scalar(t_env)
+    sql = "SELECT SCALAR_RCF(ctr, site) FROM ctr"
     with pytest.raises(SqlError, match=r"RANDOM_CUT_FOREST: site 'https://shop.example.com': value (nan|None)"):
         _rows(sql, t_env)

@@ -140,7 +140,7 @@ def test_summary_names_streams_and_sites(small_run):
     text = summary.render()
     assert f"events replayed: {replay.events:,}" in text
     assert "https://shop.example.com" in text and "ctrstream matches" in text
-    assert "anomalies per site" in text and "adaptive (IS_ANOMALY): labelled 2" in text
+    assert "anomalies per site" in text and "adaptive (ANOMALY_DECISIONS): labelled 2" in text
     # notebook 11 ran: the summary the run printed says what the alerts did (per channel, when there were any)
     anomalies = len(results.read_stream(build, "anomalydetectionstream"))
     assert f"alerts ({anomalies} anomalies; local default)" in small_run[2].summary.render()
