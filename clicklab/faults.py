@@ -9,8 +9,7 @@ checkpointing every second, and can inject a fault while a job runs:
   on the slots left, re-reads its input from the checkpointed position, and the file sink commits each
   output file exactly once;
 * ``"savepoint"``: stop-with-savepoint (not drained) once a checkpoint completed, then the same statement
-  resumed from the savepoint;
-* ``"rescale"``: the same, resumed at parallelism 1: every site's state moves to the one task left.
+  resumed from the savepoint.
 
 ``tests/test_faults.py`` checks that the streams of a faulty run equal an uninterrupted run's, row for row
 and score for score; ``clicklab bench --json`` reports the checkpoint and recovery times of a run
@@ -33,9 +32,8 @@ from clicklab.notebook import Lab
 
 log = logging.getLogger(__name__)
 
-#: Faults :func:`run_step` can inject (``rescale``: stop-with-savepoint, then resume at parallelism 1, so the
-#: sites' state is redistributed over another number of tasks).
-FAULTS = ("kill", "savepoint", "rescale")
+#: Faults :func:`run_step` can inject.
+FAULTS = ("kill", "savepoint")
 
 #: The notebooks whose INSERT fills each step's stream, in the lab's order.
 UPSTREAM = ("04", "05", "06")
@@ -96,7 +94,8 @@ def session(dataset: Path, build: Path, detector: udfs.Detector | None = None,
         cluster.add_taskmanager(build)
     t_env = flink.create_table_env(
         config={"execution.checkpointing.interval": CHECKPOINT_INTERVAL,
-                "execution.checkpointing.mode": "EXACTLY_ONCE", **(config or {})},
+                "execution.checkpointing.mode": "EXACTLY_ONCE",
+                **(config or {})},
         target="cluster", build=build)
     lab = Lab(dataset, build, t_env)
     lab.create_tables()
@@ -183,8 +182,7 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
             savepoint = cluster.stop_with_savepoint(build, job_id, timeout_s)
             struck = time.monotonic()
             log.info("stopped job %s with savepoint %s", job_id, savepoint)
-            resumed_at = 1 if fault == "rescale" else parallelism
-            result = _submit(_resumed(lab, savepoint), sql, f"{name} resumed at P={resumed_at}", resumed_at)
+            result = _submit(_resumed(lab, savepoint), sql, f"{name} resumed", parallelism)
             old, job_id = job_id, _job_id(result)
             cluster.wait_for(lambda: cluster.job_state(build, job_id) in ("RUNNING", "FAILED", "FINISHED"),
                              f"job {job_id} (resumed from {old}) to run", timeout_s)

@@ -293,7 +293,9 @@ def configure(t_env: Any, params: Any, jar: Path, extra: dict[str, str] | None =
     """
     conf = t_env.get_config()
     url = Path(jar).resolve().as_uri()
-    jars = [j for j in conf.get("pipeline.jars", "").split(";") if j]
+    # ';'-separated as we write it, or a list as Flink writes it back after CREATE FUNCTION ... USING JAR
+    text = conf.get("pipeline.jars", "").strip().strip("[]")
+    jars = [j.strip().strip("'\"") for j in text.replace(",", ";").split(";") if j.strip()]
     if url not in jars:
         conf.set("pipeline.jars", ";".join([*jars, url]))
     current = _parse_map(conf.get("pipeline.global-job-parameters", ""))
@@ -318,7 +320,7 @@ def register(t_env: Any, params: Any, jar: Path | None = None, names: tuple[str,
     (their forests start afresh in the next job).
     """
     jar = build_jar(jar)
-    configure(t_env, params, jar)
+    configure(t_env, params)
     _create(t_env, {k: v for k, v in JAVA_FUNCTIONS.items() if names is None or k in names})
     return jar
 

@@ -2,10 +2,10 @@
 
 A replay of 100 sites x 2 hours runs through the lab's steps on the cluster of ``clicklab cluster up`` (two
 TaskManagers). Scoring (08) runs at parallelism 2, checkpointing every second: uninterrupted; with ``kill -9``
-of a TaskManager once a checkpoint has completed; stopped with a savepoint, then resumed from it; and the
-same resumed at parallelism 1 (rescaled: every site's forest moves to the one task left). Each time 09 decides the anomalies after it. The faulty runs' destinationstream and
-anomalydetectionstream must equal the uninterrupted run's, row for row and score for score, and the alerts
-sent for them must be the same alerts, none twice.
+of a TaskManager once a checkpoint has completed; and stopped with a savepoint, then resumed from it. Each
+time 09 decides the anomalies after it. The faulty runs' destinationstream and anomalydetectionstream must
+equal the uninterrupted run's, row for row and score for score, and the alerts sent for them must be the same
+alerts, none twice.
 """
 
 from __future__ import annotations
