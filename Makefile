@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/clicklab run
 
-# The tests that submit to a standalone cluster run in a second process: a table environment aimed at a remote
-# cluster leaves the process's later local sessions unable to load the Java functions' classes.
+# Workaround, not a fix (an open bug): after some other tests have made table environments in the process, a session
+# can no longer load the jar's Java function classes (ClassNotFoundException). The tests that register the Java
+# functions, and the tests that submit to a standalone cluster, each run in a pytest process of their own.
+JAVA_TESTS := tests/test_java_udf.py tests/test_keyed.py tests/test_score.py tests/test_sql_app.py
 CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(foreach t,$(CLUSTER_TESTS),--ignore=$(t))
+	$(BIN)/python -m pytest $(foreach t,$(JAVA_TESTS) $(CLUSTER_TESTS),--ignore=$(t))
+	$(BIN)/python -m pytest $(JAVA_TESTS)
 	$(BIN)/python -m pytest $(CLUSTER_TESTS)
 
 # The tests that need no JVM, Flink job or server (markers in pyproject.toml): under a minute.

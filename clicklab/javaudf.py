@@ -320,7 +320,7 @@ def register(t_env: Any, params: Any, jar: Path | None = None, names: tuple[str,
     (their forests start afresh in the next job).
     """
     jar = build_jar(jar)
-    configure(t_env, params)
+    configure(t_env, params, jar)
     _create(t_env, {k: v for k, v in JAVA_FUNCTIONS.items() if names is None or k in names})
     return jar
 
