@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python scripts/deploy.py`: clicklab from this checkout
@@ -54,6 +55,27 @@ class Aws:
 
     def account_id(self) -> str:
         return self.client("sts").get_caller_identity()["Account"]
+
+
+T = TypeVar("T")
+
+
+def run_main(script: str, work: Callable[[], T]) -> T | int:
+    """What a script's ``main`` does around its work: ``work()``'s result, or exit code 1 with one line on
+    standard error naming ``script`` and the cause (an :class:`AwsLabError` or another clicklab error, or no AWS
+    credentials), or 130 when interrupted."""
+    try:
+        return work()
+    except ClicklabError as exc:  # AwsLabError, and clicklab's own (a scenario, the Lambda zip)
+        print(f"{script}: {exc}", file=sys.stderr)
+        return 1
+    except botocore.exceptions.NoCredentialsError:
+        print(f"{script}: no AWS credentials (configure them, or give --endpoint-url for a local endpoint)",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{script}: interrupted", file=sys.stderr)
+        return 130
 
 
 def error_text(exc: Exception) -> str:

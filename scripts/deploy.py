@@ -26,7 +26,6 @@ if __package__ in (None, ""):
 import botocore.exceptions
 from boto3.exceptions import S3UploadFailedError
 
-from clicklab.exceptions import ClicklabError
 from scripts.awslab import (
     DEFAULT_REGION,
     DEFAULT_STACK,
@@ -37,6 +36,7 @@ from scripts.awslab import (
     error_text,
     find_stack,
     outputs,
+    run_main,
     wait_stack,
 )
 
@@ -204,16 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shards", type=int, default=1, help="shards per Kinesis stream (default 1)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the stack (default 1800)")
     args = p.parse_args(argv)
-    try:
-        result = deploy(args.email, args.phone, args.stack, args.region, args.endpoint_url, args.code_bucket,
-                        args.udf_jar, not args.no_udf_jar, args.cooldown, args.shards, timeout_s=args.timeout)
-    except ClicklabError as exc:  # AwsLabError, and clicklab's own (a scenario, the Lambda zip)
-        print(f"deploy: {exc}", file=sys.stderr)
-        return 1
-    except botocore.exceptions.NoCredentialsError:
-        print("deploy: no AWS credentials (configure them, or give --endpoint-url for a local endpoint)",
-              file=sys.stderr)
-        return 1
+    result = run_main("deploy", lambda: deploy(
+        args.email, args.phone, args.stack, args.region, args.endpoint_url, args.code_bucket, args.udf_jar,
+        not args.no_udf_jar, args.cooldown, args.shards, timeout_s=args.timeout))
+    if isinstance(result, int):
+        return result
     print("\n".join(result.lines()))
     return 0
 

@@ -34,8 +34,7 @@ if __package__ in (None, ""):
 
 import botocore.exceptions
 
-from clicklab.exceptions import ClicklabError
-from scripts.awslab import DEFAULT_REGION, Aws, AwsLabError, error_text
+from scripts.awslab import DEFAULT_REGION, Aws, AwsLabError, error_text, run_main
 
 MAX_BATCH_RECORDS = 500
 MAX_BATCH_BYTES = 5 * 2**20
@@ -352,19 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--region", default=DEFAULT_REGION, help=f"AWS region (default {DEFAULT_REGION})")
     p.add_argument("--endpoint-url", default=None, help="another AWS-compatible endpoint, e.g. a local moto server")
     args = p.parse_args(argv)
-    try:
-        result = produce(args.stream, args.scenario, args.template, args.rate, args.speed, args.duration,
-                         args.max_records, args.seed, args.region, args.endpoint_url)
-    except ClicklabError as exc:  # AwsLabError, and clicklab's own (a scenario, the Lambda zip)
-        print(f"producer: {exc}", file=sys.stderr)
-        return 1
-    except botocore.exceptions.NoCredentialsError:
-        print("producer: no AWS credentials (configure them, or give --endpoint-url for a local endpoint)",
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("producer: interrupted", file=sys.stderr)
-        return 130
+    result = run_main("producer", lambda: produce(
+        args.stream, args.scenario, args.template, args.rate, args.speed, args.duration, args.max_records,
+        args.seed, args.region, args.endpoint_url))
+    if isinstance(result, int):
+        return result
     print(result.line())
     return 0
 

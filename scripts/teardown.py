@@ -20,7 +20,6 @@ if __package__ in (None, ""):
 
 import botocore.exceptions
 
-from clicklab.exceptions import ClicklabError
 from scripts.awslab import (
     DEFAULT_REGION,
     DEFAULT_STACK,
@@ -30,6 +29,7 @@ from scripts.awslab import (
     error_text,
     find_stack,
     outputs,
+    run_main,
     wait_stack,
 )
 from scripts.deploy import code_bucket_name
@@ -84,16 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-code-bucket", action="store_true", help="leave the code bucket and the Lambda zips")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the deletion (default 1800)")
     args = p.parse_args(argv)
-    try:
-        result = teardown(args.stack, args.region, args.endpoint_url, args.code_bucket, args.keep_code_bucket,
-                          args.timeout)
-    except ClicklabError as exc:  # AwsLabError, and clicklab's own (a scenario, the Lambda zip)
-        print(f"teardown: {exc}", file=sys.stderr)
-        return 1
-    except botocore.exceptions.NoCredentialsError:
-        print("teardown: no AWS credentials (configure them, or give --endpoint-url for a local endpoint)",
-              file=sys.stderr)
-        return 1
+    result = run_main("teardown", lambda: teardown(
+        args.stack, args.region, args.endpoint_url, args.code_bucket, args.keep_code_bucket, args.timeout))
+    if isinstance(result, int):
+        return result
     print("\n".join(result.lines()))
     return 0
 
