@@ -99,9 +99,13 @@ class Lab:
                 flink.execute(self.t_env, drop)
         self.run(self.ddl)
 
+    def stream_path(self, name: str) -> Path:
+        """The folder a stream of this session's keeps its files in."""
+        return streams.stream_path(self.build, name)
+
     def reset_stream(self, name: str) -> Path:
         """Empty a local stream's folder, so re-running the step that fills it overwrites it."""
-        folder = streams.stream_path(self.build, name)
+        folder = self.stream_path(name)
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)

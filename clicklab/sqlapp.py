@@ -89,14 +89,8 @@ class SqlApp(Lab):
     def create_tables(self) -> None:
         self.run(self.ddl)
 
-    def reset_stream(self, name: str) -> Path:
-        import shutil
-
-        folder = streams.sql_app_path(self.build, name)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
-        return folder
+    def stream_path(self, name: str) -> Path:
+        return streams.sql_app_path(self.build, name)
 
     def stream(self, name: str) -> pd.DataFrame:
         return read_app_stream(self.build, name)
@@ -112,7 +106,7 @@ class SqlApp(Lab):
         started = time.monotonic()
         flink.wait(flink.execute(self.t_env, st.sql))
         rows = len(self.stream(st.target))
-        where = streams.sql_app_path(self.build, st.target).relative_to(self.build.parent)
+        where = self.stream_path(st.target).relative_to(self.build.parent)
         return Outcome(st, f"INSERT INTO {st.target}: {rows:,} rows written to {where} in "
                            f"{time.monotonic() - started:.1f} s")
 
