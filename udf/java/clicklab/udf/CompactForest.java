@@ -65,11 +65,15 @@ import java.util.Arrays;
  *
  * <p>Speed-ups that change no score and no state byte (all derived, never stored, rebuilt or refilled on restore):
  * in 1-D, each tree caches the split positions of its top {@code min(8, ceil(log2 sampleSize))} levels
- * ({@code 2 * trees * 2^levels} bytes, 51 KB at 100 x 256), filled while scoring and cleared only when that tree's
- * sample changes, so with a full pool most levels cost no search; each tree keeps a sorted window of the
- * {@code sampleSize / 8} (8..32) keys around its membership boundary (its largest members and the next
- * non-members, 10 bytes a key), so a replacement finds a tree's new largest key or its replacement member without
- * scanning the pool or the sample. {@link #writeTo} and {@link #readFrom} move the pool as one block through a
+ * ({@code 2 * trees * 2^levels} bytes, 51 KB at 100 x 256), filled while scoring and, when the tree's sample
+ * changes, updated along the changed point's path (only the subtree of the first node whose box changes is
+ * forgotten), so most top levels cost no search even while every point changes every tree's sample (the first
+ * {@code sampleSize} points; with 1,000 forests of 300 points interleaved, {@code CompactForestMain --bench 300000
+ * --keys 1000}, about 1.2x the points per second of clearing the tree's cache at every change); each tree keeps a
+ * sorted window of the {@code sampleSize / 8} (8..32) keys around its membership boundary (its largest members and
+ * the next non-members, 10 bytes a key), so a replacement finds a tree's new largest key or its replacement member
+ * without scanning the pool or the sample (while the pool grows the window is mostly members, which is what a
+ * growing pool uses up: about 1.2x at 200 forests of 1,100 points, {@code --bench 220000 --keys 200}). {@link #writeTo} and {@link #readFrom} move the pool as one block through a
  * per-thread buffer (no heap per forest). At 100 x 256 with a full pool (CPU time, one thread) they give about 2x
  * the points per second of the code before them when replacements are rare (25k to 48k), 2.7x just after the pool
  * filled (12k to 33k) and 3x with a replacement per point ({@code timeDecay} 1000: 8k to 25k); {@code writeTo}
@@ -163,9 +167,10 @@ public final class CompactForest {
     /** Per tree: the identity of its root node. */
     private final long[] treeRoot;
     /**
-     * 1-D only, per tree {@code cacheNodes} entries: the split position (index in tree j's list minus
-     * {@code j * sampleSize}; 0: not yet known) of the node with heap index {@code h} (root 1, children
-     * {@code 2h}, {@code 2h + 1}) of the top levels. Filled while scoring, cleared when the tree's list changes.
+     * 1-D only, per tree {@code cacheNodes} entries: the size of the left part (split position minus the node's
+     * first position; 0: not known) of the node with heap index {@code h} (root 1, children {@code 2h},
+     * {@code 2h + 1}) of the top levels. Filled while scoring, kept up to date when the tree's list changes
+     * ({@link #splitsOnAdd}, {@link #splitsOnRemove}).
      */
     private final char[] splitCache;
     private final int cacheNodes;
@@ -598,7 +603,10 @@ public final class CompactForest {
         maxSlot[j] = winSlot[top];
     }
 
-    /** Tree j's window from the pool: ranks about {@code count - window / 2 ... count + window / 2}. */
+    /**
+     * Tree j's window from the pool: ranks about {@code count - window / 2 ... count + window / 2} (while the pool
+     * is not full, {@code count + 2 - window ... count + 2}).
+     */
     private void refillWindow(int j) {
         int n = poolCount;
         if (keyScratch == null) {
@@ -608,7 +616,9 @@ public final class CompactForest {
         for (int s = 0; s < n; s++) {
             keys[s] = keyOf(j, sequence[s]);
         }
-        int hi = Math.min(n, count + window / 2);
+        // while the pool grows no point leaves it: the boundary only moves down (a key below the window makes a
+        // member of the window a non-member), so the window is mostly members; once it is full, about half
+        int hi = Math.min(n, count + (n < poolSize ? 2 : window / 2));
         int lo = Math.max(0, hi - window);
         long lowKey = select(keys, 0, n, lo);
         long highKey = select(keys, lo, n, hi - 1);
@@ -635,7 +645,6 @@ public final class CompactForest {
     /** Add {@code slot} to tree j's list that holds {@code n} members. */
     private void add(int j, int slot, int n) {
         int base = j * sampleSize;
-        changed(j);
         if (!sorted1d) {
             members[base + n] = (char) slot;
             return;
@@ -653,6 +662,7 @@ public final class CompactForest {
                 hi = mid;
             }
         }
+        splitsOnAdd(j, v, n);
         System.arraycopy(members, lo, members, lo + 1, base + n - lo);
         members[lo] = (char) slot;
     }
@@ -660,7 +670,6 @@ public final class CompactForest {
     /** Remove {@code slot} (whose value is {@code v}) from tree j's list that holds {@code n} members. */
     private void remove(int j, int slot, double v, int n) {
         int base = j * sampleSize;
-        changed(j);
         int at;
         if (sorted1d) {
             int lo = base;
@@ -676,6 +685,7 @@ public final class CompactForest {
                 }
             }
             at = lo;
+            splitsOnRemove(j, at, v, n);
             System.arraycopy(members, at + 1, members, at, base + n - at - 1);
         } else {
             at = base;
@@ -686,10 +696,99 @@ public final class CompactForest {
         }
     }
 
-    /** Tree j's list changes: forget its cached splits. */
-    private void changed(int j) {
-        if (cacheNodes > 0) {
-            Arrays.fill(splitCache, j * cacheNodes, (j + 1) * cacheNodes, (char) 0);
+    // ------------------------------------------------------------------ the split cache under changes
+    //
+    // Tree j's entry of node h in splitCache is the size of h's left part (its split position minus its first
+    // position), or 0: not known. An entry is valid (that of the tree as it is now) when its ancestors' entries are
+    // all known; below an entry of 0 they are left over and ignored (score1d, filling an entry, forgets its
+    // children's). A point added to or removed from a tree changes the nodes on its path only: those whose box stays
+    // the same keep their cut (a cut is a function of the box and the node's identity) and their left part gains or
+    // loses the point when it goes left; the first whose box changes gets another cut, so its entry is forgotten
+    // (and with it everything below). The scores are those of a cache cleared at every change, with fewer searches.
+
+    /** Tree j's cached splits for {@code v} being added to its list of {@code n} members (before the list moves). */
+    private void splitsOnAdd(int j, double v, int n) {
+        if (cacheNodes == 0) {
+            return;
+        }
+        final char[] cache = splitCache;
+        final int cb = j * cacheNodes;
+        if (n == 0) {
+            cache[cb + 1] = 0;
+            return;
+        }
+        int lo = j * sampleSize;
+        int hi = lo + n;
+        long node = treeRoot[j];
+        int heap = 1;
+        while (heap < cacheNodes) {
+            int c = cache[cb + heap];
+            if (c == 0) {
+                return; // not known here, nothing known below
+            }
+            double a = values[members[lo]];
+            double b = values[members[hi - 1]];
+            if (v < a || v > b) {
+                cache[cb + heap] = 0; // v extends this node's box: another cut
+                return;
+            }
+            // a != b: a node with a known split is not a leaf, and v inside its box leaves it so
+            double cut = a + unit(node) * (b - a);
+            if (cut >= b) {
+                cut = Math.nextDown(b);
+            }
+            boolean left = v <= cut;
+            if (left) {
+                cache[cb + heap] = (char) (c + 1);
+                hi = lo + c;
+                heap = 2 * heap;
+            } else {
+                lo += c;
+                heap = 2 * heap + 1;
+            }
+            node = child(node, left);
+        }
+    }
+
+    /**
+     * Tree j's cached splits for its member at position {@code p} (absolute, value {@code v}) being removed from its
+     * list of {@code n} members (before the list moves).
+     */
+    private void splitsOnRemove(int j, int p, double v, int n) {
+        if (cacheNodes == 0) {
+            return;
+        }
+        final char[] cache = splitCache;
+        final int cb = j * cacheNodes;
+        int lo = j * sampleSize;
+        int hi = lo + n;
+        long node = treeRoot[j];
+        int heap = 1;
+        while (heap < cacheNodes) {
+            int c = cache[cb + heap];
+            if (c == 0) {
+                return;
+            }
+            double a = values[members[lo]];
+            double b = values[members[hi - 1]];
+            if ((p == lo && values[members[lo + 1]] != a) || (p == hi - 1 && values[members[hi - 2]] != b)) {
+                cache[cb + heap] = 0; // v is this node's only smallest or largest point: another box, another cut
+                return;
+            }
+            double cut = a + unit(node) * (b - a);
+            if (cut >= b) {
+                cut = Math.nextDown(b);
+            }
+            boolean left = v <= cut;
+            if (left) {
+                cache[cb + heap] = (char) (c - 1); // v was not alone on the left: it would be the node's only smallest
+                hi = lo + c;
+                heap = 2 * heap;
+            } else {
+                lo += c;
+                heap = 2 * heap + 1;
+            }
+            node = child(node, left);
         }
     }
 
@@ -890,9 +989,14 @@ public final class CompactForest {
                 int c = cache[cacheBase + heap];
                 if (c == 0) {
                     split = upperBound(lo, hi, cut);
-                    cache[cacheBase + heap] = (char) (split - base);
+                    cache[cacheBase + heap] = (char) (split - lo);
+                    int below = 2 * heap;
+                    if (below < cacheNodes) { // the children's entries are left over from another tree
+                        cache[cacheBase + below] = 0;
+                        cache[cacheBase + below + 1] = 0;
+                    }
                 } else {
-                    split = base + c;
+                    split = lo + c;
                 }
             } else {
                 split = upperBound(lo, hi, cut);

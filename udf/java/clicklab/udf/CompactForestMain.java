@@ -18,7 +18,7 @@ import java.util.Locale;
  * <pre>
  * java -cp CLASSES clicklab.udf.CompactForestMain [--trees 100] [--sample 256] [--decay 100000] [--shingle 1]
  *      [--dims 1] [--seed 42] [--pool P] [--roundtrip-every K] [--copy-every K] [--general] [--attribution] [--state]
- * java -cp CLASSES clicklab.udf.CompactForestMain --bench N [--trees 100] [--sample 256] [--pool P]
+ * java -cp CLASSES clicklab.udf.CompactForestMain --bench N [--keys K] [--trees 100] [--sample 256] [--pool P]
  * </pre>
  *
  * {@code --pool P} sets the pool's capacity (default {@link CompactForest#defaultPool}); {@code --roundtrip-every K} replaces the forest by {@code readFrom(writeTo(forest))} after every K inputs,
@@ -26,7 +26,10 @@ import java.util.Locale;
  * path; {@code --attribution} prints, after the score, the attribution's values (tab-separated);
  * {@code --state} prints the final state's bytes as hex on stderr. {@code --bench N} scores N points of noise and
  * prints points per second, serialized bytes, approximate heap and the microseconds of one {@code writeTo} (into a
- * reused buffer) and one {@code readFrom}.
+ * reused buffer) and one {@code readFrom}. {@code --keys K} (with {@code --bench}) spreads the N points over K forests
+ * in turn, as the keyed function meets them with K sites interleaved (each forest cold in the CPU cache, and at
+ * {@code N / K} points per forest, before the pool is full, most points change every tree's sample): points per
+ * second only, no warm-up (the time of a key's first points is what it measures).
  */
 public final class CompactForestMain {
 
@@ -47,6 +50,7 @@ public final class CompactForestMain {
         boolean attribution = false;
         boolean state = false;
         long bench = 0;
+        int keys = 0;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             switch (a) {
@@ -63,6 +67,7 @@ public final class CompactForestMain {
                 case "--attribution": attribution = true; break;
                 case "--state": state = true; break;
                 case "--bench": bench = Long.parseLong(args[++i]); break;
+                case "--keys": keys = Integer.parseInt(args[++i]); break;
                 default:
                     System.err.println("unknown argument " + a);
                     System.exit(2);
@@ -75,6 +80,11 @@ public final class CompactForestMain {
         } catch (IllegalArgumentException e) {
             System.err.println(e.getMessage());
             System.exit(2);
+            return;
+        }
+        if (bench > 0 && keys > 0) {
+            benchKeys(trees, sample, decay, shingle, dims, seed, pool > 0 ? pool : CompactForest.defaultPool(sample),
+                    keys, bench);
             return;
         }
         if (bench > 0) {
@@ -141,6 +151,34 @@ public final class CompactForestMain {
             s.append(Character.forDigit((x >> 4) & 0xF, 16)).append(Character.forDigit(x & 0xF, 16));
         }
         return s.toString();
+    }
+
+    /** {@code n} points of noise over {@code keys} forests in turn (see the class comment). */
+    private static void benchKeys(int trees, int sample, double decay, int shingle, int dims, long seed, int pool,
+                                  int keys, long n) {
+        CompactForest[] forests = new CompactForest[keys];
+        for (int k = 0; k < keys; k++) {
+            forests[k] = new CompactForest(trees, sample, decay, shingle, dims, seed + k, pool);
+        }
+        long state = 12345;
+        double[] input = new double[dims];
+        double checksum = 0;
+        long start = System.nanoTime();
+        for (long i = 0; i < n; i++) {
+            for (int k = 0; k < input.length; k++) {
+                double s = 0;
+                for (int r = 0; r < 4; r++) {
+                    state = CompactForest.mix64(state + 0x9E3779B97F4A7C15L);
+                    s += CompactForest.unit(state);
+                }
+                input[k] = 10 + (s - 2);
+            }
+            checksum += forests[(int) (i % keys)].scoreThenUpdate(input);
+        }
+        double seconds = (System.nanoTime() - start) / 1e9;
+        System.out.println(String.format(Locale.ROOT,
+                "trees=%d sample=%d pool=%d keys=%d points=%d points_per_key=%d seconds=%.3f points_per_second=%.0f "
+                        + "checksum=%.6f", trees, sample, pool, keys, n, n / keys, seconds, n / seconds, checksum));
     }
 
     /** Gaussian-ish noise around 10 (sum of uniforms), deterministic. */
