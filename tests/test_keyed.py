@@ -150,6 +150,63 @@ def test_decisions_are_the_python_thresholds(session, tmp_path):
     assert all(flag == (score > 2.0) for _, _, score, flag in fixed.itertuples(index=False))
 
 
+def _decision_scores(n: int = 400) -> pd.DataFrame:
+    """Scores that take every path of the adaptive threshold: ordinary noise, a lone spike, a run, a raised
+    stretch under the floor (a sustained change), a long anomaly, per key a little different."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for k, key in enumerate(KEYS):
+        scores = np.abs(0.8 + (0.1 + 0.1 * k) * rng.standard_normal(n))
+        scores[:3] = 0.0  # warming up
+        scores[100 + k] = 7.5
+        scores[150:153] = [3.6, 2.7, 2.2]
+        scores[200 + 10 * k:260 + 10 * k] += 0.7
+        scores[320:340] = 5.0
+        rows += [{"k": key, "t": 1_700_000_000 + 10 * i, "score": float(s)} for i, s in enumerate(scores)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("options", [{}, {"refractory": 3, "smoothing": 0.2, "sustained_z": 3.0, "alpha": 0.01,
+                                          "z": 2.0, "spike_ratio": 4.0}])
+def test_every_path_of_the_decisions_is_the_python_thresholds(session, tmp_path, options):
+    """Runs, spikes, sustained changes and refractory periods: Java and Python decide alike, row by row."""
+    t_env, _ = session
+    scores = _decision_scores()
+    table = tmp_path / "paths.json"
+    table.write_text("".join(json.dumps(r) + "\n" for r in scores.sample(frac=1, random_state=3).to_dict("records")))
+    # the rows span 67 minutes, shuffled: the watermark waits two hours, so no row is late
+    for statement in (
+        "DROP TEMPORARY VIEW IF EXISTS paths_ordered", "DROP TABLE IF EXISTS paths",
+        f"""CREATE TABLE paths (k STRING, t BIGINT, score DOUBLE,
+              rowtime AS TO_TIMESTAMP_LTZ(t * 1000, 3), WATERMARK FOR rowtime AS rowtime - INTERVAL '2' HOUR)
+            WITH ('connector' = 'filesystem', 'path' = '{table}', 'format' = 'json')""",
+        """CREATE TEMPORARY VIEW paths_ordered AS SELECT k, t, score, rowtime,
+              COUNT(*) OVER (PARTITION BY k ORDER BY rowtime ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS n
+            FROM paths""",
+    ):
+        flink.execute(t_env, statement)
+    default = udfs.threshold_options(udfs.Detector(forest=PARAMS))
+    try:
+        javaudf.register_keyed(t_env, PARAMS, floor=2.0, adaptive=True, threshold_options={**default, **options})
+        got = _collect(t_env, "SELECT k, t, is_anomaly, threshold FROM "
+                              "ANOMALY_DECISIONS(TABLE paths_ordered PARTITION BY k)", parallelism=2)
+    finally:
+        javaudf.register_keyed(t_env, PARAMS, floor=2.0, adaptive=True, threshold_options=default)
+    rule = AdaptiveThreshold(floor=2.0, **{**default, **options})
+    expected = {(row.k, row.t): rule.update(row.k, row.score, row.score == 0.0) for row in scores.itertuples()}
+    assert len(got) == len(scores)
+    for k, t, flag, threshold in got.itertuples(index=False):
+        assert flag == expected[k, t].is_anomaly, (k, t)
+        assert threshold == expected[k, t].threshold or (math.isinf(threshold) and math.isinf(expected[k, t].threshold))
+    flagged = {(k, t) for (k, t), d in expected.items() if d.is_anomaly}
+    quiet = sum(math.isinf(d.threshold) for d in expected.values()) - 3 * len(KEYS)
+    assert len(flagged) >= 3 * len(KEYS) and quiet > 0  # spikes, runs, sustained changes; refractory rows
+    for k in KEYS:  # the raised stretch is flagged as a sustained change, its scores under the floor
+        shift = 10 * KEYS.index(k)
+        hits = [t for (key, t) in flagged if key == k and 200 + shift <= (t - 1_700_000_000) // 10 < 260 + shift]
+        assert hits, k
+
+
 def test_a_value_that_is_no_number_gets_no_score_and_stops_nothing(t_env, tmp_path):
     javaudf.register_keyed(t_env, PARAMS, floor=2.0, adaptive=True)
     frame = pd.DataFrame({"k": ["a"] * 20, "t": [1_700_000_000 + 10 * i for i in range(20)],

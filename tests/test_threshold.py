@@ -35,8 +35,9 @@ def test_a_lab_like_burst_is_flagged_at_once():
         scored = forests.score("https://www.mysite.com", v)
         decisions.append(threshold.update("https://www.mysite.com", scored.score, scored.warming_up))
     flagged = [i for i, d in enumerate(decisions) if d.is_anomaly]
-    assert flagged[:3] == [500, 501, 502]  # the first burst window already: a spike
+    assert flagged == [500]  # the first burst window already (a spike), and once: then the refractory period
     assert decisions[500].threshold > 2  # judged against the spike level, not the bare floor
+    assert all(d.threshold == math.inf for d in decisions[501:531]) and decisions[531].threshold < math.inf
     warm = ForestParams().warmup_points  # 1 + 256 // 4 = 65 windows
     assert all(d.threshold == math.inf and not d.is_anomaly for d in decisions[:warm])  # warm-up
 
@@ -45,7 +46,14 @@ def test_a_run_of_moderate_scores_is_flagged_from_its_second_row():
     """The SQL lab's extra clicks: 3.6 then 2.7, not spikes, but two unusual windows in a row."""
     threshold = AdaptiveThreshold()
     _decide(threshold, _ordinary(200))
-    assert _decide(threshold, [3.6, 2.7, 2.2, 0.8, 0.9]) == [False, True, True, False, False]
+    assert _decide(threshold, [3.6, 2.7, 2.2, 0.8, 0.9]) == [False, True, False, False, False]
+    runs_only = AdaptiveThreshold(refractory=0, sustained_z=1e9)  # every row of the run, no sustained change
+    _decide(runs_only, _ordinary(200))
+    assert _decide(runs_only, [3.6, 2.7, 2.2, 0.8, 0.9]) == [False, True, True, False, False]
+    # three raised rows on so regular a key also move its short average out of range: a sustained change
+    no_refractory = AdaptiveThreshold(refractory=0)
+    _decide(no_refractory, _ordinary(200))
+    assert _decide(no_refractory, [3.6, 2.7, 2.2, 0.8, 0.9])[:3] == [False, True, True]
 
 
 def test_isolated_noise_that_the_fixed_threshold_flags_is_suppressed():
@@ -61,15 +69,39 @@ def test_isolated_noise_that_the_fixed_threshold_flags_is_suppressed():
     assert threshold.update("site", 7.5).is_anomaly
 
 
-def test_floor_is_respected_however_unusual_the_score():
-    calm = [0.1] * 300  # a very regular key: every score far below 1
-    threshold = AdaptiveThreshold(floor=2.0)
+def test_runs_and_spikes_respect_the_floor_however_unusual_the_score():
+    calm = list(0.1 + 0.01 * np.random.default_rng(5).standard_normal(300))  # every score far below 1
+    rule = {"sustained_z": 1e9, "refractory": 0}  # runs and spikes only
+    threshold = AdaptiveThreshold(floor=2.0, **rule)
     _decide(threshold, calm)
     assert _decide(threshold, [1.9] * 5) == [False] * 5  # 19 x the typical score, in a run, but under 2
     assert all(threshold.update("site", 1.99).threshold >= 2.0 for _ in range(3))
-    lower = AdaptiveThreshold(floor=1.5)
+    lower = AdaptiveThreshold(floor=1.5, **rule)
     _decide(lower, calm)
     assert _decide(lower, [1.9] * 3) == [True, True, True]
+
+
+def test_a_sustained_change_under_the_floor_is_flagged_once():
+    """Scores that stay raised, none over the floor: the short average leaves its own range."""
+    scores = _ordinary(600, seed=6)
+    threshold = AdaptiveThreshold()
+    assert not any(_decide(threshold, scores))
+    raised = list(np.array(_ordinary(80, seed=7)) + 0.6)  # about 1.4: every one under 2
+    flags = _decide(threshold, raised)
+    first = flags.index(True)
+    assert 0 < first < 20 and sum(flags) == 1 + sum(flags[first + 31:])  # then 30 refractory rows
+    # a single high score moves the average by at most smoothing x (floor - average): no sustained change
+    calm = AdaptiveThreshold(spike_ratio=100.0)
+    _decide(calm, scores)
+    assert _decide(calm, [7.5, 0.8, 0.8]) == [False, False, False]
+
+
+def test_nothing_is_flagged_before_the_short_average_has_its_rows():
+    threshold = AdaptiveThreshold(smoothing=0.1)  # sustained changes after ceil(2 / 0.1) = 20 rows
+    assert threshold.sustained_after == 20
+    early = _decide(threshold, [0.8] * 5 + [1.9] * 14)
+    assert early == [False] * 19
+    assert AdaptiveThreshold().sustained_after == 40
 
 
 def test_level_rises_over_the_floor_for_a_key_with_high_varied_scores():
@@ -90,6 +122,7 @@ def test_decide_then_learn_and_anomalies_are_not_learned():
     first = threshold.update("k", 0.8)
     assert first == Decision(False, math.inf)  # judged on the empty history, then learned
     assert threshold.levels("k") == (2.0, pytest.approx(6 * 0.8))
+    threshold = AdaptiveThreshold(refractory=0)
     _decide(threshold, _ordinary(300), "k")
     before = threshold.levels("k")
     decisions = [threshold.update("k", s) for s in [5.0] * 50]  # a long anomaly
@@ -131,6 +164,13 @@ def test_deterministic_and_keys_independent():
         ({"alpha": 0}, "alpha must be a number in (0, 1], got 0"),
         ({"alpha": 1.5}, "alpha must be a number in (0, 1], got 1.5"),
         ({"alpha": True}, "alpha must be a number in (0, 1], got True"),
+        ({"smoothing": 0}, "smoothing must be a number in (0, 1], got 0"),
+        ({"smoothing": 2.0}, "smoothing must be a number in (0, 1], got 2.0"),
+        ({"sustained_z": -0.5}, "sustained_z must be a finite number >= 0, got -0.5"),
+        ({"sustained_z": math.nan}, "sustained_z must be a finite number >= 0, got nan"),
+        ({"refractory": -1}, "refractory must be an integer >= 0, got -1"),
+        ({"refractory": 2.5}, "refractory must be an integer >= 0, got 2.5"),
+        ({"refractory": True}, "refractory must be an integer >= 0, got True"),
     ],
 )
 def test_parameters_are_validated(kwargs, message):

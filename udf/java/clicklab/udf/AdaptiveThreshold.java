@@ -2,9 +2,15 @@
  * The adaptive threshold of udf/clicklab_udf/threshold.py (AdaptiveThreshold), in Java for the keyed
  * ANOMALY_DECISIONS function: same parameters, same arithmetic, same decisions (tests/test_keyed.py
  * compares them row by row). Per key it keeps an exponentially weighted mean and variance of the key's
- * ordinary scores; a score is an anomaly when it is over level = max(floor, mean + z * sd) and either the
- * key's previous row was over its level too (a run), or it is over spike_ratio * mean (a spike). Decide
- * first, then learn; unusual rows are not learned; warming-up rows are neither judged nor learned.
+ * ordinary scores, and a short moving average of its scores (each capped at the floor) with the long-run
+ * mean and variance of that average. A row is an anomaly when its score is over level = max(floor, mean +
+ * z * sd) and either the key's previous row was over its level too (a run) or the score is over
+ * spike_ratio * mean (a spike); or when the short average exceeds its long mean by more than
+ * sustained_z * its sd and by more than 1.5 x what one capped score can add (a sustained change, once the
+ * key has ceil(2 / smoothing) rows). After an anomaly the next refractory
+ * rows are not anomalies (threshold infinity). Decide first, then learn; unusual rows are not learned into
+ * the mean and variance of scores; warming-up rows are neither judged nor learned. See threshold.py's
+ * docstring for the reasons.
  */
 package clicklab.udf;
 
@@ -16,6 +22,11 @@ public final class AdaptiveThreshold {
         public double mean;
         public double var;
         public boolean previousOver;
+        public long avgN;
+        public double avg;
+        public double avgMean;
+        public double avgVar;
+        public long quiet;
     }
 
     /** Whether a score is an anomaly, and the threshold it was compared with (infinity while warming up). */
@@ -29,16 +40,35 @@ public final class AdaptiveThreshold {
         }
     }
 
+    public static final double DEFAULT_FLOOR = 2.0;
+    public static final double DEFAULT_Z = 3.0;
+    public static final double DEFAULT_SPIKE_RATIO = 6.0;
+    public static final double DEFAULT_ALPHA = 0.003;
+    public static final double DEFAULT_SMOOTHING = 0.05;
+    public static final double DEFAULT_SUSTAINED_Z = 4.0;
+    public static final long DEFAULT_REFRACTORY = 30;
+
     public final double floor;
     public final double z;
     public final double spikeRatio;
     public final double alpha;
+    public final double smoothing;
+    public final double sustainedZ;
+    public final long refractory;
+    /** Rows of the short average before a sustained change can be reported. */
+    public final long sustainedAfter;
 
-    public AdaptiveThreshold(double floor, double z, double spikeRatio, double alpha) {
+    public AdaptiveThreshold(double floor, double z, double spikeRatio, double alpha, double smoothing,
+                             double sustainedZ, double refractory) {
         this.floor = check("floor", floor, floor > 0, "a finite number > 0");
         this.z = check("z", z, z >= 0, "a finite number >= 0");
         this.spikeRatio = check("spike_ratio", spikeRatio, spikeRatio >= 1, "a finite number >= 1");
         this.alpha = check("alpha", alpha, alpha > 0 && alpha <= 1, "a number in (0, 1]");
+        this.smoothing = check("smoothing", smoothing, smoothing > 0 && smoothing <= 1, "a number in (0, 1]");
+        this.sustainedZ = check("sustained_z", sustainedZ, sustainedZ >= 0, "a finite number >= 0");
+        this.refractory = (long) check("refractory", refractory,
+                refractory >= 0 && refractory == Math.rint(refractory) && refractory < 1e15, "an integer >= 0");
+        this.sustainedAfter = (long) Math.ceil(2.0 / this.smoothing);
     }
 
     private static double check(String name, double value, boolean ok, String rule) {
@@ -76,6 +106,24 @@ public final class AdaptiveThreshold {
             s.mean += weight * delta;
             s.var = (1.0 - weight) * (s.var + weight * delta * delta);
         }
-        return new Decision(score > threshold, threshold);
+        double capped = Math.min(score, floor);
+        s.avg = s.avgN == 0 ? capped : s.avg + smoothing * (capped - s.avg);
+        double oneScore = 1.5 * smoothing * (floor - s.avgMean); // half again what one score adds
+        boolean sustained = s.avgN >= sustainedAfter
+                && s.avg - s.avgMean > Math.max(sustainedZ * Math.sqrt(s.avgVar), oneScore);
+        s.avgN += 1;
+        double weight = Math.max(alpha, 1.0 / s.avgN);
+        double delta = s.avg - s.avgMean;
+        s.avgMean += weight * delta;
+        s.avgVar = (1.0 - weight) * (s.avgVar + weight * delta * delta);
+        if (s.quiet > 0) {
+            s.quiet -= 1;
+            return new Decision(false, Double.POSITIVE_INFINITY);
+        }
+        boolean anomaly = score > threshold || sustained;
+        if (anomaly) {
+            s.quiet = refractory;
+        }
+        return new Decision(anomaly, threshold);
     }
 }

@@ -10,8 +10,9 @@
  * when its score is exactly 0.0 (what RANDOM_CUT_FOREST gives while a key warms up).
  *
  * Parameters: the call's arguments, else the job parameters threshold.floor, threshold.adaptive,
- * threshold.z, threshold.spike_ratio, threshold.alpha (set by clicklab.javaudf), else 2.0, true, 3.0,
- * 6.0, 0.01. score: the column to judge; absent: the column named score, else anomaly_score. floor is a
+ * threshold.z, threshold.spike_ratio, threshold.alpha, threshold.smoothing, threshold.sustained_z,
+ * threshold.refractory (set by clicklab.javaudf), else AdaptiveThreshold's defaults (2.0, true, 3.0, 6.0,
+ * 0.003, 0.05, 4.0, 30). score: the column to judge; absent: the column named score, else anomaly_score. floor is a
  * DOUBLE: write it as a DOUBLE literal (2E0) or CAST(2.5 AS DOUBLE); Flink 2.3 fails to cast a DECIMAL
  * literal (2.5) to a process table function's DOUBLE argument.
  */
@@ -44,6 +45,11 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         public Double mean;
         public Double var;
         public Boolean previousOver;
+        public Long avgN;
+        public Double avg;
+        public Double avgMean;
+        public Double avgVar;
+        public Long quiet;
     }
 
     private transient double floor;
@@ -51,17 +57,23 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
     private transient double z;
     private transient double spikeRatio;
     private transient double alpha;
+    private transient double smoothing;
+    private transient double sustainedZ;
+    private transient double refractory;
     private transient AdaptiveThreshold rule;
     private transient int scoreField = -1;
     private transient int warmingUpField = -1;
 
     @Override
     public void open(FunctionContext context) throws Exception {
-        floor = number(context, "floor", 2.0);
+        floor = number(context, "floor", AdaptiveThreshold.DEFAULT_FLOOR);
         adaptive = Boolean.parseBoolean(context.getJobParameter(PREFIX + "adaptive", "true").trim());
-        z = number(context, "z", 3.0);
-        spikeRatio = number(context, "spike_ratio", 6.0);
-        alpha = number(context, "alpha", 0.01);
+        z = number(context, "z", AdaptiveThreshold.DEFAULT_Z);
+        spikeRatio = number(context, "spike_ratio", AdaptiveThreshold.DEFAULT_SPIKE_RATIO);
+        alpha = number(context, "alpha", AdaptiveThreshold.DEFAULT_ALPHA);
+        smoothing = number(context, "smoothing", AdaptiveThreshold.DEFAULT_SMOOTHING);
+        sustainedZ = number(context, "sustained_z", AdaptiveThreshold.DEFAULT_SUSTAINED_Z);
+        refractory = number(context, "refractory", AdaptiveThreshold.DEFAULT_REFRACTORY);
     }
 
     private static double number(FunctionContext context, String name, double fallback) {
@@ -90,7 +102,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
             if (adaptiveArg != null) {
                 adaptive = adaptiveArg;
             }
-            rule = new AdaptiveThreshold(floor, z, spikeRatio, alpha);
+            rule = new AdaptiveThreshold(floor, z, spikeRatio, alpha, smoothing, sustainedZ, refractory);
         }
         Object value = input.getField(scoreField);
         double s = value instanceof Number ? ((Number) value).doubleValue() : Double.NaN;
@@ -108,11 +120,21 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         st.mean = state.mean == null ? 0.0 : state.mean;
         st.var = state.var == null ? 0.0 : state.var;
         st.previousOver = Boolean.TRUE.equals(state.previousOver);
+        st.avgN = state.avgN == null ? 0L : state.avgN;
+        st.avg = state.avg == null ? 0.0 : state.avg;
+        st.avgMean = state.avgMean == null ? 0.0 : state.avgMean;
+        st.avgVar = state.avgVar == null ? 0.0 : state.avgVar;
+        st.quiet = state.quiet == null ? 0L : state.quiet;
         AdaptiveThreshold.Decision d = rule.update(st, s, warmingUp);
         state.n = st.n;
         state.mean = st.mean;
         state.var = st.var;
         state.previousOver = st.previousOver;
+        state.avgN = st.avgN;
+        state.avg = st.avg;
+        state.avgMean = st.avgMean;
+        state.avgVar = st.avgVar;
+        state.quiet = st.quiet;
         collect(Row.of(d.isAnomaly, d.threshold));
     }
 
