@@ -260,6 +260,15 @@ def test_java_bench_state_and_heap_are_bounded(classes: Path) -> None:
 
 
 @pytest.mark.flink
+def test_java_bench_over_keys(classes: Path) -> None:
+    done = subprocess.run(["java", "-cp", str(classes), JAVA_MAIN, "--bench", "3000", "--keys", "10", "--trees", "20"],
+                          capture_output=True, text=True, check=True)
+    fields = dict(part.split("=") for part in done.stdout.split())
+    assert (fields["keys"], fields["points_per_key"]) == ("10", "300")
+    assert float(fields["points_per_second"]) > 0
+
+
+@pytest.mark.flink
 def test_java_pool_option_equals_python(classes: Path) -> None:
     values = _noise(400)
     python = CompactForest(10, 16, 60.0, pool_size=40).score_series(values)

@@ -112,6 +112,8 @@ public final class CompactForest {
     private static final double[] LOG2_1P = new double[4097];
     /** Big-endian longs in a byte array, as {@link DataOutput#writeLong} writes them. */
     private static final VarHandle LONG_BE = MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.BIG_ENDIAN);
+    /** Big-endian ints in a byte array, as {@link DataOutput#writeInt} writes them. */
+    private static final VarHandle INT_BE = MethodHandles.byteArrayViewVarHandle(int[].class, ByteOrder.BIG_ENDIAN);
     /** Scratch for {@link #writeTo} and {@link #readFrom}, one per thread (not per forest: no heap per key). */
     private static final ThreadLocal<byte[]> IO_BUFFER = new ThreadLocal<>();
 
@@ -1210,6 +1212,38 @@ public final class CompactForest {
             LONG_BE.set(b, o, Double.doubleToLongBits(values[i]));
         }
         out.write(b, 0, n);
+    }
+
+    /**
+     * The bytes {@link #writeTo} writes, in a new array of {@link #serializedSize} bytes, written in one pass (no
+     * stream, no intermediate buffer): what the keyed functions put in Flink state after every row.
+     */
+    public byte[] toBytes() {
+        byte[] b = new byte[serializedSize()];
+        INT_BE.set(b, 0, MAGIC);
+        b[4] = (byte) FORMAT_VERSION;
+        INT_BE.set(b, 5, numberOfTrees);
+        INT_BE.set(b, 9, sampleSize);
+        LONG_BE.set(b, 13, Double.doubleToLongBits(timeDecay));
+        INT_BE.set(b, 21, shingleSize);
+        INT_BE.set(b, 25, inputDimensions);
+        LONG_BE.set(b, 29, seed);
+        INT_BE.set(b, 37, poolSize);
+        LONG_BE.set(b, 41, updates);
+        INT_BE.set(b, 49, shingleFill);
+        int o = 53;
+        for (int i = 0; i < shingleFill * inputDimensions; i++, o += 8) {
+            LONG_BE.set(b, o, Double.doubleToLongBits(shingle[i]));
+        }
+        INT_BE.set(b, o, poolCount);
+        o += 4;
+        for (int i = 0; i < poolCount; i++, o += 8) {
+            LONG_BE.set(b, o, sequence[i]);
+        }
+        for (int i = 0; i < poolCount * dims; i++, o += 8) {
+            LONG_BE.set(b, o, Double.doubleToLongBits(values[i]));
+        }
+        return b;
     }
 
     /** This thread's I/O scratch, at least {@code n} bytes. */

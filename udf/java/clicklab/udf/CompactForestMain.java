@@ -131,12 +131,17 @@ public final class CompactForestMain {
         }
     }
 
+    /** The forest's state bytes; {@link CompactForest#toBytes} checked against {@link CompactForest#writeTo}. */
     static byte[] bytes(CompactForest forest) throws IOException {
         ByteArrayOutputStream buffer = new ByteArrayOutputStream();
         try (DataOutputStream data = new DataOutputStream(buffer)) {
             forest.writeTo(data);
         }
-        return buffer.toByteArray();
+        byte[] streamed = buffer.toByteArray();
+        if (!java.util.Arrays.equals(streamed, forest.toBytes()) || streamed.length != forest.serializedSize()) {
+            throw new IllegalStateException("CompactForest.toBytes differs from writeTo");
+        }
+        return streamed;
     }
 
     static CompactForest roundTrip(CompactForest forest) throws IOException {

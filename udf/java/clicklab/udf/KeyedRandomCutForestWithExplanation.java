@@ -38,23 +38,10 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.StateHint;
 import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ProcessTableFunction;
-import org.apache.flink.table.functions.TableSemantics;
-import org.apache.flink.table.types.logical.LogicalTypeFamily;
-import org.apache.flink.table.types.logical.RowType;
 import org.apache.flink.types.ColumnList;
 import org.apache.flink.types.Row;
 
-import java.io.ByteArrayInputStream;
-import java.io.ByteArrayOutputStream;
-import java.io.DataInputStream;
-import java.io.DataOutputStream;
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.util.ArrayList;
-import java.util.HashMap;
-import java.util.List;
 import java.util.Locale;
-import java.util.Map;
 
 @DataTypeHint("ROW<anomaly_score DOUBLE, anomaly_explanation STRING, warming_up BOOLEAN>")
 public class KeyedRandomCutForestWithExplanation extends ProcessTableFunction<Row> {
@@ -67,18 +54,11 @@ public class KeyedRandomCutForestWithExplanation extends ProcessTableFunction<Ro
         public Long seen;
     }
 
-    private transient KeyedForests.Params jobParams;
-    private transient Map<String, CompactForest> decoded;
-    private transient int[] valueFields;
-    private transient String[] valueNames;
-    private transient int[] keyFields;
-    private transient ByteArrayOutputStream buffer;
+    private transient KeyedForestState keyed;
 
     @Override
     public void open(FunctionContext context) throws Exception {
-        jobParams = KeyedForests.Params.from(context::getJobParameter);
-        decoded = new HashMap<>();
-        buffer = new ByteArrayOutputStream(8192);
+        keyed = new KeyedForestState(NAME, KeyedForests.Params.from(context::getJobParameter));
     }
 
     public void eval(
@@ -88,38 +68,21 @@ public class KeyedRandomCutForestWithExplanation extends ProcessTableFunction<Ro
             @ArgumentHint(name = "columns", isOptional = true) ColumnList columns,
             @ArgumentHint(name = "numberOfTrees", isOptional = true) Integer numberOfTrees,
             @ArgumentHint(name = "subSampleSize", isOptional = true) Integer subSampleSize,
-            @ArgumentHint(name = "timeDecay", isOptional = true) Integer timeDecayArg,
+            @ArgumentHint(name = "timeDecay", isOptional = true) Integer timeDecay,
             @ArgumentHint(name = "shingleSize", isOptional = true) Integer shingleSize,
             @ArgumentHint(name = "withDirectionality", isOptional = true) Boolean withDirectionality) {
-        if (valueFields == null) {
-            resolveColumns(ctx.tableSemanticsFor("input"), columns);
+        CompactForest forest = keyed.forRow(ctx, columns, input, state.forest, state.seen, numberOfTrees,
+                subSampleSize, timeDecay, shingleSize);
+        if (forest == null) {
+            collect(Row.of(null, null, null)); // not a number: no score, not learned, the job goes on
+            return;
         }
-        double[] point = new double[valueFields.length];
-        for (int i = 0; i < valueFields.length; i++) {
-            Object v = input.getField(valueFields[i]);
-            double d = v instanceof Number ? ((Number) v).doubleValue() : Double.NaN;
-            if (!Double.isFinite(d)) {
-                collect(Row.of(null, null, null)); // not a number: no score, not learned, the job goes on
-                return;
-            }
-            point[i] = d;
-        }
-        String key = keyOf(input);
-        long seen = state.seen == null ? 0L : state.seen;
-        CompactForest forest = decoded.get(key);
-        if (forest == null || forest.updates() != seen) {
-            forest = state.forest == null
-                    ? newForest(key, numberOfTrees, subSampleSize, timeDecayArg, shingleSize, point.length)
-                    : decode(state.forest);
-            decoded.put(key, forest);
-        }
-        int warmup = warmupOf(subSampleSize, shingleSize);
-        boolean warming = seen + 1 <= warmup;
+        double[] point = keyed.point();
+        boolean warming = forest.updates() + 1 <= keyed.warmup(subSampleSize, shingleSize);
         double[] attribution = warming ? null : forest.attribution(point); // before the point is learned
         double score = forest.scoreThenUpdate(point);
-        seen++;
-        state.seen = seen;
-        state.forest = encode(forest);
+        state.seen = forest.updates();
+        state.forest = KeyedForestState.encode(forest);
         if (warming) {
             collect(Row.of(0.0, null, true));
         } else {
@@ -129,7 +92,8 @@ public class KeyedRandomCutForestWithExplanation extends ProcessTableFunction<Ro
 
     /** The explanation JSON of an attribution (high parts, then low parts, per column). */
     String explanation(double[] attribution, boolean directionality) {
-        int n = valueNames.length;
+        String[] names = keyed.valueNames();
+        int n = names.length;
         StringBuilder b = new StringBuilder(64 * n).append('{');
         for (int i = 0; i < n; i++) {
             double high = attribution[i];
@@ -138,7 +102,7 @@ public class KeyedRandomCutForestWithExplanation extends ProcessTableFunction<Ro
             if (i > 0) {
                 b.append(',');
             }
-            b.append('"').append(jsonEscape(valueNames[i])).append("\":{");
+            b.append('"').append(jsonEscape(names[i])).append("\":{");
             if (directionality) {
                 double strength = total > 0 ? Math.abs(high - low) / total : 0.0;
                 b.append("\"DIRECTION\":\"").append(high >= low ? "HIGH" : "LOW").append("\",");
@@ -155,103 +119,5 @@ public class KeyedRandomCutForestWithExplanation extends ProcessTableFunction<Ro
 
     private static String jsonEscape(String text) {
         return text.replace("\\", "\\\\").replace("\"", "\\\"");
-    }
-
-    private int warmupOf(Integer subSampleSize, Integer shingleSize) {
-        int sample = subSampleSize != null ? subSampleSize : jobParams.subSampleSize;
-        int shingle = shingleSize != null ? shingleSize : jobParams.shingleSize;
-        int warmup = subSampleSize != null && subSampleSize != jobParams.subSampleSize
-                ? KeyedForests.Params.defaultWarmup(sample) : jobParams.warmup;
-        return Math.max(warmup, shingle - 1);
-    }
-
-    private CompactForest newForest(String key, Integer numberOfTrees, Integer subSampleSize, Integer timeDecay,
-                                    Integer shingleSize, int dimensions) {
-        KeyedForests.Params p = new KeyedForests.Params(
-                numberOfTrees != null ? numberOfTrees : jobParams.numberOfTrees,
-                subSampleSize != null ? subSampleSize : jobParams.subSampleSize,
-                timeDecay != null ? timeDecay.doubleValue() : jobParams.timeDecay,
-                shingleSize != null ? shingleSize : jobParams.shingleSize,
-                jobParams.seed, jobParams.warmup);
-        return new CompactForest(p.numberOfTrees, p.subSampleSize, p.timeDecay, p.shingleSize, dimensions,
-                KeyedForests.keySeed(p.seed, key));
-    }
-
-    private void resolveColumns(TableSemantics semantics, ColumnList columns) {
-        RowType type = (RowType) semantics.dataType().getLogicalType();
-        List<String> names = type.getFieldNames();
-        keyFields = semantics.partitionByColumns();
-        List<Integer> fields = new ArrayList<>();
-        if (columns != null && !columns.getNames().isEmpty()) {
-            for (String name : columns.getNames()) {
-                int i = names.indexOf(name);
-                if (i < 0) {
-                    throw new IllegalArgumentException(NAME + ": columns names '" + name
-                            + "', which the input table does not have; it has " + names);
-                }
-                if (!type.getTypeAt(i).is(LogicalTypeFamily.NUMERIC)) {
-                    throw new IllegalArgumentException(NAME + ": column '" + name + "' is "
-                            + type.getTypeAt(i) + ", not a number");
-                }
-                fields.add(i);
-            }
-        } else {
-            for (int i = 0; i < names.size(); i++) {
-                if (type.getTypeAt(i).is(LogicalTypeFamily.NUMERIC) && !isKey(i)) {
-                    fields.add(i);
-                }
-            }
-            if (fields.isEmpty()) {
-                throw new IllegalArgumentException(NAME + ": the input table has no numeric column to score "
-                        + "besides its partition keys: " + names);
-            }
-        }
-        valueFields = fields.stream().mapToInt(Integer::intValue).toArray();
-        valueNames = new String[valueFields.length];
-        for (int i = 0; i < valueFields.length; i++) {
-            valueNames[i] = names.get(valueFields[i]);
-        }
-    }
-
-    private boolean isKey(int field) {
-        for (int k : keyFields) {
-            if (k == field) {
-                return true;
-            }
-        }
-        return false;
-    }
-
-    private String keyOf(Row input) {
-        if (keyFields.length == 1) {
-            Object k = input.getField(keyFields[0]);
-            return k == null ? "" : String.valueOf(k);
-        }
-        StringBuilder b = new StringBuilder();
-        for (int i = 0; i < keyFields.length; i++) {
-            if (i > 0) {
-                b.append('\u001f');
-            }
-            b.append(input.getField(keyFields[i]));
-        }
-        return b.toString();
-    }
-
-    private byte[] encode(CompactForest forest) {
-        buffer.reset();
-        try (DataOutputStream out = new DataOutputStream(buffer)) {
-            forest.writeTo(out);
-        } catch (IOException e) {
-            throw new UncheckedIOException(NAME + ": encoding a forest failed", e);
-        }
-        return buffer.toByteArray();
-    }
-
-    private static CompactForest decode(byte[] bytes) {
-        try {
-            return CompactForest.readFrom(new DataInputStream(new ByteArrayInputStream(bytes)));
-        } catch (IOException e) {
-            throw new UncheckedIOException(NAME + ": the forest in state cannot be read", e);
-        }
     }
 }
