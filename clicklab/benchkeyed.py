@@ -11,11 +11,17 @@ folder (as a live stream does), so the job keeps its state after the last row, a
   sites' forests, each with a full sample when ``windows`` >= 256), divided by the sites;
 * ``heap_mb_per_1000_sites``: the TaskManagers' Java heap in use after a full GC (``jcmd GC.run``), less
   what it was before the job, per 1,000 sites (the forests in state and the ones a task keeps decoded);
+* ``rss_mb_per_1000_sites``: the TaskManagers' resident memory (RSS) then, less what it was before the job, per
+  1,000 sites: that GC shrinks the heap to what is in use and 10% (the TaskManagers start with a small heap,
+  :data:`TASKMANAGER_JAVA_OPTS`, so that it can), so this is the heap the sites hold and what the job holds off
+  the heap, not the heap pages the JVM touched for garbage (with Flink's -Xms = -Xmx, all of its heap);
 * ``checkpoint_s``: that checkpoint's duration, trigger to acknowledged;
 * ``recovery_s`` (with ``fault=True``): ``kill -9`` of a TaskManager to the job running again from its
   latest checkpoint on the TaskManager left.
 
-:func:`run` does it at parallelism 1 and 2 and returns the ``keyed`` object of ``clicklab bench --json``.
+:func:`run` does it at parallelism 1 and 2, each job on a cluster started for it (its memory measured before the
+job), and returns the ``keyed`` object of ``clicklab bench --json`` (the memory figures of each parallelism as
+``parallelism_<P>_heap_mb_per_1000_sites`` ..., the unprefixed ones of the last).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from clicklab import cluster, flink, javaudf, settings
 from clicklab.exceptions import ClicklabError
@@ -67,13 +74,28 @@ def write_input(folder: Path, sites: int, windows: int, seed: int = 0) -> int:
     return sites * windows
 
 
+#: The TaskManagers' heap starts small (Flink starts it at its maximum, -Xms = -Xmx), so that a full GC can give
+#: back what is free (:func:`_memory`) and their resident memory says what the sites hold, not how much heap the
+#: JVM once touched.
+TASKMANAGER_JAVA_OPTS = "-Xms256m"
+
+
+def _jcmd(pid: int, *command: str, timeout_s: float = 120.0) -> str:
+    return subprocess.run(["jcmd", str(pid), *command], capture_output=True, text=True, check=False,
+                          timeout=timeout_s).stdout
+
+
 def _heap_used_mb(build: Path) -> float:
-    """The TaskManagers' Java heap in use after a full GC, MB."""
+    """The TaskManagers' Java heap in use after a full GC, MB; the GC shrinks the heap to what is in use and 10%
+    (MaxHeapFreeRatio, a manageable flag, for that GC only)."""
     total = 0.0
     for pid in cluster.taskmanager_pids(build):
-        subprocess.run(["jcmd", str(pid), "GC.run"], capture_output=True, check=False, timeout=120)
-        out = subprocess.run(["jcmd", str(pid), "GC.heap_info"], capture_output=True, text=True, check=False,
-                             timeout=60).stdout
+        _jcmd(pid, "VM.set_flag", "MinHeapFreeRatio", "0")
+        _jcmd(pid, "VM.set_flag", "MaxHeapFreeRatio", "10")
+        _jcmd(pid, "GC.run")
+        _jcmd(pid, "VM.set_flag", "MaxHeapFreeRatio", "70")  # the JVM's defaults again
+        _jcmd(pid, "VM.set_flag", "MinHeapFreeRatio", "40")
+        out = _jcmd(pid, "GC.heap_info", timeout_s=60)
         # G1: " garbage-first heap   total 524288K, used 123456K [...]"
         for line in out.splitlines():
             if "used" in line and "total" in line and "heap" in line:
@@ -90,8 +112,13 @@ def _kb(text: str) -> float:
     return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text) / 1024
 
 
+def _rss_mb(build: Path) -> float:
+    """The TaskManagers' resident memory (RSS), MB."""
+    return sum(psutil.Process(pid).memory_info().rss for pid in cluster.taskmanager_pids(build)) / 2**20
+
+
 def _vertex(build: Path, job_id: str, prefix: str) -> dict[str, Any]:
-    for vertex in cluster._rest(cluster.find(build).rest_port, f"/jobs/{job_id}").get("vertices", []):
+    for vertex in cluster.job_details(build, job_id).get("vertices", []):
         if vertex["name"].startswith(prefix):
             return vertex
     raise ClicklabError(f"job {job_id} has no operator named {prefix}...")
@@ -102,17 +129,30 @@ def _records_in(build: Path, job_id: str) -> int:
 
 
 def _ptf_state_bytes(build: Path, job_id: str, checkpoint_id: int) -> int:
-    port = cluster.find(build).rest_port
-    details = cluster._rest(port, f"/jobs/{job_id}/checkpoints/details/{checkpoint_id}")
+    details = cluster.checkpoint_details(build, job_id, checkpoint_id)
     ptf = _vertex(build, job_id, "ProcessTableFunction")["id"]
     task = details["tasks"][ptf]
     return int(task.get("state_size") or task.get("checkpointed_size") or 0)
 
 
+def _memory(build: Path) -> dict[str, float]:
+    """The TaskManagers' heap in use after a full GC and their resident memory, MB (``heap_mb``, ``rss_mb``)."""
+    heap = _heap_used_mb(build)  # the GC first: RSS after it
+    # G1 gives the freed heap back to the system in a thread of its own, within a second or two: until RSS settles
+    rss, deadline = _rss_mb(build), time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = _rss_mb(build)
+        if abs(now - rss) < 0.01 * rss:
+            return {"heap_mb": heap, "rss_mb": now}
+        rss = now
+    return {"heap_mb": heap, "rss_mb": rss}
+
+
 def run_one(build: Path, sites: int, windows: int, parallelism: int, fault: bool = False,
-            timeout_s: float = 1800.0, heap_before: float | None = None) -> dict[str, Any]:
-    """One measured job (see the module docstring); the cluster must be up. ``heap_before``: the TaskManagers'
-    heap (MB) before any job ran; measured now if not given."""
+            timeout_s: float = 1800.0, before: dict[str, float] | None = None) -> dict[str, Any]:
+    """One measured job (see the module docstring); the cluster must be up. ``before``: the TaskManagers'
+    :func:`_memory` before any job ran on them; measured now if not given."""
     from clicklab import faults
     from clicklab_udf.forest import ForestParams
 
@@ -132,8 +172,8 @@ def run_one(build: Path, sites: int, windows: int, parallelism: int, fault: bool
         "CREATE TABLE keyed_sink (site STRING, `time` BIGINT, score DOUBLE) WITH ('connector' = 'blackhole')",
     ):
         flink.execute(t_env, statement)
-    if heap_before is None:
-        heap_before = _heap_used_mb(build)
+    if before is None:
+        before = _memory(build)
     t_env.get_config().set("pipeline.name", f"bench keyed: {sites} sites, P={parallelism}")
     result = t_env.execute_sql(
         "INSERT INTO keyed_sink SELECT site, `time`, anomaly_score FROM "
@@ -154,11 +194,14 @@ def run_one(build: Path, sites: int, windows: int, parallelism: int, fault: bool
         done_ckpt = cluster.checkpoints(build, job_id).completed
         cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= done_ckpt + 2,
                          f"two checkpoints of job {job_id} after its last row", timeout_s)
-        port = cluster.find(build).rest_port
-        latest = cluster._rest(port, f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
-        out["state_bytes_per_site"] = _ptf_state_bytes(build, job_id, latest["id"]) / sites
-        out["checkpoint_s"] = latest["end_to_end_duration"] / 1000
-        out["heap_mb_per_1000_sites"] = (_heap_used_mb(build) - heap_before) * 1000 / sites
+        latest = cluster.checkpoints(build, job_id)
+        if latest.last_id is None or latest.last_duration_s is None:
+            raise ClicklabError(f"job {job_id} reports no completed checkpoint")
+        out["state_bytes_per_site"] = _ptf_state_bytes(build, job_id, latest.last_id) / sites
+        out["checkpoint_s"] = latest.last_duration_s
+        after = _memory(build)
+        out["heap_mb_per_1000_sites"] = (after["heap_mb"] - before["heap_mb"]) * 1000 / sites
+        out["rss_mb_per_1000_sites"] = (after["rss_mb"] - before["rss_mb"]) * 1000 / sites
         if fault:
             struck_ms = time.time() * 1000
             cluster.kill_taskmanager(build)
@@ -220,27 +263,30 @@ def run(build: Path = settings.DEFAULT_BUILD, sites: int = 10_000, windows: int 
     if sites < 1 or windows < 1:
         raise ValueError(f"sites and windows must be >= 1, got {sites} and {windows}")
     # a forest held decoded takes up to ~190 KB of heap (CompactForest.approximateHeapBytes at 100 x 256, its state
-    # included): TaskManagers with room for the sites, whatever the lab's 2 GB default (a running cluster is used as
-    # it is: `clicklab cluster down --build <build>/bench/cluster` first)
+    # included): TaskManagers with room for the sites, whatever the lab's 2 GB default
     memory = f"{2 + math.ceil(sites * 0.4 / 1024)}g"  # at parallelism 1 one TaskManager holds every site
-    cluster.up(build, taskmanager_memory=memory)
     from clicklab import faults
 
-    while len(cluster.taskmanager_pids(build)) < faults.TASKMANAGERS:
-        cluster.add_taskmanager(build)
-    # once, before any job: a cancelled job's tasks may hold their state a while after it ended
-    heap_before = _heap_used_mb(build)
     runs = {}
     for p in parallelism:
+        # each job on TaskManagers of its own, measured before it: a JVM keeps the heap pages it has touched
+        # (resident), and a cancelled job's tasks may hold their state a while after it ended
+        cluster.down(build)
+        cluster.up(build, taskmanager_memory=memory, taskmanager_java_opts=TASKMANAGER_JAVA_OPTS)
+        while len(cluster.taskmanager_pids(build)) < faults.TASKMANAGERS:
+            cluster.add_taskmanager(build)
+        before = _memory(build)
         log.info("keyed scorer: %s sites x %s windows at parallelism %s ...", f"{sites:,}", windows, p)
-        runs[p] = run_one(build, sites, windows, p, fault=p == parallelism[-1], heap_before=heap_before)
+        runs[p] = run_one(build, sites, windows, p, fault=p == parallelism[-1], before=before)
     last = runs[parallelism[-1]]
-    keyed = {"sites": sites, "windows": windows}
+    keyed: dict[str, Any] = {"sites": sites, "windows": windows}
     for p, r in runs.items():
         keyed[f"parallelism_{p}_points_per_s"] = r["points_per_s"]
-    keyed.update({k: last[k] for k in ("state_bytes_per_site", "heap_mb_per_1000_sites", "checkpoint_s",
-                                       "recovery_s") if k in last})
-    keyed["rss_mb_per_1000_sites"] = keyed["heap_mb_per_1000_sites"]
+    for p, r in runs.items():
+        for key in ("heap_mb_per_1000_sites", "rss_mb_per_1000_sites"):
+            keyed[f"parallelism_{p}_{key}"] = r[key]
+    keyed.update({k: last[k] for k in ("state_bytes_per_site", "heap_mb_per_1000_sites", "rss_mb_per_1000_sites",
+                                       "checkpoint_s", "recovery_s") if k in last})
     return keyed
 
 
@@ -256,7 +302,8 @@ def format_keyed(k: dict[str, Any]) -> str:
                      "(target >= 1.5; >= 20,000 points/s at P=2)")
     lines += [
         f"  state per site (checkpoint): {k['state_bytes_per_site'] / 1024:,.1f} KB   (target <= 200 KB)",
-        f"  heap per 1,000 sites: {k['heap_mb_per_1000_sites']:,.1f} MB",
+        f"  heap per 1,000 sites: {k['heap_mb_per_1000_sites']:,.1f} MB   "
+        f"resident (RSS): {k['rss_mb_per_1000_sites']:,.1f} MB   (target <= 200 KB per site: 195 MB)",
         f"  checkpoint: {k['checkpoint_s']:.2f} s",
     ]
     if "recovery_s" in k:

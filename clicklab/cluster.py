@@ -196,6 +196,26 @@ def _rest(port: int, path: str, method: str = "GET", timeout_s: float = 5.0) -> 
     return json.loads(body) if body else {}
 
 
+def rest_get(build: Path, path: str, timeout_s: float = 5.0) -> Any:
+    """``GET`` of ``path`` (``/jobs/<id>/...``) on the REST API of the cluster of ``build``, the parsed JSON.
+
+    Raises :class:`ClicklabError` when that cluster is not up, ``OSError`` when the request fails.
+    """
+    return _rest(find(build).rest_port, path, timeout_s=timeout_s)
+
+
+def job_details(build: Path, job_id: str) -> dict[str, Any]:
+    """A job's details (REST ``/jobs/<id>``): ``state``, ``timestamps`` per state (epoch ms), ``vertices`` with
+    their ``metrics`` (``read-records`` ...)."""
+    return dict(rest_get(build, f"/jobs/{job_id}"))
+
+
+def checkpoint_details(build: Path, job_id: str, checkpoint_id: int) -> dict[str, Any]:
+    """One checkpoint of a job (REST ``/jobs/<id>/checkpoints/details/<checkpoint>``): per operator (``tasks``,
+    by vertex id) its ``state_size`` and ``checkpointed_size``."""
+    return dict(rest_get(build, f"/jobs/{job_id}/checkpoints/details/{checkpoint_id}"))
+
+
 def _overview(port: int, timeout_s: float = 3.0) -> dict[str, Any] | None:
     """``/overview`` of the cluster on this REST port, or None if nothing answers there."""
     try:
@@ -317,7 +337,8 @@ def _link_lib(d: FlinkDirs) -> None:
         (d.lib / jar.name).symlink_to(jar)
 
 
-def _write_conf(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int, taskmanager_memory: str) -> Path:
+def _write_conf(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int, taskmanager_memory: str,
+                taskmanager_java_opts: str = "") -> Path:
     package_conf = flink_home() / "conf"
     for folder in (d.conf, d.log, d.pid, d.checkpoints, d.savepoints, d.tmp):
         folder.mkdir(parents=True, exist_ok=True)
@@ -327,6 +348,8 @@ def _write_conf(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int, taskman
             (d.conf / name).write_bytes((package_conf / name).read_bytes())
     keys = _flatten(yaml.safe_load((package_conf / "config.yaml").read_text(encoding="utf-8")) or {})
     keys.update(flink_config(d, rest_port, rpc_port, slots, taskmanager_memory))
+    if taskmanager_java_opts:  # after Flink's own -Xmx/-Xms on the TaskManagers' command line: these win
+        keys["env.java.opts.taskmanager"] = taskmanager_java_opts
     path = d.conf / "config.yaml"
     header = "# Written by `clicklab cluster up` at every start (clicklab/cluster.py, flink_config): edit that.\n"
     path.write_text(header + yaml.safe_dump(keys, sort_keys=True, width=10_000), encoding="utf-8")
@@ -459,9 +482,11 @@ def _locked(d: FlinkDirs) -> Iterator[None]:
 
 
 def up(build: Path = settings.DEFAULT_BUILD, taskmanagers: int = 2, slots: int = 4,
-       timeout_s: float = 120.0, taskmanager_memory: str = TASKMANAGER_MEMORY) -> ClusterInfo:
+       timeout_s: float = 120.0, taskmanager_memory: str = TASKMANAGER_MEMORY,
+       taskmanager_java_opts: str = "") -> ClusterInfo:
     """Start the cluster (one JobManager, ``taskmanagers`` TaskManagers of ``slots`` slots) and wait until all
-    TaskManagers have registered; return it, with the web UI's URL.
+    TaskManagers have registered; return it, with the web UI's URL. ``taskmanager_java_opts``: more options of
+    the TaskManagers' JVMs (``env.java.opts.taskmanager``; ``clicklab bench --sites`` lets their heap shrink).
 
     If the cluster of this build folder is already up (``cluster.json`` and the REST API answers), return it
     as it is, whatever ``taskmanagers`` and ``slots`` say (:func:`down` first to change them). A
@@ -472,10 +497,11 @@ def up(build: Path = settings.DEFAULT_BUILD, taskmanagers: int = 2, slots: int =
         raise ClicklabError(f"a cluster needs at least 1 TaskManager of 1 slot, not {taskmanagers} of {slots}")
     d = dirs(build)
     with _locked(d):
-        return _up(d, taskmanagers, slots, timeout_s, taskmanager_memory)
+        return _up(d, taskmanagers, slots, timeout_s, taskmanager_memory, taskmanager_java_opts)
 
 
-def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float, taskmanager_memory: str) -> ClusterInfo:
+def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float, taskmanager_memory: str,
+        taskmanager_java_opts: str = "") -> ClusterInfo:
     current = status(d.root.parent)
     if current is not None:
         log.info("the Flink cluster of %s is already up", d.root)
@@ -487,7 +513,7 @@ def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float, taskmanag
     if leftovers:
         log.info("cleaned up an earlier cluster: %s", ", ".join(leftovers))
     rest_port, rpc_port = _free_port(), _free_port()
-    _write_conf(d, rest_port, rpc_port, slots, taskmanager_memory)
+    _write_conf(d, rest_port, rpc_port, slots, taskmanager_memory, taskmanager_java_opts)
     url = f"http://{LOOPBACK}:{rest_port}"
     state = {
         "url": url, "rest_port": rest_port, "rpc_port": rpc_port, "conf_dir": str(d.conf), "log_dir": str(d.log),
@@ -747,11 +773,12 @@ class Checkpoints:
     last_duration_s: float | None  # the latest completed checkpoint: trigger to acknowledged
     last_state_bytes: int | None  # its full state size (all operators, all subtasks)
     last_path: str | None
+    last_id: int | None = None  # its id (:func:`checkpoint_details`)
 
 
 def checkpoints(build: Path, job_id: str) -> Checkpoints:
     """The checkpoint counts of a job and its latest completed checkpoint."""
-    raw = _rest(find(build).rest_port, f"/jobs/{job_id}/checkpoints")
+    raw = rest_get(build, f"/jobs/{job_id}/checkpoints")
     counts = raw.get("counts", {})
     last = (raw.get("latest") or {}).get("completed") or {}
     size = last.get("checkpointed_size") if last.get("state_size") is None else last.get("state_size")
@@ -761,12 +788,13 @@ def checkpoints(build: Path, job_id: str) -> Checkpoints:
         last_duration_s=last["end_to_end_duration"] / 1000 if "end_to_end_duration" in last else None,
         last_state_bytes=int(size) if size is not None else None,
         last_path=last.get("external_path"),
+        last_id=int(last["id"]) if "id" in last else None,
     )
 
 
 def job_state(build: Path, job_id: str) -> str:
     """A job's state (``RUNNING``, ``RESTARTING``, ``FINISHED`` ...)."""
-    return str(_rest(find(build).rest_port, f"/jobs/{job_id}").get("state", ""))
+    return str(job_details(build, job_id).get("state", ""))
 
 
 def wait_for(check: Any, what: str, timeout_s: float = 120.0, poll_s: float = 0.2) -> Any:

@@ -136,7 +136,7 @@ def _job_id(result: Any) -> str:
 def _ran_again_after(build: Path, job_id: str, since_ms: float) -> float | None:
     """When the job was RUNNING again after restarting since ``since_ms`` (epoch ms), or ``None`` (yet);
     raises if it ended without a restart (the fault did not strike it)."""
-    job = cluster._rest(cluster.find(build).rest_port, f"/jobs/{job_id}")
+    job = cluster.job_details(build, job_id)
     stamps = job.get("timestamps", {})
     restarted = stamps.get("RESTARTING", 0)
     if restarted >= since_ms and stamps.get("RUNNING", 0) >= restarted:
