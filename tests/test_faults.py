@@ -84,3 +84,17 @@ def test_a_fault_mid_job_changes_no_row_and_no_alert(lab, uninterrupted, fault, 
     assert not sent.duplicated(["channel", "site", "window_start"]).any()
     assert len(sent) == len(anomalies) * sent["channel"].nunique()  # cooldown 0: each anomaly alerted on, once
     pd.testing.assert_frame_equal(alerts, ref_alerts)
+
+
+def test_a_savepoint_at_parallelism_2_resumes_at_1_with_every_sites_state(lab, uninterrupted):
+    """Rescale: 08 as a compiled plan at parallelism 2, stopped with a savepoint, resumed at parallelism 1; each
+    site's forest moves to the one task left and scores on as if nothing had happened."""
+    from clicklab import rescale
+
+    ref_scores, ref_anomalies = uninterrupted
+    run = rescale.run_rescaled(lab, "08", parallelism=2, to_parallelism=1)
+    faults.run_step(lab, "09", parallelism=2)
+    assert rescale.job_parallelism(lab.build, run.job_id) == 1
+    assert rescale.restored_from(lab.build, run.job_id) == run.savepoint
+    pd.testing.assert_frame_equal(faults.rows(lab.build, "destinationstream"), ref_scores, check_exact=True)
+    pd.testing.assert_frame_equal(faults.rows(lab.build, "anomalydetectionstream"), ref_anomalies, check_exact=True)
