@@ -1181,14 +1181,23 @@ def last_session(build: str | Path = settings.DEFAULT_BUILD, kind: str | None = 
                             end=row["end"].to_pydatetime())
 
 
+#: Scored windows of its site before :func:`send_when_warm` plays a session: past the forest's warm-up, the
+#: adaptive threshold needs a few ordinary scores of the site to know what is unusual for it (with one or two,
+#: its level is still the spread of two numbers, and a burst can pass under it).
+SCORED_BEFORE_SENDING = 6
+
+
 def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",
                    timeout_s: float = 180.0) -> ScheduledSession:
-    """Play a session once its site's forest emits scores (its warm-up is over in ``destinationstream``)."""
+    """Play a session once its site's forest has emitted :data:`SCORED_BEFORE_SENDING` scores (its warm-up is
+    over in ``destinationstream`` and the threshold has seen a few ordinary windows)."""
     site = session_of(build, session)["site"]
 
     def warm() -> bool:
         scored = live.rows_committed(Path(build), "destinationstream")
-        return bool(len(scored) and ((scored["site"] == site) & (scored["score"] > 0)).any())
+        return bool(len(scored)) and int(((scored["site"] == site) & (scored["score"] > 0)).sum()) >= \
+            SCORED_BEFORE_SENDING
 
-    live.wait_for(f"a score for {site} in destinationstream (the forest's warm-up)", warm, timeout_s)
+    live.wait_for(f"{SCORED_BEFORE_SENDING} scores for {site} in destinationstream (the forest's warm-up, then a "
+                  "few ordinary windows)", warm, timeout_s)
     return send(build, session=session)

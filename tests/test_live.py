@@ -139,7 +139,11 @@ def test_clicklab_run_live_sends_the_burst_and_its_email_arrives_then_nothing_is
     assert latency, out
     assert float(latency.group(1)) <= float(latency.group(2)) < 60
     mails = list((build / "outbox").glob("*.eml"))
-    assert mails and any("Anomaly detected with a click through rate of 500%" in m.read_text() for m in mails)
+    # one alert for the burst, on its first flagged window (the refractory period holds back the rest): a window
+    # the burst fills only in part has a CTR between the normal ~10 % (noise: up to ~25 %) and the burst's 500 %
+    rates = [float(r) for m in mails
+             for r in re.findall(r"Anomaly detected with a click through rate of ([\d.]+)%", m.read_text())]
+    assert rates and max(rates) >= 50, [m.read_text()[:300] for m in mails]
     # torn down: no cluster, no generator, no process of ours, no job
     assert cluster.status(build) is None and livegen.status(build) is None
     assert cluster.processes(build) == {}
