@@ -33,7 +33,7 @@ import java.util.Arrays;
  * the union of 100 trees' samples grows towards {@code 100 * sampleSize} points (400 KB at 100 x 256). A pool
  * with per-tree membership keeps the state at {@code 16 * poolSize} bytes (16 KB at 100 x 256, 4 KB at
  * 100 x 12) and the heap at {@code 24 * poolSize + 2 * trees * sampleSize} bytes plus the speed-ups' caches below
- * (171 KB, 26 KB; 78 KB, 11 KB without them), and the scores agree with AWS's about as well as AWS's agree with another seed of AWS's: at 100 x 256
+ * (146 KB, 24 KB; 78 KB, 11 KB without them), and the scores agree with AWS's about as well as AWS's agree with another seed of AWS's: at 100 x 256
  * Spearman 0.95-0.97 (AWS vs AWS 0.90-0.97), click-bot 2.48 (AWS 2.53); at 100 x 12 ordinary values above 2:
  * 10, 12, 10 (AWS 11, 13, 10). A pool of 4 x 12 points gave 17, 15, 21 at 100 x 12, hence {@link #MIN_POOL}.
  * The figures per design are in the Python twin's module docstring ({@code clicklab_udf/compact.py}).
@@ -65,7 +65,7 @@ import java.util.Arrays;
  *
  * <p>Speed-ups that change no score and no state byte (all derived, never stored, rebuilt or refilled on restore):
  * in 1-D, each tree caches the split positions of its top {@code min(8, ceil(log2 sampleSize))} levels
- * ({@code 2 * trees * 2^levels} bytes, 51 KB at 100 x 256), filled while scoring and, when the tree's sample
+ * ({@code trees * 2^levels} bytes, 26 KB at 100 x 256; two bytes an entry above 256 samples), filled while scoring and, when the tree's sample
  * changes, updated along the changed point's path (only the subtree of the first node whose box changes is
  * forgotten), so most top levels cost no search even while every point changes every tree's sample (the first
  * {@code sampleSize} points; with 1,000 forests of 300 points interleaved, {@code CompactForestMain --bench 300000
@@ -172,9 +172,11 @@ public final class CompactForest {
      * 1-D only, per tree {@code cacheNodes} entries: the size of the left part (split position minus the node's
      * first position; 0: not known) of the node with heap index {@code h} (root 1, children {@code 2h},
      * {@code 2h + 1}) of the top levels. Filled while scoring, kept up to date when the tree's list changes
-     * ({@link #splitsOnAdd}, {@link #splitsOnRemove}).
+     * ({@link #splitsOnAdd}, {@link #splitsOnRemove}). One byte an entry when {@code sampleSize <= 256} (a left part
+     * has 1 to {@code sampleSize - 1} points), else two ({@link #wideSplits}): {@link #split} and {@link #setSplit}.
      */
-    private final char[] splitCache;
+    private final byte[] splitCache;
+    private final char[] wideSplits;
     private final int cacheNodes;
 
     /** Per tree: its membership window (see {@link #enter}): keys, slots, size (0: to be refilled), rank of the first. */
@@ -259,7 +261,22 @@ public final class CompactForest {
         }
         int levels = Math.min(MAX_CACHED_LEVELS, 32 - Integer.numberOfLeadingZeros(sampleSize - 1));
         this.cacheNodes = sorted1d ? 1 << levels : 0;
-        this.splitCache = new char[numberOfTrees * cacheNodes];
+        boolean narrow = sampleSize <= 256;
+        this.splitCache = narrow ? new byte[numberOfTrees * cacheNodes] : null;
+        this.wideSplits = narrow ? null : new char[numberOfTrees * cacheNodes];
+    }
+
+    /** Split-cache entry {@code i} (see {@link #splitCache}). */
+    private int split(int i) {
+        return splitCache != null ? splitCache[i] & 0xFF : wideSplits[i];
+    }
+
+    private void setSplit(int i, int c) {
+        if (splitCache != null) {
+            splitCache[i] = (byte) c;
+        } else {
+            wideSplits[i] = (char) c;
+        }
     }
 
     /** {@code max(POOL_FACTOR * sampleSize, MIN_POOL)}, at most {@link #MAX_POOL} (and at least {@code sampleSize}). */
@@ -713,10 +730,9 @@ public final class CompactForest {
         if (cacheNodes == 0) {
             return;
         }
-        final char[] cache = splitCache;
         final int cb = j * cacheNodes;
         if (n == 0) {
-            cache[cb + 1] = 0;
+            setSplit(cb + 1, 0);
             return;
         }
         int lo = j * sampleSize;
@@ -724,14 +740,14 @@ public final class CompactForest {
         long node = treeRoot[j];
         int heap = 1;
         while (heap < cacheNodes) {
-            int c = cache[cb + heap];
+            int c = split(cb + heap);
             if (c == 0) {
                 return; // not known here, nothing known below
             }
             double a = values[members[lo]];
             double b = values[members[hi - 1]];
             if (v < a || v > b) {
-                cache[cb + heap] = 0; // v extends this node's box: another cut
+                setSplit(cb + heap, 0); // v extends this node's box: another cut
                 return;
             }
             // a != b: a node with a known split is not a leaf, and v inside its box leaves it so
@@ -741,7 +757,7 @@ public final class CompactForest {
             }
             boolean left = v <= cut;
             if (left) {
-                cache[cb + heap] = (char) (c + 1);
+                setSplit(cb + heap, c + 1);
                 hi = lo + c;
                 heap = 2 * heap;
             } else {
@@ -760,21 +776,20 @@ public final class CompactForest {
         if (cacheNodes == 0) {
             return;
         }
-        final char[] cache = splitCache;
         final int cb = j * cacheNodes;
         int lo = j * sampleSize;
         int hi = lo + n;
         long node = treeRoot[j];
         int heap = 1;
         while (heap < cacheNodes) {
-            int c = cache[cb + heap];
+            int c = split(cb + heap);
             if (c == 0) {
                 return;
             }
             double a = values[members[lo]];
             double b = values[members[hi - 1]];
             if ((p == lo && values[members[lo + 1]] != a) || (p == hi - 1 && values[members[hi - 2]] != b)) {
-                cache[cb + heap] = 0; // v is this node's only smallest or largest point: another box, another cut
+                setSplit(cb + heap, 0); // v is this node's only smallest or largest point: another box, another cut
                 return;
             }
             double cut = a + unit(node) * (b - a);
@@ -783,7 +798,7 @@ public final class CompactForest {
             }
             boolean left = v <= cut;
             if (left) {
-                cache[cb + heap] = (char) (c - 1); // v was not alone on the left: it would be the node's only smallest
+                setSplit(cb + heap, c - 1); // v was not alone on the left: it would be the node's only smallest
                 hi = lo + c;
                 heap = 2 * heap;
             } else {
@@ -962,7 +977,6 @@ public final class CompactForest {
     private double score1d(double x, int j) {
         final double[] v = values;
         final char[] mem = members;
-        final char[] cache = splitCache;
         final int base = j * sampleSize;
         final int cacheBase = j * cacheNodes;
         int lo = base;
@@ -988,14 +1002,14 @@ public final class CompactForest {
             }
             int split;
             if (heap < cacheNodes) {
-                int c = cache[cacheBase + heap];
+                int c = split(cacheBase + heap);
                 if (c == 0) {
                     split = upperBound(lo, hi, cut);
-                    cache[cacheBase + heap] = (char) (split - lo);
+                    setSplit(cacheBase + heap, split - lo);
                     int below = 2 * heap;
                     if (below < cacheNodes) { // the children's entries are left over from another tree
-                        cache[cacheBase + below] = 0;
-                        cache[cacheBase + below + 1] = 0;
+                        setSplit(cacheBase + below, 0);
+                        setSplit(cacheBase + below + 1, 0);
                     }
                 } else {
                     split = lo + c;
@@ -1326,7 +1340,11 @@ public final class CompactForest {
         System.arraycopy(members, 0, f.members, 0, members.length);
         System.arraycopy(maxKey, 0, f.maxKey, 0, maxKey.length);
         System.arraycopy(maxSlot, 0, f.maxSlot, 0, maxSlot.length);
-        System.arraycopy(splitCache, 0, f.splitCache, 0, splitCache.length);
+        if (splitCache != null) {
+            System.arraycopy(splitCache, 0, f.splitCache, 0, splitCache.length);
+        } else {
+            System.arraycopy(wideSplits, 0, f.wideSplits, 0, wideSplits.length);
+        }
         System.arraycopy(winKey, 0, f.winKey, 0, winKey.length);
         System.arraycopy(winSlot, 0, f.winSlot, 0, winSlot.length);
         System.arraycopy(winSize, 0, f.winSize, 0, winSize.length);
@@ -1344,7 +1362,8 @@ public final class CompactForest {
     public long approximateHeapBytes() {
         long arrays = 16L * 16 + 16L * shingle.length + 8L * values.length + 8L * sequence.length
                 + 8L * weight.length + 2L * members.length + 8L * maxKey.length + 4L * maxSlot.length
-                + 16L * memberRoot.length + 2L * splitCache.length + 10L * winKey.length + 8L * winSize.length;
+                + 16L * memberRoot.length + (splitCache != null ? splitCache.length : 2L * wideSplits.length)
+                + 10L * winKey.length + 8L * winSize.length;
         if (removed != null) {
             arrays += 16 + removed.length;
         }
