@@ -216,6 +216,17 @@ def checkpoint_details(build: Path, job_id: str, checkpoint_id: int) -> dict[str
     return dict(rest_get(build, f"/jobs/{job_id}/checkpoints/details/{checkpoint_id}"))
 
 
+def job_parallelism(build: Path, job_id: str) -> int:
+    """The highest parallelism of a job's tasks (REST ``/jobs/<id>``)."""
+    return max(int(v["parallelism"]) for v in job_details(build, job_id).get("vertices", []))
+
+
+def restored_from(build: Path, job_id: str) -> str | None:
+    """The savepoint or checkpoint a job started from (REST ``/jobs/<id>/checkpoints``), or ``None``."""
+    restored = (rest_get(build, f"/jobs/{job_id}/checkpoints").get("latest") or {}).get("restored")
+    return None if not restored else str(restored.get("external_path"))
+
+
 def _overview(port: int, timeout_s: float = 3.0) -> dict[str, Any] | None:
     """``/overview`` of the cluster on this REST port, or None if nothing answers there."""
     try:

@@ -147,18 +147,30 @@ def _ran_again_after(build: Path, job_id: str, since_ms: float) -> float | None:
 
 
 def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = None,
-             timeout_s: float = 600.0) -> StepRun:
+             timeout_s: float = 600.0, plan: Path | None = None,
+             resume_parallelism: int | None = None) -> StepRun:
     """Run the INSERT of notebook ``number`` (``"08"`` or ``"09"``) on the cluster to its end, emptying its
-    stream first; with ``fault`` (:data:`FAULTS`) injected once the job has completed a checkpoint."""
+    stream first; with ``fault`` (:data:`FAULTS`) injected once the job has completed a checkpoint.
+
+    ``plan``: submit ``EXECUTE PLAN`` of that compiled plan of the INSERT instead of the statement (its
+    operators keep their ids in any session: :mod:`clicklab.rescale`). ``resume_parallelism``: after a
+    ``"savepoint"`` fault, resume at this parallelism (default ``parallelism``). A resumed job must have
+    started from the savepoint, or :class:`ClicklabError` is raised.
+    """
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"fault must be one of {', '.join(FAULTS)} or None, got {fault!r}")
+    if parallelism < 1 or (resume_parallelism is not None and resume_parallelism < 1):
+        raise ValueError(f"parallelisms must be >= 1, got {parallelism} and {resume_parallelism}")
+    if resume_parallelism is not None and fault != "savepoint":
+        raise ValueError(f"resume_parallelism needs fault='savepoint', got fault={fault!r}")
     sql = sqltext.substitute(insert_statement(number), lab.variables())
     target = sqltext.parse_script(sql)[0].target
+    statement = sql if plan is None else f"EXECUTE PLAN '{plan}'"
     lab.reset_stream(target)
-    name = f"{number} {target} (keyed, P={parallelism})"
+    name = f"{number} {target} ({'keyed' if plan is None else 'compiled plan'}, P={parallelism})"
     build = lab.build
     start = time.monotonic()
-    result = _submit(lab, sql, name, parallelism)
+    result = _submit(lab, statement, name, parallelism)
     job_id = _job_id(result)
     killed = savepoint = recovery = None
     if fault is not None:
@@ -182,7 +194,8 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
             savepoint = cluster.stop_with_savepoint(build, job_id, timeout_s)
             struck = time.monotonic()
             log.info("stopped job %s with savepoint %s", job_id, savepoint)
-            result = _submit(_resumed(lab, savepoint), sql, f"{name} resumed", parallelism)
+            again = parallelism if resume_parallelism is None else resume_parallelism
+            result = _submit(_resumed(lab, savepoint), statement, f"{name} resumed at P={again}", again)
             old, job_id = job_id, _job_id(result)
             cluster.wait_for(lambda: cluster.job_state(build, job_id) in ("RUNNING", "FAILED", "FINISHED"),
                              f"job {job_id} (resumed from {old}) to run", timeout_s)
@@ -191,6 +204,9 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
     state = cluster.job_state(build, job_id)
     if state != "FINISHED":
         raise ClicklabError(f"job {job_id} ({name}) ended {state}")
+    if savepoint is not None and cluster.restored_from(build, job_id) != savepoint:
+        raise ClicklabError(f"job {job_id} did not start from {savepoint} (it started from "
+                            f"{cluster.restored_from(build, job_id)})")
     return StepRun(job_id, time.monotonic() - start, cluster.checkpoints(build, job_id), fault, recovery,
                    killed, savepoint)
 

@@ -21,16 +21,11 @@ the SQL client.
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
-from typing import Any
 
-from clicklab import cluster, faults, flink, sqltext
+from clicklab import faults, flink, sqltext
 from clicklab.exceptions import ClicklabError
 from clicklab.notebook import Lab
-
-log = logging.getLogger(__name__)
 
 
 def plan_path(build: Path, number: str) -> Path:
@@ -51,25 +46,6 @@ def compile_plan(lab: Lab, number: str) -> Path:
     return path
 
 
-def execute_plan(lab: Lab, plan: Path, name: str, parallelism: int) -> Any:
-    """Submit ``EXECUTE PLAN`` of ``plan`` in ``lab``'s session at ``parallelism``, as job ``name``."""
-    conf = lab.t_env.get_config()
-    conf.set("parallelism.default", str(parallelism))
-    conf.set("pipeline.name", name)
-    return lab.t_env.execute_sql(f"EXECUTE PLAN '{plan}'")
-
-
-def job_parallelism(build: Path, job_id: str) -> int:
-    """The highest parallelism of a job's tasks (REST ``/jobs/<id>``)."""
-    return max(int(v["parallelism"]) for v in cluster.job_details(build, job_id).get("vertices", []))
-
-
-def restored_from(build: Path, job_id: str) -> str | None:
-    """The savepoint or checkpoint a job started from (REST ``/jobs/<id>/checkpoints``), or ``None``."""
-    restored = (cluster.rest_get(build, f"/jobs/{job_id}/checkpoints").get("latest") or {}).get("restored")
-    return None if not restored else str(restored.get("external_path"))
-
-
 def run_rescaled(lab: Lab, number: str, parallelism: int = 2, to_parallelism: int = 1,
                  timeout_s: float = 600.0) -> faults.StepRun:
     """Run notebook ``number``'s INSERT as a compiled plan at ``parallelism`` (its stream emptied first), stop it
@@ -79,35 +55,5 @@ def run_rescaled(lab: Lab, number: str, parallelism: int = 2, to_parallelism: in
     Raises :class:`ClicklabError` when the first job ends before its savepoint (give it more input), or the
     resumed job did not start from the savepoint or did not end ``FINISHED``.
     """
-    if parallelism < 1 or to_parallelism < 1:
-        raise ValueError(f"parallelisms must be >= 1, got {parallelism} and {to_parallelism}")
-    plan = compile_plan(lab, number)
-    target = sqltext.parse_script(sqltext.substitute(faults.insert_statement(number), lab.variables()))[0].target
-    lab.reset_stream(target)
-    build = lab.build
-    name = f"{number} {target} (compiled plan, P={parallelism})"
-    start = time.monotonic()
-    result = execute_plan(lab, plan, name, parallelism)
-    first = str(result.get_job_client().get_job_id())
-    cluster.wait_for(lambda: cluster.checkpoints(build, first).completed >= 1,
-                     f"a first checkpoint of job {first}", timeout_s)
-    if cluster.job_state(build, first) == "FINISHED":
-        raise ClicklabError(f"job {first} ({name}) ended before its savepoint: give it more input")
-    savepoint = cluster.stop_with_savepoint(build, first, timeout_s)
-    struck = time.monotonic()
-    log.info("stopped job %s at parallelism %d with savepoint %s", first, parallelism, savepoint)
-    resumed = faults.session(lab.dataset, lab.build, lab.detector, config={faults.RESTORE_KEY: savepoint})
-    result = execute_plan(resumed, plan, f"{number} {target} (resumed at P={to_parallelism})", to_parallelism)
-    job_id = str(result.get_job_client().get_job_id())
-    cluster.wait_for(lambda: cluster.job_state(build, job_id) in ("RUNNING", "FAILED", "FINISHED"),
-                     f"job {job_id} (resumed from {first}) to run", timeout_s)
-    recovery = time.monotonic() - struck
-    flink.wait(result)
-    state = cluster.job_state(build, job_id)
-    if state != "FINISHED":
-        raise ClicklabError(f"job {job_id} (resumed from {savepoint}) ended {state}")
-    if restored_from(build, job_id) != savepoint:
-        raise ClicklabError(f"job {job_id} did not start from {savepoint} (it started from "
-                            f"{restored_from(build, job_id)})")
-    return faults.StepRun(job_id, time.monotonic() - start, cluster.checkpoints(build, job_id), "rescale",
-                          recovery, None, savepoint)
+    return faults.run_step(lab, number, parallelism, "savepoint", timeout_s, plan=compile_plan(lab, number),
+                           resume_parallelism=to_parallelism)

@@ -94,7 +94,7 @@ def test_a_savepoint_at_parallelism_2_resumes_at_1_with_every_sites_state(lab, u
     ref_scores, ref_anomalies = uninterrupted
     run = rescale.run_rescaled(lab, "08", parallelism=2, to_parallelism=1)
     faults.run_step(lab, "09", parallelism=2)
-    assert rescale.job_parallelism(lab.build, run.job_id) == 1
-    assert rescale.restored_from(lab.build, run.job_id) == run.savepoint
+    assert cluster.job_parallelism(lab.build, run.job_id) == 1
+    assert cluster.restored_from(lab.build, run.job_id) == run.savepoint
     pd.testing.assert_frame_equal(faults.rows(lab.build, "destinationstream"), ref_scores, check_exact=True)
     pd.testing.assert_frame_equal(faults.rows(lab.build, "anomalydetectionstream"), ref_anomalies, check_exact=True)
