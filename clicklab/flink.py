@@ -7,6 +7,7 @@ missing or old Java gives one clear sentence instead of a Java stack trace.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -23,6 +24,8 @@ from clicklab.java import check_java, jdk_tool, parse_java_version  # noqa: F401
 
 if TYPE_CHECKING:
     from pyflink.table import TableEnvironment, TableResult
+
+log = logging.getLogger(__name__)
 
 #: Where a session's jobs run when ``create_table_env`` is given no ``target``: ``local`` or ``cluster``.
 FLINK_TARGET_VARIABLE = "CLICKLAB_FLINK"
@@ -217,6 +220,7 @@ def collect(
     convert: Callable[[Any], Any] = lambda v: v,
     on_progress: Callable[[Collected], None] | None = None,
     progress_every_s: float = 1.0,
+    cancel_at_deadline: Callable[[], object] | None = None,
 ) -> Collected:
     """Collect a query's rows until it ends, ``max_changes`` rows or ``timeout_s`` seconds.
 
@@ -227,6 +231,13 @@ def collect(
     thread that serves the Python one, and reading from a second Python thread makes later statements
     fail at random (FLINK-36298). A watchdog thread only cancels the job at the deadline, so a source
     that goes quiet cannot block the notebook; Ctrl-C cancels it too.
+
+    ``cancel_at_deadline``: how the watchdog cancels the job, when that need not go through the gateway
+    (a cluster's REST API: :func:`clicklab.cluster.cancel`). A gateway call from the watchdog's thread opens
+    a second connection, served by a Java thread without the planner's thread-local; the gateway's pool
+    then hands that connection to a later statement of the session, which fails with
+    ``NullPointerException: metadataHandlerProvider``. Without it (a local mini-cluster, whose REST
+    address the session does not know), the watchdog cancels through the gateway.
     """
     columns = list(result.get_resolved_schema().get_column_names())
     out = Collected(columns=columns)
@@ -237,7 +248,13 @@ def collect(
     def watchdog() -> None:
         if not finished.wait(timeout_s):
             expired.set()
-            cancel(result)
+            if cancel_at_deadline is None:
+                cancel(result)
+                return
+            try:
+                cancel_at_deadline()
+            except Exception as exc:  # the job may have ended meanwhile: the main thread cancels it again
+                log.warning("cancelling a query's job at its deadline failed: %s", exc)
 
     guard = threading.Thread(target=watchdog, name="flink-query-deadline", daemon=True)
     guard.start()

@@ -176,6 +176,18 @@ class Lab:
         again = f" (replaced the job of the last run: {', '.join(replaced)})" if replaced else ""
         return Outcome(st, f"job '{name}' is running on the cluster and keeps running{again}: {where}")
 
+    def _rest_cancel(self, result: Any) -> Callable[[], object] | None:
+        """On a cluster: cancelling ``result``'s job through its REST API (see :func:`flink.collect`)."""
+        if self.t_env.get_config().get("execution.target", "") != "remote":
+            return None
+        client = result.get_job_client()
+        if client is None:
+            return None
+        from clicklab import cluster
+
+        job_id = str(client.get_job_id())
+        return lambda: cluster.cancel(self.build, job_id)
+
     def _run_one(self, st: sqltext.Statement, max_rows: int, timeout_s: float, max_changes: int,
                  on_rows: Callable[[pd.DataFrame, str], None] | None = None) -> Outcome:
         first_line = sqltext.strip_comments(st.sql).strip().splitlines()[0][:80]
@@ -220,7 +232,8 @@ class Lab:
             def progress(got: flink.Collected) -> None:
                 on_rows(*table(got, running=True))
 
-        got = flink.collect(result, max_changes=max_changes, timeout_s=timeout_s, on_progress=progress)
+        got = flink.collect(result, max_changes=max_changes, timeout_s=timeout_s, on_progress=progress,
+                            cancel_at_deadline=self._rest_cancel(result))
         frame, note = table(got, running=False)
         return Outcome(st, note, frame, shown=min(max_rows, len(frame)))
 

@@ -162,6 +162,32 @@ def test_cancel_named_cancels_a_running_job(running: Running, remote_env) -> Non
     assert cluster.cancel_named(running.build, name) == []  # nothing of that name runs any more
 
 
+def test_a_query_past_its_deadline_is_cancelled_without_a_second_gateway_connection(running: Running, remote_env,
+                                                                                   tmp_path: Path) -> None:
+    """A query whose source goes quiet is cancelled at its deadline by a watchdog thread. A gateway call from
+    that thread would open a second py4j connection, served by a Java thread without the planner's
+    thread-local; the pool then hands it to a later statement, which fails at random with
+    ``NullPointerException: metadataHandlerProvider`` (seen in the live lab). On a cluster the watchdog cancels
+    over REST: the pool keeps its one connection and the session's next statements plan."""
+    from pyflink.java_gateway import get_gateway
+
+    from clicklab.notebook import Lab
+
+    remote_env.execute_sql("CREATE TEMPORARY TABLE quiet_src (x BIGINT) WITH ('connector' = 'datagen', "
+                           "'rows-per-second' = '20', 'fields.x.min' = '0', 'fields.x.max' = '9')")
+    lab = Lab(tmp_path / "none.jsonl", running.build, remote_env)
+    pool = get_gateway()._gateway_client.deque
+    before = len(pool)
+    remote_env.get_config().set("pipeline.name", "#6 quiet query")
+    (outcome,) = lab.run("SELECT x FROM quiet_src WHERE x < 0", timeout_s=8)
+    assert "stopped at the time limit of 8 s" in outcome.message
+    assert len(pool) == before
+    assert [j.state for j in cluster.jobs(running.build) if j.name == "#6 quiet query"] == ["CANCELED"]
+    for n in range(5):
+        (again,) = lab.run(f"SELECT x + {n} AS y FROM (VALUES (1), (2)) AS t(x)")
+        assert sorted(again.frame["y"]) == [1 + n, 2 + n]
+
+
 def test_up_again_returns_the_same_cluster(running: Running) -> None:
     before = cluster.processes(running.build)
     start = time.monotonic()
