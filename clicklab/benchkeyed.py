@@ -266,7 +266,8 @@ def python_route(points: int = 100_000, sites: int = 1_000, state_bytes: int = 1
 
 def run(build: Path = settings.DEFAULT_BUILD, sites: int = 10_000, windows: int = 300,
         parallelism: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
-    """The ``keyed`` figures: one job per parallelism; the last one also measures recovery."""
+    """The ``keyed`` figures: one job per parallelism; the last one also measures recovery. The cluster of
+    ``build`` is started for each job and stopped at the end."""
     if sites < 1 or windows < 1:
         raise ValueError(f"sites and windows must be >= 1, got {sites} and {windows}")
     # a forest held decoded takes up to ~190 KB of heap (CompactForest.approximateHeapBytes at 100 x 256, its state
@@ -275,16 +276,19 @@ def run(build: Path = settings.DEFAULT_BUILD, sites: int = 10_000, windows: int 
     from clicklab import faults
 
     runs = {}
-    for p in parallelism:
-        # each job on TaskManagers of its own, measured before it: a JVM keeps the heap pages it has touched
-        # (resident), and a cancelled job's tasks may hold their state a while after it ended
-        cluster.down(build)
-        cluster.up(build, taskmanager_memory=memory, taskmanager_java_opts=TASKMANAGER_JAVA_OPTS)
-        while len(cluster.taskmanager_pids(build)) < faults.TASKMANAGERS:
-            cluster.add_taskmanager(build)
-        before = _memory(build)
-        log.info("keyed scorer: %s sites x %s windows at parallelism %s ...", f"{sites:,}", windows, p)
-        runs[p] = run_one(build, sites, windows, p, fault=p == parallelism[-1], before=before)
+    try:
+        for p in parallelism:
+            # each job on TaskManagers of its own, measured before it: a JVM keeps the heap pages it has touched
+            # (resident), and a cancelled job's tasks may hold their state a while after it ended
+            cluster.down(build)
+            cluster.up(build, taskmanager_memory=memory, taskmanager_java_opts=TASKMANAGER_JAVA_OPTS)
+            while len(cluster.taskmanager_pids(build)) < faults.TASKMANAGERS:
+                cluster.add_taskmanager(build)
+            before = _memory(build)
+            log.info("keyed scorer: %s sites x %s windows at parallelism %s ...", f"{sites:,}", windows, p)
+            runs[p] = run_one(build, sites, windows, p, fault=p == parallelism[-1], before=before)
+    finally:
+        cluster.down(build)  # the bench's own cluster (gigabytes of heap): nothing of it left running
     last = runs[parallelism[-1]]
     keyed: dict[str, Any] = {"sites": sites, "windows": windows}
     for p, r in runs.items():

@@ -188,6 +188,24 @@ def test_a_query_past_its_deadline_is_cancelled_without_a_second_gateway_connect
         assert sorted(again.frame["y"]) == [1 + n, 2 + n]
 
 
+def test_bench_sites_prints_the_keyed_figures_and_leaves_no_cluster_running(tmp_path: Path) -> None:
+    """`clicklab bench --sites N --json` (small: 40 sites x 40 windows): the `keyed` object's figures, each a
+    plausible number, and the bench's own cluster stopped afterwards (it holds gigabytes of heap)."""
+    build = tmp_path / "build"
+    code, out, err = _cli("bench", "--sites", "40", "--windows", "40", "--parallelism", "2", "--json",
+                          "--build", str(build))
+    assert code == 0, err
+    keyed = json.loads(out)["keyed"]
+    assert (keyed["sites"], keyed["windows"]) == (40, 40)
+    for key in ("parallelism_1_points_per_s", "parallelism_2_points_per_s"):
+        assert keyed[key] > 0, keyed
+    # 40 windows fill 40 of a forest's 1,024 pool slots: a few hundred bytes of state, far under a full pool's 16 KB
+    assert 100 < keyed["state_bytes_per_site"] < 16_500, keyed
+    assert keyed["checkpoint_s"] >= 0 and keyed["recovery_s"] > 0, keyed
+    assert cluster.status(build / "bench" / "cluster") is None
+    assert cluster.processes(build / "bench" / "cluster") == {}
+
+
 def test_up_again_returns_the_same_cluster(running: Running) -> None:
     before = cluster.processes(running.build)
     start = time.monotonic()
