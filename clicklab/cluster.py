@@ -700,6 +700,15 @@ def find(build: Path = settings.DEFAULT_BUILD) -> ClusterInfo:
     return info
 
 
+#: ``execution.target`` of a session whose jobs go to a cluster over REST (:func:`session_config`).
+REMOTE_TARGET = "remote"
+
+
+def submits_to_cluster(t_env: Any) -> bool:
+    """Whether the table environment ``t_env`` submits its jobs to a cluster (:func:`session_config`)."""
+    return bool(t_env.get_config().get("execution.target", "") == REMOTE_TARGET)
+
+
 def session_config(info: ClusterInfo) -> dict[str, str]:
     """Table-environment options that submit the session's jobs to this cluster over REST.
 
@@ -707,7 +716,7 @@ def session_config(info: ClusterInfo) -> dict[str, str]:
     cluster's TaskManagers run the UDFs in the Python of ``python.executable``.
     """
     return {
-        "execution.target": "remote",
+        "execution.target": REMOTE_TARGET,
         "rest.address": LOOPBACK,
         "rest.port": str(info.rest_port),
     }

@@ -204,9 +204,8 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
     state = cluster.job_state(build, job_id)
     if state != "FINISHED":
         raise ClicklabError(f"job {job_id} ({name}) ended {state}")
-    if savepoint is not None and cluster.restored_from(build, job_id) != savepoint:
-        raise ClicklabError(f"job {job_id} did not start from {savepoint} (it started from "
-                            f"{cluster.restored_from(build, job_id)})")
+    if savepoint is not None and (started := cluster.restored_from(build, job_id)) != savepoint:
+        raise ClicklabError(f"job {job_id} did not start from {savepoint} (it started from {started})")
     return StepRun(job_id, time.monotonic() - start, cluster.checkpoints(build, job_id), fault, recovery,
                    killed, savepoint)
 

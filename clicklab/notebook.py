@@ -178,13 +178,11 @@ class Lab:
 
     def _rest_cancel(self, result: Any) -> Callable[[], object] | None:
         """On a cluster: cancelling ``result``'s job through its REST API (see :func:`flink.collect`)."""
-        if self.t_env.get_config().get("execution.target", "") != "remote":
-            return None
-        client = result.get_job_client()
-        if client is None:
-            return None
         from clicklab import cluster
 
+        client = result.get_job_client()
+        if client is None or not cluster.submits_to_cluster(self.t_env):
+            return None
         job_id = str(client.get_job_id())
         return lambda: cluster.cancel(self.build, job_id)
 

@@ -21,6 +21,7 @@ the SQL client.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from clicklab import faults, flink, sqltext
@@ -55,5 +56,6 @@ def run_rescaled(lab: Lab, number: str, parallelism: int = 2, to_parallelism: in
     Raises :class:`ClicklabError` when the first job ends before its savepoint (give it more input), or the
     resumed job did not start from the savepoint or did not end ``FINISHED``.
     """
-    return faults.run_step(lab, number, parallelism, "savepoint", timeout_s, plan=compile_plan(lab, number),
-                           resume_parallelism=to_parallelism)
+    run = faults.run_step(lab, number, parallelism, "savepoint", timeout_s, plan=compile_plan(lab, number),
+                          resume_parallelism=to_parallelism)
+    return dataclasses.replace(run, fault="rescale")
