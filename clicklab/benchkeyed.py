@@ -305,7 +305,7 @@ def format_keyed(k: dict[str, Any]) -> str:
     lines = [f"Keyed RANDOM_CUT_FOREST on the cluster ({k['sites']:,} sites x {k['windows']} windows, "
              "100 trees x 256):"]
     for key, value in k.items():
-        if key.startswith("parallelism_"):
+        if key.startswith("parallelism_") and key.endswith("_points_per_s"):
             p = key.split("_")[1]
             lines.append(f"  parallelism {p}: {value:>10,.0f} points/s")
     if "parallelism_1_points_per_s" in k and "parallelism_2_points_per_s" in k:

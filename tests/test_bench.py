@@ -15,3 +15,21 @@ def test_baseline_replaces_every_udf_call_and_nothing_else():
         assert "RANDOM_CUT_FOREST" not in plain and "ANOMALY_DECISIONS" not in plain
         if "RANDOM_CUT_FOREST" not in sql and "ANOMALY_DECISIONS" not in sql:
             assert plain == sql
+
+
+def test_keyed_text_gives_points_per_s_per_parallelism_and_memory_once():
+    """`clicklab bench --sites N` (no --json): one points/s line per parallelism; the per-parallelism memory
+    figures of the `keyed` object are not printed as points/s."""
+    from clicklab import benchkeyed
+
+    keyed = {"sites": 10_000, "windows": 300, "parallelism_1_points_per_s": 14_000.0,
+             "parallelism_2_points_per_s": 21_000.0, "parallelism_1_heap_mb_per_1000_sites": 146.5,
+             "parallelism_1_rss_mb_per_1000_sites": 170.0, "parallelism_2_heap_mb_per_1000_sites": 146.4,
+             "parallelism_2_rss_mb_per_1000_sites": 175.0, "state_bytes_per_site": 4962.0,
+             "heap_mb_per_1000_sites": 146.4, "rss_mb_per_1000_sites": 175.0, "checkpoint_s": 0.07,
+             "recovery_s": 2.3}
+    text = benchkeyed.format_keyed(keyed)
+    points = [line for line in text.splitlines() if "points/s" in line and "P=2 / P=1" not in line]
+    assert points == ["  parallelism 1:     14,000 points/s", "  parallelism 2:     21,000 points/s"], text
+    assert "P=2 / P=1: 1.50" in text
+    assert "resident (RSS): 175.0 MB" in text and "state per site (checkpoint): 4.8 KB" in text
