@@ -41,17 +41,20 @@ def parse_event_time(text: str) -> int | None:
     """``event_time`` in epoch milliseconds as Flink's ``TO_TIMESTAMP(text, EVENT_TIME_PATTERN)`` reads it, or None.
 
     Flink's parser resolves dates the java.time way (``SMART``): a day of month up to 31 is moved back to the
-    month's last day (``2023-02-30`` is February 28th); month, hour, minute and second must be in range.
+    month's last day (``2023-02-30`` is February 28th), ``24:00:00.000`` is the next day's midnight; month, hour,
+    minute and second must be in range.
     """
     m = _EVENT_TIME.fullmatch(text)
     if m is None:
         return None
     year, month, day, hour, minute, second, milli = (int(g) for g in re.findall("[0-9]+", text))
-    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
+    midnight_after = hour == 24 and minute == second == milli == 0
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= 31 and (hour < 24 or midnight_after)
+            and minute < 60 and second < 60):
         return None
     day = min(day, calendar.monthrange(year, month)[1])
-    when = datetime(year, month, day, hour, minute, second, milli * 1000, tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+    when = datetime(year, month, day, hour % 24, minute, second, milli * 1000, tzinfo=UTC)
+    return int((when + timedelta(days=1 if midnight_after else 0)).timestamp() * 1000)
 
 
 def reason(line: str, fields: tuple[str, ...] = streams.EVENT_FIELDS) -> str | None:
@@ -125,7 +128,8 @@ def split(lines: Iterable[str], delay_s: float = settings.WATERMARK_DELAY_SECOND
 
 
 def read_lines(path: Path) -> list[str]:
-    """A replay file's lines as Flink's ``raw`` format reads them: split on ``\\n`` only, no empty last line."""
+    """A replay file's lines as Flink's ``raw`` format reads them: split on ``\\n`` only, no empty last line, and
+    a ``\\r`` before the ``\\n`` dropped (a CRLF file's lines are its lines; Flink's line reader does the same)."""
     path = Path(path)
     if path.suffix == ".gz":
         with gzip.open(path, "rb") as fh:
@@ -135,7 +139,7 @@ def read_lines(path: Path) -> list[str]:
     text = data.decode("utf-8", errors="replace")
     if text.endswith("\n"):
         text = text[:-1]
-    return text.split("\n") if text else []
+    return [t.removesuffix("\r") for t in text.split("\n")] if text else []
 
 
 def good_records(path: Path) -> list[dict]:

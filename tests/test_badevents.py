@@ -4,6 +4,7 @@ pipeline on the replay with 1,000 fuzzed bad lines mixed in, against a clean run
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -48,7 +49,11 @@ def test_event_time_is_read_as_flinks_to_timestamp_reads_it():
     # java.time's SMART resolver moves a day up to 31 back to the month's end
     feb30, feb28 = (badevents.parse_event_time(f"2023-02-{d}T00:00:00.000Z") for d in (30, 28))
     assert feb30 == feb28
-    for bad in ("2023-02-32T00:00:00.000Z", "2023-13-01T00:00:00.000Z", "2023-01-01T24:00:00.000Z",
+    # and 24:00 (exactly) is the next day's midnight
+    new_year = badevents.parse_event_time("2024-01-01T00:00:00.000Z")
+    assert badevents.parse_event_time("2023-12-31T24:00:00.000Z") == new_year
+    for bad in ("2023-02-32T00:00:00.000Z", "2023-13-01T00:00:00.000Z", "2023-01-01T24:00:00.001Z",
+                "2023-01-01T24:01:00.000Z", "2023-01-01T23:59:60.000Z", "0000-01-01T00:00:00.000Z",
                 "2023-01-01T00:00:00.000", "2023-01-01T00:00:00.00Z"):
         assert badevents.parse_event_time(bad) is None, bad
 
@@ -84,6 +89,93 @@ def test_read_events_and_the_reference_ctr_leave_the_bad_lines_out(tmp_path: Pat
     assert len(badevents.mix_file(settings.DEFAULT_DATASET, fuzzed, 300, seed=2, end="2023-08-23T12:05:00Z")) == 300
     pd.testing.assert_frame_equal(results.read_events(fuzzed), results.read_events(clean))
     assert results.compare_ctr(results.reference_ctr(fuzzed), results.reference_ctr(clean)) == []
+
+
+#: Lines at the edge of the fast path (streams.canonical_line_regex): each must get from it what the full checks
+#: give it. Written as Python literals; \r, \t, \x01 and \x7f are the characters themselves.
+TRICKY = [
+    line(),
+    '{"browseraction":"Impression","site":"s","event_time":"2023-08-23T12:00:00.000Z"}',  # no spaces at all
+    '   {  "browseraction"  :  "Click" ,  "site" : "s" , "event_time" : "2023-08-23T12:00:00.000Z"  }   ',
+    line(site=""),
+    line(site="a,b:c}{[]"),  # JSON's punctuation inside the string
+    '{"browseraction": "Click", "site": "caf\u00e9 \u2028", "event_time": "2023-08-23T12:00:00.000Z"}',  # raw
+    '{"browseraction": "Click", "site": "caf\\u00e9", "event_time": "2023-08-23T12:00:00.000Z"}',  # escaped
+    line(site='a"b'), line(site="a\\b"),  # an escaped quote, an escaped backslash
+    '{"browseraction": "Click", "site": "a\x7fb", "event_time": "2023-08-23T12:00:00.000Z"}',
+    '{"browseraction": "Click", "site": "a\x01b", "event_time": "2023-08-23T12:00:00.000Z"}',  # a raw control char
+    line().replace(" ", "\t"), line() + "\t", line() + " \r",  # other whitespace (read, a CRLF line loses its \r)
+    line(event_time="2023-13-01T00:00:00.000Z"), line(event_time="2023-02-30T00:00:00.000Z"),
+    line(event_time="2023-01-01T24:00:00.000Z"), line(event_time="2023-01-01T24:00:00.001Z"),
+    line(event_time="2023-08-23T12:00:00.0941Z"),
+    line(browseraction="click"), line(browseraction="Clicks"), line(browseraction=""),
+    json.dumps({"site": GOOD["site"], "browseraction": "Click", "event_time": GOOD["event_time"]}),  # order
+    line(extra="x"), line(site=None), line(site=7),
+    line()[:-1] + ', "site": "other"}',  # a second site: JSON_VALUE takes one of them
+    line() + " x", line() + line(), line()[:-1],
+    line(event_time=float("nan")),
+]
+
+
+def test_the_fast_path_lets_through_only_good_events_and_reads_their_fields_as_json_does():
+    fast = re.compile(streams.canonical_line_regex())
+    taken = 0
+    for text in TRICKY:
+        if not fast.match(text):
+            continue
+        pieces = text.split('"')
+        if badevents.parse_event_time(pieces[11]) is None:
+            assert badevents.reason(text) == streams.REASON_EVENT_TIME, text
+            continue
+        taken += 1
+        assert badevents.reason(text) is None, text
+        record = json.loads(text)
+        assert [pieces[4 * i + 3] for i in range(3)] == [record[f] for f in streams.EVENT_FIELDS], text
+    assert taken == 9  # the plain lines above; every escape, odd space, order or extra goes the full way
+
+
+def test_lines_are_read_as_flink_reads_them(tmp_path: Path):
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b"a\r\nb \r\n\r\nc\td\n")
+    assert badevents.read_lines(path) == ["a", "b ", "", "c\td"]
+
+
+def test_every_line_of_the_replay_takes_the_fast_path():
+    fast = re.compile(streams.canonical_line_regex())
+    lines = badevents.read_lines(settings.DEFAULT_DATASET)
+    assert len(lines) > 100_000 and all(fast.match(text) for text in lines)
+
+
+@pytest.mark.flink
+def test_flink_gives_every_tricky_line_the_full_checks_reason_time_and_fields(t_env, tmp_path: Path):
+    path = tmp_path / "tricky.txt"
+    path.write_text("\n".join(TRICKY) + "\n", encoding="utf-8")
+    tricky = badevents.read_lines(path)  # as Flink reads them
+    t_env.execute_sql("DROP TEMPORARY TABLE IF EXISTS tricky")
+    t_env.execute_sql(f"CREATE TEMPORARY TABLE tricky (line STRING) WITH ("
+                      f"'connector' = 'filesystem', 'path' = '{path}', 'format' = 'raw')")
+    view = streams.ticker_view_sql().replace(streams.FAST_PATH_COLUMN, streams.fast_path_sql())
+    columns = [view.split("SELECT ")[1].split(",\n")[i].rsplit(" AS ", 1)[0] for i in range(3)]
+    full_rowtime = (f"CASE WHEN {streams.reason_sql(fast=False)} IS NULL THEN {streams.full_event_time_sql()}"
+                    f" ELSE {streams.BAD_ROWTIME} END")
+    pairs = [(streams.reason_sql(), streams.reason_sql(fast=False)),
+             (f"CAST({streams.event_time_sql()} AS STRING)", f"CAST({streams.full_event_time_sql()} AS STRING)"),
+             (f"CAST({streams.rowtime_sql()} AS STRING)", f"CAST({full_rowtime} AS STRING)")]
+    pairs += [(c, f"JSON_VALUE(line, '$.{f}')") for c, f in zip(columns, streams.EVENT_FIELDS, strict=True)]
+    select = ", ".join(f"{a}, {b}" for a, b in pairs)
+    rows = [tuple(r) for r in t_env.execute_sql(f"SELECT line, {select} FROM tricky").collect()]
+    assert sorted(r[0] for r in rows) == sorted(tricky) and len(tricky) == len(TRICKY)
+    good = 0
+    for row in rows:
+        text, values = row[0], row[1:]
+        fast, full = values[0::2], values[1::2]
+        if full[0] is None:  # a good event: its fields matter as well as its reason and time
+            good += 1
+            assert fast == full, text
+        else:
+            assert fast[:3] == full[:3], text
+        assert full[0] == badevents.reason(text), text
+    assert good == 18
 
 
 def test_the_sql_checks_carry_the_reasons_and_tickerstream_is_a_view_of_the_good_events(tmp_path: Path):

@@ -83,8 +83,8 @@ def test_flink_accepts_the_kinesis_ddl(t_env):
         columns = [row[0] for row in t_env.execute_sql(f"DESCRIBE kinesis_{raw or name}").collect()]
         if raw:  # tickerstream: its raw table, and the view of its good events, the local DDL's (Flink needs the
             # Kinesis connector to plan a view on this table; every Flink test plans the local one)
-            assert columns == ["line", "reason", "parsed_time", "rowtime"]
-            assert view == [streams.ticker_view_sql(name)]
+            assert columns == ["line", streams.FAST_PATH_COLUMN, "reason", "parsed_time", "rowtime"]
+            assert view == [streams.ticker_view_sql(name, ("browseraction", "site"))]
         else:
             assert columns == streams.STREAMS[name].column_names and view == []
         t_env.execute_sql(f"DROP TEMPORARY TABLE kinesis_{raw or name}")
