@@ -137,7 +137,7 @@ def canonical_line_regex(fields: tuple[str, ...] = EVENT_FIELDS) -> str:
 
     >>> import re
     >>> line = '{"browseraction": "Click", "site": "a", "event_time": "2023-08-23T12:00:00.000Z"}'
-    >>> bool(re.match(canonical_line_regex(), line)), bool(re.match(canonical_line_regex(), line.replace(" ", "\t")))
+    >>> bool(re.match(canonical_line_regex(), line)), bool(re.match(canonical_line_regex(), line.replace(" ", chr(9))))
     (True, False)
     """
     members = [f'"{f}"{_SPACE}:{_SPACE}{_FAST_VALUES.get(f, _PLAIN_STRING)}' for f in fields]

@@ -197,7 +197,8 @@ def test_bench_sites_prints_the_keyed_figures_and_leaves_no_cluster_running(tmp_
     assert code == 0, err
     keyed = json.loads(out)["keyed"]
     assert (keyed["sites"], keyed["windows"]) == (40, 40)
-    for key in ("parallelism_1_points_per_s", "parallelism_2_points_per_s"):
+    for key in ("parallelism_1_points_per_s", "parallelism_2_points_per_s", "parallelism_1_points_per_s_first_to_last",
+                "parallelism_2_points_per_s_first_to_last"):
         assert keyed[key] > 0, keyed
     # 40 windows fill 40 of a forest's 1,024 pool slots: a few hundred bytes of state, far under a full pool's 16 KB
     assert 100 < keyed["state_bytes_per_site"] < 16_500, keyed
