@@ -342,9 +342,9 @@ def format_keyed(k: dict[str, Any]) -> str:
     for key, value in k.items():
         if key.startswith("parallelism_") and key.endswith("_points_per_s"):
             p = key.split("_")[1]
-            lines.append(f"  parallelism {p}: {value:>10,.0f} points/s")
             whole = k.get(f"parallelism_{p}_points_per_s_first_to_last")
-            lines[-1] += "   sustained (10-90 % of the rows)" + (f"; {whole:,.0f} first to last row" if whole else "")
+            lines.append(f"  parallelism {p}: {value:>10,.0f} points/s   sustained (10-90 % of the rows)"
+                         + (f"; {whole:,.0f} first to last row" if whole else ""))
     if "parallelism_1_points_per_s" in k and "parallelism_2_points_per_s" in k:
         ratio = k["parallelism_2_points_per_s"] / k["parallelism_1_points_per_s"]
         text = f"  P=2 / P=1: {ratio:.2f}"

@@ -161,6 +161,11 @@ def _to_timestamp(text: str) -> str:
     return f"TO_TIMESTAMP({text}, '{EVENT_TIME_PATTERN}')"
 
 
+def _fast_event_time_sql(column: str = "line", fields: tuple[str, ...] = EVENT_FIELDS) -> str:
+    """The event time of a line in the usual shape (NULL when it does not parse)."""
+    return _to_timestamp(fast_value_sql("event_time", column, fields))
+
+
 def full_event_time_sql(column: str = "line") -> str:
     """The event time as the full checks read it: ``JSON_VALUE``, then the form, then ``TO_TIMESTAMP`` (else NULL)."""
     value = f"JSON_VALUE({column}, '$.event_time')"
@@ -184,7 +189,7 @@ def reason_sql(column: str = "line", fields: tuple[str, ...] = EVENT_FIELDS, fas
 
     good = fast_path_sql(line, fields)
     if "event_time" in fields:
-        good += f" AND {_to_timestamp(fast_value_sql('event_time', line, fields))} IS NOT NULL"
+        good += f" AND {_fast_event_time_sql(line, fields)} IS NOT NULL"
     nonfinite = f"REGEXP_EXTRACT({line}, {sql_string(NONFINITE_PATTERN)}, 1)"
     prefix, suffix = REASON_NONFINITE.split("{field}")
     whens = [f"WHEN {good} THEN CAST(NULL AS STRING)"] if fast else []
@@ -211,15 +216,14 @@ def event_time_sql(column: str = "line") -> str:
 
     From the fast path's piece for a line in the usual shape (:func:`canonical_line_regex`), else ``JSON_VALUE``.
     """
-    fast = _to_timestamp(fast_value_sql("event_time", column))
-    return f"CASE WHEN {fast_path_sql(column)} THEN {fast} ELSE {full_event_time_sql(column)} END"
+    return (f"CASE WHEN {fast_path_sql(column)} THEN {_fast_event_time_sql(column)}"
+            f" ELSE {full_event_time_sql(column)} END")
 
 
 def rowtime_sql(column: str = "line") -> str:
     """A raw line's ``rowtime``: its event time when it is a good event, else :data:`BAD_ROWTIME` (from ``column``
     alone: a computed column cannot name another)."""
-    fast = _to_timestamp(fast_value_sql("event_time", column))
-    return (f"CASE WHEN {fast_path_sql(column)} THEN COALESCE({fast}, {BAD_ROWTIME})"
+    return (f"CASE WHEN {fast_path_sql(column)} THEN COALESCE({_fast_event_time_sql(column)}, {BAD_ROWTIME})"
             f" WHEN {reason_sql(column, fast=False)} IS NULL THEN {full_event_time_sql(column)} ELSE {BAD_ROWTIME} END")
 
 
@@ -417,6 +421,15 @@ def drop_statements(name: str) -> list[str]:
     return [f"DROP VIEW IF EXISTS {name}", f"DROP TABLE IF EXISTS {raw}"] if raw else [f"DROP TABLE IF EXISTS {name}"]
 
 
+def ticker_column_sql(field: str, fields: tuple[str, ...] = EVENT_FIELDS, fast_path: str = FAST_PATH_COLUMN) -> str:
+    """A field of a raw line as the view reads it: the fast path's piece when ``fast_path`` (a column or an
+    expression) is true and ``field`` is one of its ``fields``, else ``JSON_VALUE``."""
+    full = f"JSON_VALUE(line, '$.{field}')"
+    if field not in fields:
+        return full
+    return f"CASE WHEN {fast_path} THEN {fast_value_sql(field, 'line', fields)} ELSE {full} END"
+
+
 def ticker_view_sql(name: str = "tickerstream", fields: tuple[str, ...] = EVENT_FIELDS) -> str:
     """``CREATE VIEW tickerstream``: the good events of its raw table, not late, with the lab's columns.
 
@@ -429,14 +442,7 @@ def ticker_view_sql(name: str = "tickerstream", fields: tuple[str, ...] = EVENT_
     """
     stream = STREAMS[name]
     raw = stream.raw_table
-
-    def value(field: str) -> str:
-        full = f"JSON_VALUE(line, '$.{field}')"
-        if field not in fields:
-            return full
-        return f"CASE WHEN {FAST_PATH_COLUMN} THEN {fast_value_sql(field, 'line', fields)} ELSE {full} END"
-
-    columns = ",\n       ".join(f"{value(c.name)} AS {_quote(c.name)}" for c in stream.columns)
+    columns = ",\n       ".join(f"{ticker_column_sql(c.name, fields)} AS {_quote(c.name)}" for c in stream.columns)
     return (f"CREATE VIEW {name} AS\nSELECT {columns},\n       rowtime\nFROM {raw}\n"
             f"WHERE reason IS NULL\n  AND (CURRENT_WATERMARK(rowtime) IS NULL OR rowtime > CURRENT_WATERMARK(rowtime))")
 

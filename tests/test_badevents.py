@@ -154,8 +154,7 @@ def test_flink_gives_every_tricky_line_the_full_checks_reason_time_and_fields(t_
     t_env.execute_sql("DROP TEMPORARY TABLE IF EXISTS tricky")
     t_env.execute_sql(f"CREATE TEMPORARY TABLE tricky (line STRING) WITH ("
                       f"'connector' = 'filesystem', 'path' = '{path}', 'format' = 'raw')")
-    view = streams.ticker_view_sql().replace(streams.FAST_PATH_COLUMN, streams.fast_path_sql())
-    columns = [view.split("SELECT ")[1].split(",\n")[i].rsplit(" AS ", 1)[0] for i in range(3)]
+    columns = [streams.ticker_column_sql(f, fast_path=streams.fast_path_sql()) for f in streams.EVENT_FIELDS]
     full_rowtime = (f"CASE WHEN {streams.reason_sql(fast=False)} IS NULL THEN {streams.full_event_time_sql()}"
                     f" ELSE {streams.BAD_ROWTIME} END")
     pairs = [(streams.reason_sql(), streams.reason_sql(fast=False)),
