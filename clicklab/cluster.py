@@ -325,6 +325,10 @@ def flink_config(d: FlinkDirs, rest_port: int, rpc_port: int, slots: int,
         # the REST API's operator metrics (records in/out) are fetched every half second (Flink: 10 s), so
         # `clicklab bench --sites` times a job's progress to half a second
         "metrics.fetcher.update-interval": "500",
+        # a job's details and checkpoint counts are cached for 3 s (web.refresh-interval): a job that ended, or
+        # its first checkpoint, could look otherwise for that long to the REST clients here (tests, faults)
+        "rest.cache.execution-graph.timeout": "200 ms",
+        "rest.cache.checkpoint-statistics.timeout": "200 ms",
         # a TaskManager that dies is noticed within seconds (Flink: 50 s), so its jobs restart soon
         "heartbeat.interval": "1 s",
         "heartbeat.timeout": "6 s",
@@ -815,6 +819,12 @@ def checkpoints(build: Path, job_id: str) -> Checkpoints:
 def job_state(build: Path, job_id: str) -> str:
     """A job's state (``RUNNING``, ``RESTARTING``, ``FINISHED`` ...)."""
     return str(job_details(build, job_id).get("state", ""))
+
+
+def ended_state(build: Path, job_id: str, timeout_s: float = 30.0) -> str:
+    """A job's final state, once the REST API shows one (it may lag the client's view of the end a little)."""
+    return str(wait_for(lambda: (state := job_state(build, job_id)) in TERMINAL_STATES and state,
+                        f"job {job_id} to show an end state", timeout_s))
 
 
 def wait_for(check: Any, what: str, timeout_s: float = 120.0, poll_s: float = 0.2) -> Any:

@@ -106,9 +106,15 @@ def session(dataset: Path, build: Path, detector: udfs.Detector | None = None,
     return lab
 
 
-def run_upstream(lab: Lab) -> None:
-    """Run 04, 05 and 06 (windows and the CTR join) to their end, at parallelism 1 as the notebooks do."""
-    lab.t_env.get_config().set("parallelism.default", "1")
+def run_upstream(lab: Lab, parallelism: int = TASKMANAGERS) -> None:
+    """Run 04, 05 and 06 (windows and the CTR join) to their end.
+
+    At ``parallelism`` 2, the CTR join writes ctrstream as two files of about equal size (rows go to its
+    tasks by site), so both source tasks of a keyed step at parallelism 2 read until near its end. From a
+    single file, one source task would have no split: it finishes at once, and while it is closing, Flink
+    declines every checkpoint and savepoint of the job (``Checkpoint was declined (task is closing)``).
+    """
+    lab.t_env.get_config().set("parallelism.default", str(parallelism))
     for number in UPSTREAM:
         for sql in insert_statements(number):
             lab.run(sqltext.substitute(sql, lab.variables()))
@@ -178,6 +184,8 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
                          f"a first checkpoint of job {job_id}", timeout_s)
         if cluster.job_state(build, job_id) == "FINISHED":
             raise ClicklabError(f"job {job_id} ({name}) ended before the fault: give it more input")
+        log.info("job %s: a checkpoint completed %.1f s after submission: %s", job_id, time.monotonic() - start,
+                 fault)
         if fault == "kill":
             # the cluster spreads a job's slots over both TaskManagers (taskmanager.load-balance.mode SLOTS),
             # so at parallelism 2 each runs a subtask of every operator: either one is under the job
@@ -201,7 +209,8 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
                              f"job {job_id} (resumed from {old}) to run", timeout_s)
             recovery = time.monotonic() - struck
     flink.wait(result)
-    state = cluster.job_state(build, job_id)
+    state = cluster.ended_state(build, job_id)
+    log.info("job %s ended %s %.1f s after submission", job_id, state, time.monotonic() - start)
     if state != "FINISHED":
         raise ClicklabError(f"job {job_id} ({name}) ended {state}")
     if savepoint is not None and (started := cluster.restored_from(build, job_id)) != savepoint:

@@ -1,6 +1,6 @@
 """Faults survived, nothing lost, nothing twice: the keyed steps on the standalone cluster.
 
-A replay of 100 sites x 2 hours runs through the lab's steps on the cluster of ``clicklab cluster up`` (two
+A replay of 100 sites x 4 hours runs through the lab's steps on the cluster of ``clicklab cluster up`` (two
 TaskManagers). Scoring (08) runs at parallelism 2, checkpointing every second: uninterrupted; with ``kill -9``
 of a TaskManager once a checkpoint has completed; and stopped with a savepoint, then resumed from it. Each
 time 09 decides the anomalies after it. The faulty runs' destinationstream and anomalydetectionstream must
@@ -19,7 +19,7 @@ from clicklab import cluster, faults
 
 pytestmark = [pytest.mark.flink, pytest.mark.server]
 
-SITES, SECONDS = 100, 7200
+SITES, SECONDS = 100, 14_400
 
 
 @pytest.fixture(scope="module")
