@@ -106,15 +106,15 @@ def session(dataset: Path, build: Path, detector: udfs.Detector | None = None,
     return lab
 
 
-def run_upstream(lab: Lab, parallelism: int = TASKMANAGERS) -> None:
-    """Run 04, 05 and 06 (windows and the CTR join) to their end.
+def run_upstream(lab: Lab) -> None:
+    """Run 04, 05 and 06 (windows and the CTR join) to their end, at parallelism 1 as the notebooks do.
 
-    At ``parallelism`` 2, the CTR join writes ctrstream as two files of about equal size (rows go to its
-    tasks by site), so both source tasks of a keyed step at parallelism 2 read until near its end. From a
-    single file, one source task would have no split: it finishes at once, and while it is closing, Flink
-    declines every checkpoint and savepoint of the job (``Checkpoint was declined (task is closing)``).
+    Parallelism 1 writes ctrstream as one file in the order the notebooks' replay writes it. At parallelism 2
+    the CTR join's tasks write rows hours out of event-time order, and the keyed steps' ordering views
+    (08's ``ctr_in_time_order``, an OVER window) drop the rows that arrive behind ctrstream's watermark: how
+    many depends on the timing of each run, so no two runs would score the same rows.
     """
-    lab.t_env.get_config().set("parallelism.default", str(parallelism))
+    lab.t_env.get_config().set("parallelism.default", "1")
     for number in UPSTREAM:
         for sql in insert_statements(number):
             lab.run(sqltext.substitute(sql, lab.variables()))
@@ -156,7 +156,7 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
              timeout_s: float = 600.0, plan: Path | None = None,
              resume_parallelism: int | None = None) -> StepRun:
     """Run the INSERT of notebook ``number`` (``"08"`` or ``"09"``) on the cluster to its end, emptying its
-    stream first; with ``fault`` (:data:`FAULTS`) injected once the job has completed a checkpoint.
+    stream first; with ``fault`` (:data:`FAULTS`) injected once the job has completed two checkpoints.
 
     ``plan``: submit ``EXECUTE PLAN`` of that compiled plan of the INSERT instead of the statement (its
     operators keep their ids in any session: :mod:`clicklab.rescale`). ``resume_parallelism``: after a
@@ -180,11 +180,14 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
     job_id = _job_id(result)
     killed = savepoint = recovery = None
     if fault is not None:
-        cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= 1,
-                         f"a first checkpoint of job {job_id}", timeout_s)
+        # two checkpoints: a source task with no split (ctrstream is one file, read at parallelism 2) ends
+        # after the first checkpoint that completes once it has run out of input, and until then it declines
+        # a savepoint (cluster.stop_with_savepoint asks again after the failover that follows)
+        cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= 2,
+                         f"two checkpoints of job {job_id}", timeout_s)
         if cluster.job_state(build, job_id) == "FINISHED":
             raise ClicklabError(f"job {job_id} ({name}) ended before the fault: give it more input")
-        log.info("job %s: a checkpoint completed %.1f s after submission: %s", job_id, time.monotonic() - start,
+        log.info("job %s: two checkpoints completed %.1f s after submission: %s", job_id, time.monotonic() - start,
                  fault)
         if fault == "kill":
             # the cluster spreads a job's slots over both TaskManagers (taskmanager.load-balance.mode SLOTS),
