@@ -182,7 +182,7 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
     if fault is not None:
         # two checkpoints: a source task with no split (ctrstream is one file, read at parallelism 2) ends
         # after the first checkpoint that completes once it has run out of input, and until then it declines
-        # a savepoint (cluster.stop_with_savepoint asks again after the failover that follows)
+        # a savepoint (see cluster.stop_with_savepoint)
         cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= 2,
                          f"two checkpoints of job {job_id}", timeout_s)
         if cluster.job_state(build, job_id) == "FINISHED":
