@@ -180,11 +180,12 @@ def run_step(lab: Lab, number: str, parallelism: int = 2, fault: str | None = No
     job_id = _job_id(result)
     killed = savepoint = recovery = None
     if fault is not None:
-        # two checkpoints: a source task with no split (ctrstream is one file, read at parallelism 2) ends
-        # after the first checkpoint that completes once it has run out of input, and until then it declines
-        # a savepoint (see cluster.stop_with_savepoint)
-        cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= 2,
-                         f"two checkpoints of job {job_id}", timeout_s)
+        # a source task with no split (ctrstream is one file, read at parallelism 2) ends after the first
+        # checkpoint that completes once it has run out of input, and until then it refuses a savepoint, which
+        # fails the job over (cluster.stop_with_savepoint): strike once it has ended and two checkpoints are in
+        cluster.wait_for(lambda: cluster.checkpoints(build, job_id).completed >= 2
+                         and cluster.sources_settled(build, job_id),
+                         f"two checkpoints of job {job_id} and its sources reading or ended", timeout_s)
         if cluster.job_state(build, job_id) == "FINISHED":
             raise ClicklabError(f"job {job_id} ({name}) ended before the fault: give it more input")
         log.info("job %s: two checkpoints completed %.1f s after submission: %s", job_id, time.monotonic() - start,
