@@ -65,7 +65,7 @@ def uninterrupted(lab):
     assert run.checkpoints.completed >= 1 and len(scores) > 50_000
     # every CTR row is scored: none fell behind ctrstream's watermark in 08's ordering view (a run that drops
     # some drops a different number each time, and no faulty run could equal it)
-    assert len(scores) == len(faults.rows(lab.build, "ctrstream"))
+    assert len(scores) == len(lab.stream("ctrstream"))
     return scores, anomalies
 
 
