@@ -11,9 +11,11 @@ JSON, a missing or mistyped field, NaN/Infinity, an unknown ``browseraction``), 
 columns, so the lab's SQL reads it as before; ``04_impression_stream`` writes the others, with their
 reason, to ``badevents``. A bad line's ``rowtime`` is the epoch, so it never moves the watermark.
 
-In live mode (:func:`live_ddl`) tickerstream is a folder the live generator writes to, and every table
-watches its folder for new files, commits what it writes about every second,
-and uses the live watermarks (see :class:`Stream`).
+In live mode (:func:`live_ddl`) tickerstream is a folder the live generator writes to (a file about every
+half second), and every table watches its folder for new files, commits what it writes at each checkpoint
+(``settings.LIVE_CHECKPOINT_INTERVAL``, 500 ms), and uses the live watermarks (see :class:`Stream`).
+The Studio export (:func:`kinesis_ddl`) has seven tables too: the six streams and ``badevents``, each on the
+Kinesis stream of its name (``scripts/clickstream-lab.yaml`` creates all seven).
 Notebooks, the CLI, the tests and the Zeppelin export all take names, columns and DDL from this module.
 
 Example::
@@ -53,9 +55,13 @@ class Stream:
     the stream when it is not the lab title of its notebook (``filled_by``).
 
     ``live_watermark_s`` is the watermark delay live. Live, every stream arrives in time order, a file
-    a second, so one second is enough: the CTR join then writes a window whose clicks and impressions
+    about every half second, so one second is enough: the CTR join then writes a window whose clicks and impressions
     both arrived at once, and a one-sided window when the next window arrives. On a replay a whole
     stream is read at once, in no particular order of its files, hence the longer ``watermark_delay_s``.
+
+    tickerstream's delays are ``settings.WATERMARK_DELAY_SECONDS`` (a replay, and the Kinesis DDL of the
+    Studio export) and ``settings.LIVE_WATERMARK_DELAY_SECONDS`` (live): 1 second each, where the lab's
+    tickerstream waits 0 seconds.
     """
 
     name: str

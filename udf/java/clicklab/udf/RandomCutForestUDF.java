@@ -3,8 +3,10 @@
  *
  * Named like the lab's software.amazon.flink.example.RandomCutForestUDF, but a real streaming forest:
  * the lab's jar built a new forest on every call. Each value is scored against its key's forest
- * (in the lab: the site's), then inserted; 0.0 while the key warms up (its first 256 values by
- * default). A null, NaN or infinite value fails the job with a message naming the key and time.
+ * (in the lab: the site's), then inserted; 0.0 while the key warms up: its first
+ * max(warmup, shingle_size - 1) values, warmup being 1 + sub_sample_size / 4 by default (65 values at
+ * 256 samples, 4 at 12; job parameter rcf.warmup sets it; see KeyedForests.Params).
+ * A null, NaN or infinite value fails the job with a message naming the key and time.
  *
  * Register (Studio, or locally with the jar on pipeline.jars):
  *   CREATE TEMPORARY FUNCTION RANDOM_CUT_FOREST AS 'clicklab.udf.RandomCutForestUDF' LANGUAGE JAVA;
