@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lab lab-live lint clean udf-jar
+.PHONY: run test test-fast test-browser lab lab-live lint clean udf-jar
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is needed (PyFlink 2.3 wheels): set PYTHON=python3.11 or use environment.yml")'
@@ -22,11 +22,19 @@ run: $(STAMP)
 # functions, and the tests that submit to a standalone cluster, each run in a pytest process of their own.
 JAVA_TESTS := tests/test_java_udf.py tests/test_keyed.py tests/test_score.py tests/test_sql_app.py
 CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py
+# The learner's path in a real browser (JupyterLab, Playwright, Debian's Chromium; `.ci/run` installs it):
+# every notebook run from the UI, replay and live. Skipped with one line where Chromium is missing.
+BROWSER_TESTS := tests/test_browser.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(foreach t,$(JAVA_TESTS) $(CLUSTER_TESTS),--ignore=$(t))
+	$(BIN)/python -m pytest $(foreach t,$(JAVA_TESTS) $(CLUSTER_TESTS) $(BROWSER_TESTS),--ignore=$(t))
 	$(BIN)/python -m pytest $(JAVA_TESTS)
 	$(BIN)/python -m pytest $(CLUSTER_TESTS)
+	$(BIN)/python -m pytest $(BROWSER_TESTS)
+
+# Screenshots of every notebook as a learner sees it go to build/screenshots/{replay,live}/.
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest $(BROWSER_TESTS)
 
 # The tests that need no JVM, Flink job or server (markers in pyproject.toml): under a minute.
 test-fast: $(STAMP)

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from clicklab import cells, flink, settings, sqltext, streams, udfs
+from clicklab.exceptions import ClicklabError
 from clicklab.results import check_dataset, read_stream
 
 
@@ -48,7 +49,7 @@ def job_name(stream: str) -> str:
 
 
 class Lab:
-    """A Flink session on the lab's streams.
+    """A Flink session on the lab's streams (:attr:`catalog`).
 
     ``dataset`` is the replay file tickerstream reads; ``build`` holds ``streams/<name>/``; ``live``
     selects the live mode (see the module's docstring).
@@ -60,6 +61,10 @@ class Lab:
         self.t_env = t_env
         self.live = live
         self.detector: udfs.Detector | None = None
+        self._view_inputs: dict[str, set[str]] = {}  # a view this session defined -> the streams it reads
+
+    #: The streams this session's SQL reads and writes, by name.
+    catalog: dict[str, streams.Stream] = streams.STREAMS
 
     def register_functions(self, detector: udfs.Detector | None = None) -> udfs.Detector:
         """Register ``RANDOM_CUT_FOREST``, ``ANOMALY_DECISIONS`` and the rest (see :mod:`clicklab.udfs`) here."""
@@ -68,10 +73,15 @@ class Lab:
 
     @property
     def ddl(self) -> str:
-        """The ``CREATE TABLE`` statements of the six streams (from :mod:`clicklab.streams`)."""
-        if self.live:
-            return streams.all_live_ddl(self.build)
-        return streams.all_local_ddl(self.build, self.dataset)
+        """The statements of the lab's #1: each stream's table dropped if it exists, then created (from
+        :mod:`clicklab.streams`), so the cell that runs them can run again."""
+        def create(name: str) -> str:
+            if self.live:
+                return streams.live_ddl(name, self.build)
+            return streams.local_ddl(name, self.build, self.dataset)
+
+        return "\n\n".join("".join(f"{drop};\n" for drop in streams.drop_statements(name)) + create(name) + ";"
+                           for name in streams.STREAM_NAMES)
 
     def variables(self) -> dict[str, Any]:
         """Names the lab's SQL may use as ``{name}``: the one source of its parameters.
@@ -93,10 +103,7 @@ class Lab:
         }
 
     def create_tables(self) -> None:
-        """Register the six streams in this session (drops them first, so it can run again)."""
-        for name in streams.STREAM_NAMES:
-            for drop in streams.drop_statements(name):
-                flink.execute(self.t_env, drop)
+        """Register the seven streams in this session (:attr:`ddl` drops them first, so it can run again)."""
         self.run(self.ddl)
 
     def stream_path(self, name: str) -> Path:
@@ -186,12 +193,55 @@ class Lab:
         job_id = str(client.get_job_id())
         return lambda: cluster.cancel(self.build, job_id)
 
+    def inputs(self, sql: str, target: str | None = None) -> set[str]:
+        """The streams of :attr:`catalog` a statement reads, also through the views this session defined."""
+        found: set[str] = set()
+        for name in sqltext.names_used(sql) - {target}:
+            if name in self._view_inputs:
+                found |= self._view_inputs[name]
+            elif name in self.catalog:
+                found.add(name)
+        return found
+
+    def missing_input(self, name: str) -> str | None:
+        """Why stream ``name`` cannot be read yet (the notebook that fills it has not run), or ``None``.
+
+        On a replay a stream is there once the notebook that fills it has written its folder (an empty one is
+        fine: ``badevents`` of a clean replay). Live it is there while that notebook's job runs on the cluster:
+        a live job reads only what arrives after it starts, so a stream nothing fills would stay empty.
+        """
+        stream = self.catalog[name]
+        notebook = stream.filled_by
+        if not (settings.NOTEBOOKS_DIR / f"{notebook}.ipynb").is_file():
+            return None  # filled from outside the notebooks (tickerstream: the replay or the live generator)
+        if not self.live:
+            if self.stream_path(name).is_dir():
+                return None
+            return f"{name} has not been written yet: run {notebook} first (it fills {name}), then this cell again"
+        from clicklab import cluster
+
+        job = job_name(name)
+        if any(j.name == job and j.state not in cluster.TERMINAL_STATES for j in cluster.jobs(self.build)):
+            return None
+        return (f"{name} is not being filled: run {notebook} first (its job '{job}' is not running on the cluster), "
+                "then this cell again")
+
+    def _check_inputs(self, st: sqltext.Statement) -> None:
+        """Stop with a message naming the notebook to run first when a stream the statement reads is missing."""
+        problems = [why for name in sorted(self.inputs(st.sql, st.target)) if (why := self.missing_input(name))]
+        if problems:
+            raise ClicklabError("; ".join(problems))
+
     def _run_one(self, st: sqltext.Statement, max_rows: int, timeout_s: float, max_changes: int,
                  on_rows: Callable[[pd.DataFrame, str], None] | None = None) -> Outcome:
         first_line = sqltext.strip_comments(st.sql).strip().splitlines()[0][:80]
         if st.kind == sqltext.INSERT and st.target == "tickerstream":
             raise ValueError("tickerstream is where the events come in (the replay file, or the live generator): "
                              "it is read, never written")
+        if st.kind in (sqltext.INSERT, sqltext.QUERY):
+            self._check_inputs(st)
+        elif (view := sqltext.view_name(st.sql)) is not None:
+            self._view_inputs[view] = self.inputs(st.sql, view)
         if self.live and st.kind in (sqltext.INSERT, sqltext.QUERY):
             self._from_now_on()
         if st.kind == sqltext.INSERT and self.live:
@@ -279,6 +329,7 @@ def start(
     create_tables: bool = True,
     detector: udfs.Detector | None = None,
     live: bool | None = False,
+    flink_session: bool = True,
 ) -> Lab:
     """Start the notebook's Flink session; register the lab's streams and functions.
 
@@ -288,6 +339,9 @@ def start(
     ``detector`` sets the Random Cut Forest's parameters and the anomaly threshold (defaults: the
     lab's, see :class:`clicklab.udfs.Detector`).
 
+    ``flink_session=False``: no Flink session (no JVM, a few seconds quicker), for a notebook that only reads
+    the streams with pandas (``lab.stream``), as ``11_alerts`` does; its SQL cells would have no session.
+
     Checks the dataset and Java first, so a bad path or a missing Java is one clear message.
     In IPython it also loads the ``%%flink_sql`` magic and defines the lab's parameters
     (``window_seconds``, ``anomaly_threshold``) as notebook variables for ``{name}`` substitution.
@@ -296,6 +350,8 @@ def start(
     build = Path(build)
     build.mkdir(parents=True, exist_ok=True)
     live = is_live(live)
+    if not flink_session:
+        return Lab(dataset, build, None, live=live)
     if live:
         start_live(build)
         t_env = flink.create_table_env(config=live_config(), target="cluster", build=build)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clicklab import cells, settings
+from clicklab import cells, checks, settings
 from clicklab.exceptions import ClicklabError, NotebookError
 from clicklab.results import check_dataset
 from clicklab.summary import RunSummary, add_sql_app, summarize
@@ -53,7 +53,8 @@ def _stderr_to(path: Path) -> Iterator[None]:
 
 
 def execute_notebook(notebook: Path, output: Path, parameters: dict[str, object]) -> None:
-    """Run one notebook with papermill; a failing cell becomes a :class:`NotebookError`.
+    """Run one notebook with papermill; a failing cell, or a check of its "check your work" cell that printed a
+    cross (:func:`clicklab.checks.crosses`), becomes a :class:`NotebookError`.
 
     The kernel's own log (Flink's start-up lines, Jupyter's warnings) goes to ``<output>.log``.
     """
@@ -78,6 +79,10 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, object]
         cell = f"In [{exc.exec_count}], {position}" if exc.exec_count else position
         evalue = str(exc.evalue).strip().splitlines()[0] if str(exc.evalue).strip() else ""
         raise NotebookError(notebook.name, cell, f"{exc.ename}: {evalue} (executed copy: {output})") from None
+    failed = checks.crosses(nbformat.read(str(output), as_version=4))
+    if failed:
+        count, line = failed[0]
+        raise NotebookError(notebook.name, f"In [{count}]", f"check your work: {line} (executed copy: {output})")
 
 
 @dataclass

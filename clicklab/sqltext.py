@@ -110,6 +110,33 @@ def strip_comments(sql: str) -> str:
     return "".join(text for kind, text in tokens(sql) if kind != "comment")
 
 
+def names_used(sql: str) -> set[str]:
+    """The identifiers a statement names, as written (Flink's identifiers are case-sensitive): words of its
+    code and backtick-quoted names; string literals and comments are left out.
+
+    >>> sorted(names_used("SELECT `time`, 'ctrstream' FROM impressionstream -- clickstream"))
+    ['FROM', 'SELECT', 'impressionstream', 'time']
+    """
+    names: set[str] = set()
+    for kind, text in tokens(sql):
+        if kind == "code":
+            names.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+        elif kind == "quoted" and text.startswith("`"):
+            names.add(text.strip("`"))
+    return names
+
+
+def view_name(sql: str) -> str | None:
+    """The view a ``CREATE [TEMPORARY] VIEW`` statement defines, else ``None``.
+
+    >>> view_name("CREATE TEMPORARY VIEW IF NOT EXISTS v AS SELECT 1")
+    'v'
+    """
+    m = re.match(r"create\s+(?:or\s+replace\s+)?(?:temporary\s+)?view\s+(?:if\s+not\s+exists\s+)?([`\w.]+)",
+                 strip_comments(sql).strip(), re.IGNORECASE)
+    return m.group(1).split(".")[-1].strip("`") if m else None
+
+
 #: Kinds of statement, as the magic treats them.
 DDL = "ddl"  # CREATE, DROP, ALTER, USE, SET, RESET, LOAD, UNLOAD: run at once, nothing to show
 INSERT = "insert"  # INSERT INTO / OVERWRITE, EXECUTE STATEMENT SET: a job that writes a stream
