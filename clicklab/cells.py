@@ -16,10 +16,12 @@ Cell tags:
 A cell's metadata ``zeppelin`` also keeps the paragraph's ``interpreter``, ``id`` and ``properties``.
 
 A notebook's metadata ``clicklab`` says what the notebook is in the lab (:class:`NotebookInfo`):
-``step``, the lab paragraph's title (``#4 Impression stream``, the Zeppelin paragraph title of its
-first step); ``about``, the table's first column for a notebook that is no lab paragraph; ``fills``,
-the stream it fills or what it does; ``cleanup``, true for the notebook that removes the streams (the
-runner computes its summary before it); ``live``, true for the notebooks ``clicklab run --live`` runs.
+``step``, the Studio lab's own title of the paragraph, as its text writes it (``#4: Generate the Impression
+Stream Data in real-time based on ...``): the Zeppelin paragraph title of the notebook's first step and the
+name of the job that fills its stream; ``about``, the table's first column for a notebook that is no lab
+paragraph; ``fills``, the stream it fills or what it does; ``cleanup``, true for the notebook that removes
+the streams (the runner computes its summary before it); ``live``, true for the notebooks ``clicklab run
+--live`` runs.
 :func:`lab_table` renders the lab's table from these; the
 README and ``00_overview`` hold that table (``tests/test_notebooks.py`` checks they agree).
 

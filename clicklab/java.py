@@ -17,7 +17,8 @@ from clicklab.exceptions import JavaError
 
 _INSTALL_HINT = (
     f"PyFlink needs Java {settings.MIN_JAVA} or newer. Install OpenJDK 17 "
-    "(Debian/Ubuntu: `sudo apt-get install openjdk-17-jdk-headless`: a JDK, as the Java functions are compiled with javac; macOS: `brew install openjdk@17`), "
+    "(a JDK: the Java functions are compiled with javac; Debian/Ubuntu: `sudo apt-get install "
+    "openjdk-17-jdk-headless`; macOS: `brew install openjdk@17`), "
     "or create the conda environment from environment.yml, which provides it; "
     "then make sure `java -version` works or JAVA_HOME points at it."
 )

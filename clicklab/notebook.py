@@ -39,7 +39,7 @@ class Outcome:
 
 
 def job_name(stream: str) -> str:
-    """The name of the job that fills ``stream``: its notebook's lab title (``#4 Impression stream``)."""
+    """The name of the job that fills ``stream``: its notebook's lab title (``#5: Generate the Click ...``)."""
     if streams.STREAMS[stream].job:  # a second job of its notebook (04 also fills badevents)
         return streams.STREAMS[stream].job
     filled_by = streams.STREAMS[stream].filled_by

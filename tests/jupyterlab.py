@@ -234,7 +234,9 @@ class Browser:
         """Open ``notebooks/<notebook>.ipynb`` in a fresh workspace and wait for its kernel."""
         self.page.goto(self.server.url(f"lab/tree/notebooks/{notebook}.ipynb") + "&reset")
         self.page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=timeout_s * 1000)
-        self.page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_s * 1000)
+        # ready when the server's kernel is idle and the page knows it (the status bar reads "| Idle")
+        wait_until(f"{notebook}: its kernel started and idle", lambda: self.kernel_idle() and re.search(
+            r"\|\s*Idle", self.page.inner_text("#jp-main-statusbar")), timeout_s)
 
     def run_all(self, notebook: str, timeout_s: float = 900, reopen: bool = True,
                 on_poll: Callable[[Browser], None] | None = None) -> NotebookRun:

@@ -85,6 +85,14 @@ def replay_lab(tmp_path_factory: pytest.TempPathFactory):
         server.stop()
 
 
+def test_a_step_run_too_early_says_in_the_page_which_notebook_to_run_first(replay_lab: jupyterlab.Browser) -> None:
+    """Before anything ran (this test comes first), 06 stops at its INSERT naming 04 and 05."""
+    run = replay_lab.run_all("06_ctr_stream")
+    replay_lab.server.shut_down_kernels()
+    shown = run.problems()
+    assert shown and "run 04_impression_stream first" in shown[0] and "run 05_click_stream first" in shown[0], shown
+
+
 @pytest.mark.parametrize("notebook", STUDIO + sql_app_notebooks())
 def test_replay_notebook_runs_twice_in_jupyterlab(replay_lab: jupyterlab.Browser, notebook: str) -> None:
     run = run_notebook(replay_lab, notebook)

@@ -70,8 +70,8 @@ def test_live_is_a_parameter_or_the_environment(monkeypatch):
 
 
 def test_jobs_carry_the_labs_names_and_scoring_reads_in_order_only_on_a_replay(tmp_path: Path):
-    assert notebook.job_name("impressionstream") == "#4 Impression stream"
-    assert notebook.job_name("anomalydetectionstream") == "#9 Anomaly stream"
+    assert notebook.job_name("impressionstream").startswith("#4: Generate the Impression Stream Data in real-time")
+    assert notebook.job_name("anomalydetectionstream") == "#9: Create a Stream with the Anomaly data in real-time"
     replay = notebook.Lab(settings.DEFAULT_DATASET, tmp_path, t_env=None).variables()
     on_line = notebook.Lab(settings.DEFAULT_DATASET, tmp_path, t_env=None, live=True).variables()
     assert (replay["ctr_input"], replay["scores_input"]) == ("ctr_in_time_order", "scores_in_time_order")

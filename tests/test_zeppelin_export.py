@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,21 +12,33 @@ import nbformat
 import pandas as pd
 import pytest
 
-from clicklab import cells, javaudf, settings, streams
+from clicklab import cells, flink, javaudf, settings, streams
 from clicklab.cli import parser
 from clicklab.zeppelin.export import START_POSITIONS, ExportOptions, export_lab, export_notebooks, lab_titles
 from clicklab.zeppelin.importer import import_note
 from clicklab.zeppelin.localprops import parse_paragraph
 from clicklab.zeppelin.note import ZeppelinError, check_loads, read_note
+from clicklab_udf.forest import ForestParams
+from tests.conftest import shared_path
 
 #: Tables of the note: the lab's six streams and badevents (tickerstream's raw table reads its Kinesis stream).
 STREAMS = len(streams.STREAM_NAMES)
 
+#: The Studio lab's paragraph titles, as its text writes them (../shared/lab/paragraph-titles.md; #6, which the
+#: text never shows, in the same form).
 LAB_TITLES = [
-    "#1 Create all the Streaming tables", "#2 Register the RANDOM_CUT_FOREST UDF", "#3 View the ticker stream",
-    "#4 Impression stream", "#5 Click stream", "#6 CTR stream", "#7 View the CTR", "#8 Anomaly scores",
-    "#9 Anomaly stream", "#10 View and Analyze the Anomalies in real-time",
+    "#1 Create all the Streaming tables",
+    "#2: Create the UDF (User Defined Function)",
+    "#3: View the Ticker Stream Data in real-time",
+    "#4: Generate the Impression Stream Data in real-time based on the browser action value in the Ticker stream",
+    "#5: Generate the Click Stream Data in real-time based on the browser action value in the Ticker stream",
+    "#6: Generate the CTR Stream Data in real-time",
+    "#7: Analyze the Click Through Rate in real-time",
+    "#8: Generate the Anomaly Score in real-time with User Defined Function RANDOM_CUT_FOREST",
+    "#9: Create a Stream with the Anomaly data in real-time",
+    "#10: View and Analyze the Anomalies in real-time",
 ]
+T1, T2, T4, T7, T8, T9 = (LAB_TITLES[i - 1] for i in (1, 2, 4, 7, 8, 9))
 
 
 def export(tmp_path: Path, **options) -> tuple[Path, dict]:
@@ -47,11 +60,30 @@ def test_export_is_byte_identical_twice_and_named_name_id(tmp_path: Path):
     check_loads(first)
 
 
-def test_lab_titles_come_from_the_notebooks_metadata_in_lab_order(tmp_path: Path):
+@pytest.mark.parametrize("target", ["studio", "local"])
+def test_the_notes_paragraph_titles_are_the_studio_labs_in_lab_order(tmp_path: Path, target: str):
     assert list(lab_titles(cells.lab_notebooks()).values())[:10] == LAB_TITLES
-    _, data = export(tmp_path)
+    _, data = export(tmp_path, target=target)
     titles = [p["title"] for p in data["paragraphs"] if p.get("title", "").startswith("#")]
-    assert titles[:10] == LAB_TITLES
+    assert titles == LAB_TITLES  # each once, in order, and no other "#..." title
+    assert all(p["config"]["title"] is True for p in data["paragraphs"] if p.get("title") in LAB_TITLES)
+
+
+def _shared_titles() -> dict[str, str]:
+    """``#N`` -> the title on each ``- #N...`` line of ../shared/lab/paragraph-titles.md (skips without ../shared)."""
+    text = shared_path("lab", "paragraph-titles.md").read_text(encoding="utf-8")
+    titles = [line[2:].strip() for line in text.splitlines() if re.match(r"- #\d+\b", line)]
+    found = {title.split()[0].rstrip(":"): title for title in titles}
+    assert list(found) == [f"#{n}" for n in range(1, 11)], f"paragraph-titles.md lists {list(found)}"
+    return found
+
+
+@pytest.mark.shared
+def test_the_notebooks_titles_are_those_of_the_labs_text():
+    shared = _shared_titles()
+    assert "not shown" in shared.pop("#6")  # the lab's text never shows #6's title: nothing to compare it with
+    ours = {title.split()[0].rstrip(":"): title for title in lab_titles(cells.lab_notebooks()).values()}
+    assert {n: ours.get(n) for n in shared} == shared
 
 
 def test_markdown_sql_and_local_only_cells(tmp_path: Path):
@@ -62,19 +94,19 @@ def test_markdown_sql_and_local_only_cells(tmp_path: Path):
     code = [t for t in texts if not t.startswith("%md")]
     assert not any("clicklab.notebook.start" in t or "dataset = " in t for t in code)  # local-only left out
     assert not any("{window_seconds}" in t for t in texts if not t.startswith("%md"))  # resolved
-    step4 = paragraph(data, "#4 Impression stream")["text"]
+    step4 = paragraph(data, T4)["text"]
     assert step4.startswith("%flink.ssql(type=append)\nINSERT INTO impressionstream")
     assert "INTERVAL '10' SECOND" in step4
-    assert paragraph(data, "#8 Anomaly scores")["text"].startswith("%flink.ssql(type=append, parallelism=1)\n")
-    assert paragraph(data, "#7 View the CTR")["text"].startswith("%flink.ssql(type=update)\n")
+    assert paragraph(data, T8)["text"].startswith("%flink.ssql(type=append, parallelism=1)\n")
+    assert paragraph(data, T7)["text"].startswith("%flink.ssql(type=update)\n")
 
 
 def test_studio_note_registers_the_java_udf_and_keeps_the_labs_threshold(tmp_path: Path):
     _, data = export(tmp_path)
-    step2 = paragraph(data, "#2 Register the RANDOM_CUT_FOREST UDF")["text"]
+    step2 = paragraph(data, T2)["text"]
     assert step2 == f"%flink.ssql(type=update)\nCREATE TEMPORARY FUNCTION IF NOT EXISTS RANDOM_CUT_FOREST AS " \
                     f"'{javaudf.JAVA_UDF_CLASS}'"
-    step9 = paragraph(data, "#9 Anomaly stream")["text"]
+    step9 = paragraph(data, T9)["text"]
     assert "IS_ANOMALY" not in step9 and f"WHERE score > {settings.ANOMALY_THRESHOLD}" in step9
     # Studio's Flink (1.15-1.19) has no process table functions: 08 is the jar's scalar function, on one worker
     sql = [p["text"] for p in data["paragraphs"] if p["text"].startswith("%flink.ssql")]
@@ -85,7 +117,7 @@ def test_studio_note_registers_the_java_udf_and_keeps_the_labs_threshold(tmp_pat
 @pytest.mark.parametrize("version", ["1.15", "1.18"])
 def test_studio_tables_use_the_kinesis_connector_4_options(tmp_path: Path, version: str):
     _, data = export(tmp_path, flink_version=version, region="eu-west-1")
-    ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
+    ddl = paragraph(data, T1)["text"]
     for stream in ("tickerstream", "impressionstream", "clickstream", "ctrstream", "destinationstream",
                    "anomalydetectionstream"):
         assert f"'stream' = '{stream}'" in ddl
@@ -99,7 +131,7 @@ def test_studio_tables_for_flink_1_19_use_the_connector_5_options(tmp_path: Path
     with pytest.raises(ZeppelinError, match="--account-id"):
         export(tmp_path, flink_version="1.19")
     _, data = export(tmp_path, flink_version="1.19", region="eu-west-1", account_id="123456789012")
-    ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
+    ddl = paragraph(data, T1)["text"]
     assert "'stream.arn' = 'arn:aws:kinesis:eu-west-1:123456789012:stream/ctrstream'" in ddl
     assert ddl.count("'source.init.position' = 'TRIM_HORIZON'") == STREAMS - 1
     assert ddl.count("'scan.stream.initpos' = 'TRIM_HORIZON'") == 1  # tickerstream, kinesis-legacy
@@ -109,9 +141,9 @@ def test_studio_tables_for_flink_1_19_use_the_connector_5_options(tmp_path: Path
 
 def test_local_note_uses_the_filesystem_tables_and_our_python_functions(tmp_path: Path):
     _, data = export(tmp_path, target="local")
-    ddl = paragraph(data, "#1 Create all the Streaming tables")["text"]
+    ddl = paragraph(data, T1)["text"]
     assert ddl.count("'connector' = 'filesystem'") == STREAMS and str(settings.DEFAULT_DATASET.resolve()) in ddl
-    assert paragraph(data, "#2 Register the RANDOM_CUT_FOREST UDF")["text"].startswith("%flink.pyflink\n")
+    assert paragraph(data, T2)["text"].startswith("%flink.pyflink\n")
     texts = [p["text"] for p in data["paragraphs"]]
     assert any("ANOMALY_DECISIONS(TABLE scores_in_time_order PARTITION BY site)" in t for t in texts)
     assert any("RANDOM_CUT_FOREST(TABLE ctr_in_time_order PARTITION BY site, DESCRIPTOR(ctr))" in t for t in texts)
@@ -139,7 +171,7 @@ def _executed_copy(build: Path, notebook: Path) -> None:
 def test_with_results_takes_the_executed_outputs(tmp_path: Path):
     _executed_copy(tmp_path / "build", settings.NOTEBOOKS_DIR / "04_impression_stream.ipynb")
     _, data = export(tmp_path, with_results=True)
-    insert = paragraph(data, "#4 Impression stream")
+    insert = paragraph(data, T4)
     assert insert["status"] == "FINISHED"
     assert insert["results"] == {"code": "SUCCESS",
                                  "msg": [{"type": "TEXT", "data": "INSERT INTO impressionstream: 3 rows\n"}]}
@@ -191,7 +223,7 @@ def test_bad_options_are_refused():
 
 
 def _ddl(tmp_path: Path, **options) -> str:
-    return paragraph(export(tmp_path, **options)[1], "#1 Create all the Streaming tables")["text"]
+    return paragraph(export(tmp_path, **options)[1], T1)["text"]
 
 
 @pytest.mark.parametrize("version", ["1.15", "1.18"])
@@ -235,3 +267,92 @@ def test_the_export_command_offers_the_start_positions_with_trim_horizon_by_defa
     args = parser().parse_args(["export-zeppelin", "--start-position", "AT_TIMESTAMP", "--start-timestamp",
                                 "2024-05-01T12:00:00Z"])
     assert (args.start_position, args.start_timestamp) == ("AT_TIMESTAMP", "2024-05-01T12:00:00Z")
+
+
+# ---------------------------------------------------------------------------------------------
+# the forest's parameters (--params): Studio's RANDOM_CUT_FOREST reads them as job parameters rcf.*
+
+
+def _forest_paragraphs(data: dict) -> tuple[int, int, int, list[dict]]:
+    """(index of 08's heading, of the paragraph setting the parameters, of #8's INSERT) and the paragraphs."""
+    ps = data["paragraphs"]
+    heading = next(i for i, p in enumerate(ps) if p["text"].startswith("%md\n# 08 "))
+    setting = next(i for i, p in enumerate(ps) if p["text"].startswith("%flink.pyflink")
+                   and ("global-job-parameters" in p["text"] or "javaudf.configure(st_env" in p["text"]))
+    scoring = next(i for i, p in enumerate(ps) if "INSERT INTO destinationstream" in p["text"])
+    return heading, setting, scoring, ps
+
+
+def _job_parameters(code: str) -> dict[str, str]:
+    value = re.search(r'"pipeline\.global-job-parameters",\s*"([^"]*)"', code).group(1)
+    return dict(item.split(":", 1) for item in value.split(","))
+
+
+@pytest.mark.parametrize(("params", "samples", "warmup", "seconds", "scored"), [  # the SQL lab's 100, 12, 100000, 1
+    (None, 12, 4, "40 s", True),  # Studio's default: the lab's set
+    ("lab", 12, 4, "40 s", True),
+    ("default", 256, 65, "10 min 50 s", False),
+])
+def test_studio_note_sets_the_forest_parameters_before_8_and_says_how_long_it_warms_up(
+        tmp_path: Path, params: str | None, samples: int, warmup: int, seconds: str, scored: bool):
+    _, data = export(tmp_path, params=params)
+    heading, setting, scoring, ps = _forest_paragraphs(data)
+    name = params or "lab"
+    # order: 08's heading, what the set is, the code that sets it, ..., #8, then the warm-up
+    assert heading + 2 == setting < scoring and ps[scoring]["title"] == T8
+    assert ps[setting - 1]["text"].startswith(f"%md\n**The forest's parameters** (`clicklab export-zeppelin "
+                                              f"--params {name}`): 100 trees, {samples} samples")
+    assert _job_parameters(ps[setting]["text"]) == {
+        "rcf.number_of_trees": "100", "rcf.sub_sample_size": str(samples), "rcf.time_decay": "100000.0",
+        "rcf.shingle_size": "1", "rcf.seed": "42", "rcf.warmup": str(warmup)}
+    warm = ps[scoring + 1]["text"]
+    assert warm.startswith(f"%md\n**Warm-up** (`--params {name}`, {samples} samples)")
+    assert f"the first {warmup} windows" in warm and f"{seconds} of its traffic" in warm
+    assert ("comes after the warm-up and is scored" in warm) is scored
+    assert ("falls inside it" in warm and "`--params lab` (a warm-up of 40 s)" in warm) is not scored
+    # 08's Studio note keeps saying what the paragraph right after it does: #8, at parallelism 1
+    assert "the next paragraph runs at parallelism 1" in ps[scoring - 1]["text"]
+    assert sum("global-job-parameters" in p["text"] for p in ps) == 2  # the md and the code, nowhere else
+
+
+def test_local_note_sets_forest_parameters_only_when_asked(tmp_path: Path):
+    _, data = export(tmp_path, target="local")
+    assert not any("javaudf.configure(st_env" in p["text"] or "**Warm-up**" in p["text"] for p in data["paragraphs"])
+    _, data = export(tmp_path, target="local", params="lab")
+    _, setting, scoring, ps = _forest_paragraphs(data)
+    assert setting < scoring and 'javaudf.configure(st_env, ForestParams.preset("lab"), javaudf.build_jar())' in \
+        ps[setting]["text"]
+    assert "FROM RANDOM_CUT_FOREST(TABLE" in ps[scoring]["text"]
+    assert ps[scoring + 1]["text"].startswith("%md\n**Warm-up** (`--params lab`, 12 samples)")
+
+
+def test_an_unknown_parameter_set_is_refused_naming_the_option():
+    with pytest.raises(ZeppelinError, match=r"--params 'fast': choose one of default, lab"):
+        ExportOptions(params="fast")
+    assert (ExportOptions().forest_preset, ExportOptions(target="local").forest_preset) == ("lab", None)
+
+
+@pytest.mark.flink
+@pytest.mark.parametrize("params", ["lab", "default"])
+def test_the_parameters_paragraph_reaches_the_java_function(t_env, tmp_path: Path, params: str):
+    """Run the note's paragraph as Studio would (``st_env`` is the session): the jar's function warms up
+    ``1 + sub_sample_size // 4`` windows of that set, whatever the session had before."""
+    _, data = export(tmp_path, params=params)
+    _, setting, _, ps = _forest_paragraphs(data)
+    conf = t_env.get_config()
+    before = conf.get("pipeline.global-job-parameters", "")
+    javaudf.register(t_env, ForestParams(backend="java", sub_sample_size=2, warmup=0),
+                     names=(settings.RANDOM_CUT_FOREST_WITH_FLAG,))  # other parameters: the paragraph replaces them
+    rows = 80
+    flink.execute(t_env, "CREATE TEMPORARY TABLE IF NOT EXISTS note_numbers (n BIGINT) WITH ('connector' = "
+                         f"'datagen', 'fields.n.kind' = 'sequence', 'fields.n.start' = '1', 'fields.n.end' = '{rows}')")
+    try:
+        exec(parse_paragraph(ps[setting]["text"]).script, {"st_env": t_env})
+        sql = "SELECT RANDOM_CUT_FOREST_WITH_FLAG(CAST(MOD(n, 7) AS DOUBLE), 'k') AS r FROM note_numbers"
+        got = flink.collect(flink.execute(t_env, sql), max_changes=1000, timeout_s=120)
+    finally:
+        conf.set("pipeline.global-job-parameters", before)
+        flink.execute(t_env, "DROP TEMPORARY TABLE IF EXISTS note_numbers")
+    warmup = 1 + ForestParams.preset(params).sub_sample_size // 4
+    flags = [row[0][1] for _, row in got.changes]
+    assert flags == [True] * warmup + [False] * (rows - warmup)

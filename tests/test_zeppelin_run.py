@@ -29,7 +29,7 @@ def test_run_writes_the_checked_local_note_with_results(tmp_path: Path):
     [path] = list((build / "zeppelin").glob("*.zpln"))
     assert f"loads-checked): {path}" in result.stdout
     note = check_loads(path)
-    step3 = next(p for p in note.paragraphs if p.title == "#3 View the ticker stream")
+    step3 = next(p for p in note.paragraphs if p.title == "#3: View the Ticker Stream Data in real-time")
     assert str(dataset.resolve()) in next(p.text for p in note.paragraphs if p.title and p.title.startswith("#1 "))
     table = next(m["data"] for m in step3.results["msg"] if m["type"] == "TABLE")
     assert table.splitlines()[0] == "browseraction\tsite\trowtime" and len(table.splitlines()) == 4

@@ -13,8 +13,9 @@ Each numbered notebook becomes a run of paragraphs, in order:
   instead (tagged ``studio-replace`` so it shows in Jupyter): ``02``'s registration becomes
   ``CREATE TEMPORARY FUNCTION RANDOM_CUT_FOREST AS '<JAVA_UDF_CLASS>'`` in Studio;
 * a markdown cell tagged ``zeppelin-title`` (what the import writes for a titled paragraph) is the
-  title of the next paragraph. Lab notebooks' first step paragraph gets the lab's title (``#4 Impression
-  stream``), from the notebook's metadata ``clicklab.step``.
+  title of the next paragraph. Lab notebooks' first step paragraph gets the Studio lab's own paragraph title
+  (``#4: Generate the Impression Stream Data in real-time based on ...``), from the notebook's metadata
+  ``clicklab.step``; the job names of ``clicklab.notebook.job_name`` come from the same metadata.
 
 The tags and metadata are the cell protocol of :mod:`clicklab.cells`.
 
@@ -22,6 +23,10 @@ In Studio the tables read their Kinesis streams from ``TRIM_HORIZON`` by default
 before it runs the paragraphs, and a table at ``LATEST`` would miss it. ``--start-position LATEST`` or
 ``--start-position AT_TIMESTAMP --start-timestamp 2024-05-01T12:00:00Z`` changes that
 (:func:`clicklab.streams.kinesis_ddl` writes the option under the name of the Flink version's connector).
+
+The forest's parameters: ``--params lab|default`` (:data:`~clicklab.zeppelin.forestparams.PARAMETER_SETS`,
+``lab`` by default for Studio) writes paragraphs that set them for #8's job and say how long each site's
+forest warms up before it scores (:mod:`clicklab.zeppelin.forestparams`).
 
 ``--with-results`` adds each notebook's last outputs (from ``build/executed/NN_*.ipynb``, or the
 notebook's own outputs) as paragraph results.
@@ -39,6 +44,7 @@ from typing import Any
 import nbformat
 
 from clicklab import cells, javaudf, settings, sqltext, streams
+from clicklab.zeppelin import forestparams
 from clicklab.zeppelin.localprops import LocalPropertyError, format_header, parse_paragraph
 from clicklab.zeppelin.note import Note, Paragraph, ZeppelinError, check_loads, write_note
 from clicklab.zeppelin.results import outputs_to_results
@@ -78,6 +84,7 @@ class ExportOptions:
     start_position: str = DEFAULT_START_POSITION
     start_timestamp: str | None = None
     with_results: bool = False
+    params: str | None = None  # the forest's parameter set (forestparams.PARAMETER_SETS); None: the target's default
     dataset: Path = settings.DEFAULT_DATASET
     build: Path = settings.DEFAULT_BUILD
 
@@ -95,6 +102,13 @@ class ExportOptions:
             object.__setattr__(self, "start_timestamp", connector_timestamp(self.start_timestamp))
         elif self.start_timestamp:
             raise ZeppelinError(f"--start-timestamp is for --start-position AT_TIMESTAMP, not {self.start_position}")
+        if self.params is not None:
+            forestparams.preset(self.params)  # refuses an unknown name, naming --params
+
+    @property
+    def forest_preset(self) -> str | None:
+        """The parameter set the note writes: ``params``, else the target's default (``lab`` for Studio)."""
+        return self.params or forestparams.DEFAULT_PARAMS[self.target]
 
 
 @dataclass
@@ -261,9 +275,28 @@ def _executed_cells(path: Path, options: ExportOptions, nb: nbformat.NotebookNod
     return ran
 
 
+def _add_forest_paragraphs(paragraphs: list[Paragraph], first: int, preset: str, target: str, where: str) -> None:
+    """Put the forest's parameter paragraphs into the scoring notebook's paragraphs (``paragraphs[first:]``):
+    the parameters after its heading, the warm-up right after the paragraph that writes the scores (#8)."""
+    before, after = forestparams.scoring_paragraphs(preset, target)
+    insert = re.compile(rf"^\s*INSERT\s+INTO\s+`?{forestparams.SCORES_STREAM}\b", re.IGNORECASE | re.MULTILINE)
+    step = next((i for i in range(first, len(paragraphs)) if not (paragraphs[i].text or "").startswith("%md")
+                 and insert.search(paragraphs[i].text or "")), None)
+    if step is None:
+        raise ZeppelinError(f"{where}: no paragraph writes {forestparams.SCORES_STREAM} (INSERT INTO); the forest's "
+                            f"parameters (--params {preset}) go before it")
+    paragraphs[step + 1:step + 1] = [Paragraph(text=text) for text in after]
+    head = first + 1 if (paragraphs[first].text or "").startswith("%md") and first < step else first
+    paragraphs[head:head] = [Paragraph(text=text) for text in before]
+
+
 def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
-                      default_group: str = "flink") -> tuple[Note, list[str]]:
-    """Build the note of ``notebooks`` (in the order given)."""
+                      default_group: str = "flink", forest_preset: str | None = None) -> tuple[Note, list[str]]:
+    """Build the note of ``notebooks`` (in the order given).
+
+    ``forest_preset`` (a name of :data:`~clicklab.zeppelin.forestparams.PARAMETER_SETS`) adds the paragraphs that
+    set the forest's parameters to the notebook that fills ``destinationstream`` (see
+    :mod:`clicklab.zeppelin.forestparams`)."""
     values = variables(options)
     titles = lab_titles(notebooks)
     warnings: list[str] = []
@@ -299,6 +332,8 @@ def notebooks_to_note(notebooks: list[Path], options: ExportOptions, name: str,
         mine = [p for p in paragraphs[first:] if p.title is None]
         if step_title and mine:  # no step paragraph (all prose): the title goes after the heading
             mine[1 if len(mine) > 1 else 0].title = step_title
+        if forest_preset and path.stem == streams.STREAMS[forestparams.SCORES_STREAM].filled_by:
+            _add_forest_paragraphs(paragraphs, first, forest_preset, options.target, path.name)
     return Note(name=name, paragraphs=paragraphs, default_interpreter_group=default_group), warnings
 
 
@@ -311,7 +346,7 @@ def export_lab(options: ExportOptions, out_dir: Path | None = None,
     notebooks = [p for p in cells.lab_notebooks(notebooks_dir) if not settings.is_sql_app_notebook(p)]
     if not notebooks:
         raise ZeppelinError(f"{notebooks_dir}: no numbered notebooks (NN_topic.ipynb) to export")
-    note, warnings = notebooks_to_note(notebooks, options, lab_note_name(options))
+    note, warnings = notebooks_to_note(notebooks, options, lab_note_name(options), forest_preset=options.forest_preset)
     path = write_note(note, Path(out_dir or Path(options.build) / "zeppelin"))
     if check:
         check_loads(path)
@@ -319,7 +354,9 @@ def export_lab(options: ExportOptions, out_dir: Path | None = None,
 
 
 def export_notebooks(paths: list[Path], options: ExportOptions, out_dir: Path, check: bool = True) -> ExportResult:
-    """Export any notebooks (e.g. ones ``import-zeppelin`` wrote) as one note, named after the first."""
+    """Export any notebooks (e.g. ones ``import-zeppelin`` wrote) as one note, named after the first.
+
+    No forest parameter paragraphs are added: a note exported from the lab has them as cells already."""
     first = nbformat.read(str(paths[0]), as_version=4)
     meta = first.metadata.get("zeppelin", {})
     name = meta.get("name") or paths[0].stem
