@@ -259,6 +259,17 @@ def _cmd_alerts_package(args: argparse.Namespace) -> None:
     print(f"Lambda zip (lambda_function.lambda_handler) -> {build_zip(args.out)}")
 
 
+def _cmd_reset(args: argparse.Namespace) -> None:
+    """``clicklab reset``: a lab session that starts from fresh alert state (see :mod:`clicklab.alerts.reset`)."""
+    import os
+
+    from clicklab.alerts.reset import reset, state_file
+
+    done = reset(args.build, state_file(args.build), os.environ.get("ALERT_STATE_TABLE") or None)
+    print(f"fresh alert state for {args.build}: the next alerts are sent, none counts as already sent")
+    print("\n".join(done.lines()))
+
+
 def _cmd_export_zeppelin(args: argparse.Namespace) -> None:
     from clicklab.zeppelin.export import ExportOptions, export_lab, export_notebooks
 
@@ -424,6 +435,15 @@ def parser() -> argparse.ArgumentParser:
     pkg = alerts_sub.add_parser("package", help="build the Lambda deployment zip (lambda_function.py)")
     pkg.add_argument("--out", type=Path, default=settings.DEFAULT_BUILD / "lambda.zip", help="zip to write")
     pkg.set_defaults(func=_cmd_alerts_package)
+
+    rs = sub.add_parser("reset", help="fresh alert state for a lab session: remove the alert state, the alert "
+                        "report and the received e-mails (keeps the streams, the replay and the rest)",
+                        description="Remove what the alert step keeps between runs, so that the class's own "
+                        "bursts are sent and not 'already sent' by a rehearsal: <build>/alerts/state.json (or "
+                        "$ALERT_STATE_FILE), <build>/alerts/report.json and <build>/outbox/*.eml. It prints "
+                        "what it removed and what it kept; a DynamoDB table on AWS is never touched.")
+    rs.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="build folder (build/)")
+    rs.set_defaults(func=_cmd_reset)
 
     from clicklab.streams import KINESIS_FLINK_VERSIONS
 

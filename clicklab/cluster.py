@@ -798,6 +798,43 @@ def cancel_named(build: Path, name: str, timeout_s: float = 60.0) -> list[str]:
     return ids
 
 
+def cancel_all(build: Path, timeout_s: float = 60.0, poll_s: float = 0.3) -> list[Job]:
+    """Cancel every job of the cluster that has not ended; return once none is left, or raise at the deadline.
+
+    "Not ended" is every state but :data:`TERMINAL_STATES`, the states Flink's ``JobStatus.isTerminalState()``
+    calls terminal: FINISHED, CANCELED and FAILED (globally terminal) and SUSPENDED (locally terminal: its
+    JobManager gave the job up, it holds no slot and answers no cancel). So INITIALIZING, CREATED, RUNNING,
+    FAILING, RESTARTING and RECONCILING are cancelled, a CANCELLING job is waited for (not asked again), and so
+    is any state a later Flink adds. The job list is read again until it shows no job that has not ended, so a
+    job submitted meanwhile is cancelled too; a job that ends by itself between the list and the request (Flink
+    then answers 404 or 409) is simply gone. Returns the jobs asked to cancel, with the state they had then.
+    """
+    port = find(build).rest_port
+    asked: dict[str, Job] = {}
+    refused: dict[str, str] = {}  # job id -> the last HTTP error its cancel request got
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = [job for job in _jobs(port) if job.state not in TERMINAL_STATES]
+        if not left:
+            return list(asked.values())
+        for job in left:
+            if job.state == "CANCELLING" or (job.id in asked and job.id not in refused):
+                continue
+            try:
+                _rest(port, f"/jobs/{job.id}?mode=cancel", method="PATCH")
+                refused.pop(job.id, None)
+            except urllib.error.HTTPError as exc:  # ended meanwhile (404, 409), or refused: the list says which
+                refused[job.id] = f"HTTP {exc.code}"
+            asked.setdefault(job.id, job)
+        if time.monotonic() > deadline:
+            states = ", ".join(f"{job.name or job.id} ({job.id}) {job.state}"
+                               + (f", cancel answered {refused[job.id]}" if job.id in refused else "")
+                               for job in left)
+            raise ClicklabError(f"{len(left)} job(s) have not ended {timeout_s:g} s after they were cancelled: "
+                                f"{states}; see {find(build).url}/#/overview")
+        time.sleep(poll_s)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints, savepoints, failures
 

@@ -620,6 +620,13 @@ def test_cleanup_removes_the_streams_and_finds_the_ports_of_notebook_11_free(tmp
                                "ended with notebook 11's kernel: nothing listens on their ports")
     assert done.removed == [settings.streams_dir(tmp_path)] and not settings.streams_dir(tmp_path).exists()
     assert done.kept == [tmp_path / "alerts", tmp_path / "outbox"]
+    # what is kept, in words: what it is, and what clears it
+    assert done.lines()[-2:] == [
+        f"kept {tmp_path / 'alerts'}: the alert state and report; notebook 11 starts from fresh state (fresh_state = "
+        "True, its default), `clicklab reset` clears them, fresh_state = False continues from them",
+        f"kept {tmp_path / 'outbox'}: the e-mails the local SMTP server received (`clicklab reset` removes them)"]
+    replay = cleanup.clean_up(tmp_path, dataset=settings.DEFAULT_DATASET).lines()[-1]
+    assert replay == f"kept {settings.DEFAULT_DATASET}: the replay file the lab reads (the cleanup never touches it)"
 
 
 def test_cleanup_without_a_report_says_no_local_server_was_recorded(tmp_path):

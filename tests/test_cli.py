@@ -173,3 +173,37 @@ def test_evaluate_scores_nab_series_through_flink(tmp_path: Path):
     windows, detected, false_alarms = rows["TOTAL", "adaptive"]
     # speed_7578 has 4 labelled windows, occupancy_t4013 2; measured: 6 detected, 1 false alarm
     assert windows == 6 and detected >= 4 and false_alarms <= 3, proc.stdout
+
+
+def test_reset_clears_the_alert_state_report_and_outbox_and_says_what_it_keeps(tmp_path: Path):
+    """`clicklab reset` before a class: a rehearsal's alerts no longer count as sent; the streams stay."""
+    build = tmp_path / "build"
+    (build / "alerts").mkdir(parents=True)
+    (build / "alerts" / "report.json").write_text("{}")
+    (build / "outbox").mkdir()
+    (build / "outbox" / "20260101T120000-1-00001.eml").write_text("Subject: Anomaly Detected\n\nbody\n")
+    (build / "streams" / "ctrstream").mkdir(parents=True)
+    state = tmp_path / "elsewhere" / "state.json"  # ALERT_STATE_FILE: the state notebook 11 uses then
+    state.parent.mkdir()
+    state.write_text(json.dumps({"version": 1, "alerts": {"sns|https://www.mysite.com|2023-08-23T13:05:00.000Z":
+                                                          {"status": "sent"}}, "sites": {}}))
+    env = {**client_env(), "ALERT_STATE_FILE": str(state)}
+    env.pop("ALERT_STATE_TABLE", None)
+    proc = subprocess.run([sys.executable, "-m", "clicklab", "reset", "--build", str(build)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"fresh alert state for {build}: the next alerts are sent, none counts as already sent"
+    assert lines[1] == (f"removed {state}: the alert state (1 anomaly alerted, the cooldowns of 0 site(s)): "
+                        "nothing counts as already sent any more")
+    assert lines[2].startswith(f"removed {build / 'alerts' / 'report.json'}: notebook 11's report")
+    assert lines[3] == f"removed {build / 'outbox' / '*.eml'}: 1 e-mail(s) the local SMTP server received"
+    assert f"kept {build / 'streams'}: the streams notebooks 01-10 wrote (12_cleanup removes them)" in lines
+    assert lines[-1].startswith("kept ") and lines[-1].endswith("lab_replay.jsonl.gz: the replay (reset removes "
+                                                                "nothing outside the build folder)")
+    assert not state.exists() and not (build / "alerts" / "report.json").exists()
+    assert list((build / "outbox").iterdir()) == [] and (build / "streams" / "ctrstream").is_dir()
+    again = subprocess.run([sys.executable, "-m", "clicklab", "reset", "--build", str(build)], capture_output=True,
+                           text=True, timeout=300, env=env)
+    assert again.returncode == 0 and again.stdout.splitlines()[1] == (
+        f"nothing to remove: no alert state, alert report or received e-mail in {build}")

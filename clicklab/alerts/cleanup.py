@@ -38,6 +38,14 @@ class Cleanup:
     listening: list[str] = field(default_factory=list)  # those of them that still accept connections
     removed: list[Path] = field(default_factory=list)
     kept: list[Path] = field(default_factory=list)
+    dataset: Path | None = None  # the replay file, kept
+
+    def kept_lines(self) -> list[str]:
+        """What is kept, each with what it is and how to remove it, in words."""
+        out = [f"kept {path}: {_KEPT.get(path.name, 'not removed by the cleanup')}" for path in self.kept]
+        if self.dataset is not None:
+            out.append(f"kept {self.dataset}: the replay file the lab reads (the cleanup never touches it)")
+        return out
 
     def lines(self) -> list[str]:
         if not self.ports:
@@ -53,23 +61,35 @@ class Cleanup:
                 out = [f"the local servers ({where}) ended with notebook 11's kernel: nothing listens on their "
                        "ports"]
         out += [f"removed {p}" for p in self.removed]
-        out += [f"kept {p}" for p in self.kept]
-        return out
+        return out + self.kept_lines()
 
 
-def clean_up(build: Path = settings.DEFAULT_BUILD, remove_streams: bool = True) -> Cleanup:
+#: What the cleanup keeps, in words (:meth:`Cleanup.kept_lines`).
+_KEPT = {
+    "streams": "the streams (remove_streams = False)",
+    "alerts": "the alert state and report; notebook 11 starts from fresh state (fresh_state = True, its "
+              "default), `clicklab reset` clears them, fresh_state = False continues from them",
+    "outbox": "the e-mails the local SMTP server received (`clicklab reset` removes them)",
+    "executed": "the executed notebooks of `clicklab run`",
+    "live": "the live generator's labels: the bursts that were sent",
+    "sqlapp": "the SQL application's streams (notebooks 20-23)",
+}
+
+
+def clean_up(build: Path = settings.DEFAULT_BUILD, remove_streams: bool = True,
+             dataset: Path | None = None) -> Cleanup:
     """Remove ``build/streams``; check that nothing listens on the local servers' ports any more.
 
     The servers ran in notebook 11's kernel and ended with it; nothing is stopped here. The alert state and
-    report, the outbox and the executed notebooks are kept (delete ``build/`` for a fresh start: the
-    alerts will then be sent again). A ``build/alerts/run/`` folder (the pid files of an older version) is
-    removed.
+    report, the outbox, the executed notebooks, the live generator's labels and the replay file (``dataset``)
+    are kept, and :meth:`Cleanup.lines` says so (``clicklab reset`` clears the alert state, the report and the
+    outbox). A ``build/alerts/run/`` folder (the pid files of an older version) is removed.
     """
     build = Path(build)
     recorded = report.read(build)
     ports = recorded_ports(recorded.get("destination", "")) if recorded else {}
     done = Cleanup(ports=ports, listening=[f"{name} on port {port}" for name, port in ports.items()
-                                           if local.port_open(port)])
+                                           if local.port_open(port)], dataset=Path(dataset) if dataset else None)
     streams = settings.streams_dir(build)
     if remove_streams and streams.exists():
         shutil.rmtree(streams)
@@ -78,7 +98,8 @@ def clean_up(build: Path = settings.DEFAULT_BUILD, remove_streams: bool = True) 
     if old_run.is_dir():
         shutil.rmtree(old_run)
         done.removed.append(old_run)
-    for kept in (build / "alerts", local.outbox_dir(build)):
+    for kept in (build / "alerts", local.outbox_dir(build), build / "executed", build / "live", build / "sqlapp",
+                 *([] if remove_streams else [streams])):
         if kept.exists():
             done.kept.append(kept)
     return done

@@ -6,6 +6,9 @@
 (moto's server with an SNS topic that has an e-mail and an SMS subscription, and an SMTP server writing
 ``.eml`` files, both running in this process: see :mod:`clicklab.alerts.local`), with dummy credentials
 given to boto3 explicitly, never put into ``os.environ``.
+
+One destination is open per build folder and process: opening another for the same build (running the
+notebook's cell again) closes the earlier one first, so its servers do not linger beside the new ones.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from clicklab import settings
-from clicklab.alerts import handler, local
+from clicklab.alerts import bursts, handler, local, reset
 from clicklab.exceptions import ClicklabError
 
 #: What the local default creates in moto.
@@ -95,6 +98,8 @@ class Destination:
     description: str = ""
     topic_arn: str | None = None
     outbox: Path | None = None
+    build: Path | None = None  # the build folder it was opened for (resolved): the key of :data:`_OPEN`
+    opened: list[str] = field(default_factory=list)  # what opening it did first: closed, removed (in words)
     outcomes: list[handler.Outcome] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
     _seen: set[str] = field(default_factory=set)
@@ -131,6 +136,8 @@ class Destination:
 
     def close(self) -> None:
         """Stop the local servers, if this destination started them, and check their ports are free."""
+        if self.build is not None and _OPEN.get(self.build) is self:
+            del _OPEN[self.build]
         if self.local is not None:
             self.local.stop()
 
@@ -176,15 +183,26 @@ def configured(env: dict[str, str] | None = None) -> bool:
     return bool(env.get("ALERT_TOPIC_ARN") or env.get("ALERT_SMTP_HOST"))
 
 
+#: The destination open for each build folder (resolved) in this process: see :func:`open_destination`.
+_OPEN: dict[Path, Destination] = {}
+
+
 def open_destination(build: Path = settings.DEFAULT_BUILD, env: dict[str, str] | None = None,
-                     cooldown_s: int | None = None, state_table: str | None = None) -> Destination:
+                     cooldown_s: int | None = None, state_table: str | None = None, fresh_state: bool = False,
+                     live: bool = False) -> Destination:
     """The destination the environment describes, or the local default (it starts the local servers).
 
     ``state_table`` (or ``ALERT_STATE_TABLE``) keeps the state in DynamoDB; locally the table is created
     in moto. Otherwise the state is ``<build>/alerts/state.json``. Close the destination (or use it as a
     context manager) to stop what it started.
+
+    A destination still open for the same build in this process is closed first (servers stopped, ports checked
+    free). ``fresh_state``: start from fresh alert state (:func:`clicklab.alerts.reset.reset`; the local default's
+    DynamoDB table is emptied too). ``live``: a session of the live generator opens a new cooldown period for its
+    site (:mod:`clicklab.alerts.bursts`). :attr:`Destination.opened` says what was closed, removed and kept.
     """
     build = Path(build).resolve()
+    opened = _close_earlier(build)
     env = dict(os.environ if env is None else env)
     if state_table:
         env["ALERT_STATE_TABLE"] = state_table
@@ -196,6 +214,9 @@ def open_destination(build: Path = settings.DEFAULT_BUILD, env: dict[str, str] |
         config = handler.Config.from_env(env)
     except ValueError as exc:
         raise ClicklabError(f"alert configuration: {exc}") from None
+    if fresh_state:
+        table = config.state_table if configured(env) else None  # the local default's is emptied below
+        opened += reset.reset(build, Path(config.state_file), table).lines()
     if configured(env):
         try:
             channels = handler.build_channels(config)
@@ -203,17 +224,36 @@ def open_destination(build: Path = settings.DEFAULT_BUILD, env: dict[str, str] |
         except ValueError as exc:
             raise ClicklabError(f"alert configuration: {exc}") from None
         where = ", ".join(f"{c.name}" for c in channels)
-        return Destination(config, channels, state, description=f"configured from the environment: {where}",
+        dest = Destination(config, channels, state, description=f"configured from the environment: {where}",
                            topic_arn=config.topic_arn)
-    services = local.LocalServices(build).start()
-    try:
-        return _local_destination(build, config, services)
-    except BaseException:
-        services.stop()
-        raise
+    else:
+        services = local.LocalServices(build).start()
+        try:
+            dest = _local_destination(build, config, services, fresh_state)
+        except BaseException:
+            services.stop()
+            raise
+    if live and config.cooldown_s:
+        dest.state = bursts.BurstCooldown(dest.state, build, config.cooldown_s, config.window_s)
+    dest.build, dest.opened = build, opened + dest.opened
+    _OPEN[build] = dest
+    return dest
 
 
-def _local_destination(build: Path, config: handler.Config, services: local.LocalServices) -> Destination:
+def _close_earlier(build: Path) -> list[str]:
+    """Close the destination still open for ``build`` in this process; say what was stopped."""
+    earlier = _OPEN.pop(build, None)
+    if earlier is None:
+        return []
+    ports = earlier.local.ports() if earlier.local is not None else {}
+    earlier.close()  # a port that stays bound is a ClicklabError naming it
+    where = ", ".join(f"{name} on {local.HOST}:{port}" for name, port in ports.items())
+    return [f"closed the destination opened before for {build}: " + (
+        f"stopped its servers ({where}); nothing listens there any more" if ports else earlier.description)]
+
+
+def _local_destination(build: Path, config: handler.Config, services: local.LocalServices,
+                       fresh_state: bool = False) -> Destination:
     assert services.moto is not None and services.smtp is not None
     session = services.session()
 
@@ -229,8 +269,11 @@ def _local_destination(build: Path, config: handler.Config, services: local.Loca
     config.smtp_from, config.smtp_to = SMTP_FROM, [EMAIL_ENDPOINT]
     channels = [handler.SnsChannel(topic_arn, sns),
                 handler.SmtpChannel(config.smtp_host, config.smtp_port, config.smtp_from, config.smtp_to)]
+    emptied: list[str] = []
     if config.state_table:
         ddb = client("dynamodb")
+        if fresh_state and _delete_table(ddb, config.state_table):  # moto keeps its tables per process
+            emptied.append(f"emptied DynamoDB table {config.state_table} in moto: the alert state starts fresh")
         create_state_table(ddb, config.state_table)
         state: Any = handler.DynamoState(config.state_table, ddb, config.max_attempts, config.backoff_s)
         kept = f"DynamoDB table {config.state_table} in moto"
@@ -240,7 +283,7 @@ def _local_destination(build: Path, config: handler.Config, services: local.Loca
     description = (f"local default: moto server at {services.moto.url} (SNS topic {TOPIC_NAME}, e-mail and SMS "
                    f"subscriptions), SMTP server on {local.HOST}:{services.smtp.port} writing to "
                    f"{services.outbox}; {kept}")
-    dest = Destination(config, channels, state, services, description, topic_arn, services.outbox)
+    dest = Destination(config, channels, state, services, description, topic_arn, services.outbox, opened=emptied)
     dest._seen = {p.name for p in services.outbox.glob("*.eml")}
     dest._seen_messages = set(sns_deliveries(services.moto.url, topic_arn)["message_id"])
     return dest
@@ -260,6 +303,16 @@ def recorded_ports(description: str) -> dict[str, int]:
     """
     found = {name: pattern.search(description) for name, pattern in _RECORDED_PORTS.items()}
     return {name: int(m.group(1)) for name, m in found.items() if m}
+
+
+def _delete_table(ddb: Any, name: str) -> bool:
+    """Delete a table of the local moto server, if it is there; True if it was."""
+    try:
+        ddb.delete_table(TableName=name)
+    except ddb.exceptions.ResourceNotFoundException:
+        return False
+    ddb.get_waiter("table_not_exists").wait(TableName=name, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
+    return True
 
 
 def create_state_table(ddb: Any, name: str) -> None:
