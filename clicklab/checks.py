@@ -352,6 +352,27 @@ def _anomalies(lab: Lab, wait_s: float) -> list[Tick]:
                        f"{first['shown_after_s']:.1f} s after its window ended")]
 
 
+def _alerts(lab: Lab, wait_s: float) -> list[Tick]:
+    """The e-mails the local SMTP server received carry the lab's sentence; live, one is the burst's."""
+    import email
+    from email import policy
+
+    from clicklab.alerts import local
+
+    outbox = local.outbox_dir(lab.build)
+    bodies = [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted(outbox.glob("*.eml"))]
+    texts = [f"{m['subject']}\n{m.get_body(preferencelist=('plain',)).get_content()}" for m in bodies]
+    lab_sentence = [t for t in texts if "Anomaly detected with a click through rate of" in t]
+    ticks = [Tick(bool(lab_sentence), f"{len(texts)} e-mail(s) in {outbox}, {len(lab_sentence)} with the lab's "
+                                      "sentence 'Anomaly detected with a click through rate of ...'")]
+    burst = _burst(lab)
+    if lab.live and burst is not None:
+        ours = [t for t in lab_sentence if burst.site in t]
+        ticks.append(Tick(bool(ours), f"the burst's e-mail ({burst.site}) arrived" if ours else
+                          f"no e-mail for the burst on {burst.site} yet: send it again (notebook 10) and re-run"))
+    return ticks
+
+
 #: The checks of each step notebook, by its number.
 CHECKS: dict[str, Callable[[Lab, float], list[Tick]]] = {
     "01": _tables,
@@ -364,4 +385,5 @@ CHECKS: dict[str, Callable[[Lab, float], list[Tick]]] = {
     "08": _scores,
     "09": _flagged,
     "10": _anomalies,
+    "11": _alerts,
 }

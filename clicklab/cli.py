@@ -276,7 +276,7 @@ def _cmd_export_zeppelin(args: argparse.Namespace) -> None:
     options = ExportOptions(target=args.target, flink_version=args.flink_version, region=args.region,
                             account_id=args.account_id, start_position=args.start_position,
                             start_timestamp=args.start_timestamp, with_results=args.with_results,
-                            dataset=args.dataset, build=args.build)
+                            dataset=args.dataset, build=args.build, params=args.params)
     out = args.out or args.build / "zeppelin"
     result = export_notebooks(args.notebook, options, out) if args.notebook else export_lab(options, out)
     for warning in result.warnings:
@@ -460,6 +460,10 @@ def parser() -> argparse.ArgumentParser:
                     "paragraphs run)")
     ez.add_argument("--start-timestamp", default=None, metavar="TIME",
                     help="with --start-position AT_TIMESTAMP: ISO-8601 (2024-05-01T12:00:00Z) or epoch seconds")
+    ez.add_argument("--params", choices=PARAMETER_SETS, default=None,
+                    help="the forest's parameter set the note gives RANDOM_CUT_FOREST: lab (the SQL lab's 100, 12, "
+                    "100000, 1: scores after 40 s; the default for --target studio) or default (256 samples); "
+                    "--target local writes none unless given")
     ez.add_argument("--with-results", action="store_true", help="include the last outputs (build/executed/)")
     ez.add_argument("--notebook", type=Path, action="append", help="export these notebooks (default: the lab's)")
     ez.add_argument("--out", type=Path, default=None, help="folder (default: <build>/zeppelin/)")

@@ -78,12 +78,25 @@ def read_stream(build: Path, name: str) -> pd.DataFrame:
     folder = stream_path(build, name)
     files = sorted(committed_files(folder) + committed_files(folder / ARCHIVE))
     columns = [c.name for c in stream.columns]
-    frames = [pd.read_json(p, lines=True, dtype=False) for p in files if p.stat().st_size]
+    frames = [frame for p in files if (frame := _read_part(p, folder / ARCHIVE)) is not None]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     for c in stream.columns:
         if c.type.startswith("TIMESTAMP") and c.name in df:
             df[c.name] = pd.to_datetime(df[c.name], utc=True, format="ISO8601")  # badevents: with or without ms
     return df[[c for c in columns if c in df]]
+
+
+def _read_part(path: Path, archive: Path) -> pd.DataFrame | None:
+    """One committed file of a stream; live, a file the housekeeping moved to ``archive`` (or deleted) after it
+    was listed is read there (or skipped) instead of failing the read. ``None``: empty or gone."""
+    for candidate in (path, archive / path.name):
+        try:
+            if candidate.stat().st_size:
+                return pd.read_json(candidate, lines=True, dtype=False)
+            return None
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def reference_counts(events: pd.DataFrame, window_s: int = settings.WINDOW_SECONDS) -> pd.DataFrame:

@@ -207,3 +207,18 @@ def test_reset_clears_the_alert_state_report_and_outbox_and_says_what_it_keeps(t
                            text=True, timeout=300, env=env)
     assert again.returncode == 0 and again.stdout.splitlines()[1] == (
         f"nothing to remove: no alert state, alert report or received e-mail in {build}")
+
+
+def test_export_zeppelin_takes_the_forest_parameter_set(tmp_path: Path):
+    from clicklab.cli import PARAMETER_SETS, main
+    from clicklab.zeppelin import forestparams
+
+    assert PARAMETER_SETS == forestparams.PARAMETER_SETS
+    notes = {}
+    for params in ("lab", "default"):
+        out = tmp_path / params
+        assert main(["export-zeppelin", "--params", params, "--out", str(out), "--build", str(tmp_path)]) == 0
+        notes[params] = next(out.glob("*.zpln")).read_text(encoding="utf-8")
+    assert "rcf.sub_sample_size:12" in notes["lab"] and "rcf.sub_sample_size:256" in notes["default"]
+    assert "for the first 65 windows of that site" in notes["default"]
+    assert "for the first 4 windows of that site" in notes["lab"]
