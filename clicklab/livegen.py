@@ -34,17 +34,18 @@ and ``source.monitor-interval``:
 * Randomness: each sender has its own stream per interval, keyed by the seed, the sender and the
   interval's offset, so the same seed and start time give the same files.
 
-**Sessions** (:func:`send`, ``clicklab send``): one KDG session played now by the running
-generator. A session has the schema of a scenario's ``anomalies:`` entry without ``start``: it
-multiplies the normal senders of ``site`` by ``rate_factor`` (0 silences them) and adds its own
-``senders`` for ``duration`` seconds. ``send(build, session="studio-lab-burst")`` plays one of
-the scenario's anomaly definitions by its ``kind``; ``send(build, template=..., rate=...,
-duration=...)`` any template (its rate is taken as given: ``scale`` does not apply). The request
-is a JSON file dropped atomically into ``<build>/live/sessions/``; the generator picks it up
-within one flush interval, starts the session at the request's time (or at the first moment not
-yet written, if later), answers with the times it scheduled and appends a row to
-``<build>/live/labels.csv`` (``site,start,end,kind``, the replay labels format) with exactly the
-window in which the session's traffic was sent (cut short if the generator stops before its end).
+**Sessions** (:func:`send`, ``clicklab send``): one KDG session played by the running generator from
+the next window boundary (:mod:`clicklab.session_start`: its windows are whole). A session has the
+schema of a scenario's ``anomalies:`` entry without ``start``: it multiplies the normal senders of
+``site`` by ``rate_factor`` (0 silences them) and adds its own ``senders`` for ``duration`` seconds.
+``send(build, session="studio-lab-burst")`` plays one of the scenario's anomaly definitions by its
+``kind``; ``send(build, template=..., rate=..., duration=...)`` any template (its rate is taken as
+given: ``scale`` does not apply). The request is a JSON file dropped atomically into
+``<build>/live/sessions/``; the generator picks it up once its time is near, starts the session at
+the request's time (or at the first moment not yet written, if later), answers with the times it
+scheduled and appends a row to ``<build>/live/labels.csv`` (``site,start,end,kind``, the replay
+labels format) with exactly the window in which the session's traffic was sent (cut short if the
+generator stops before its end).
 
 **Running in the background** (:func:`start_background`, :func:`status`, :func:`stop`): the
 generator is started from one notebook kernel and stopped from another (the cleanup notebook)
@@ -94,6 +95,7 @@ from clicklab.generator import (
     _window_size_ms,
 )
 from clicklab.scenario import ARRIVALS, Anomaly, Scenario, format_time, load_scenario, parse_scenario
+from clicklab.session_start import describe_start, next_window_start_ms
 
 __all__ = [
     "FLUSH_S",
@@ -256,7 +258,7 @@ class ScheduledSession:
     end: datetime
 
     def __str__(self) -> str:
-        return f"{self.kind} on {self.site}: {_iso_dt(self.start)} to {_iso_dt(self.end)}"
+        return f"{self.kind} on {self.site}: {_iso_dt(self.start)} to {_iso_dt(self.end)}{describe_start(self.start)}"
 
 
 @dataclass(frozen=True)
@@ -944,13 +946,14 @@ def session_of(build: str | Path, session: str) -> dict[str, Any]:
 def send(build: str | Path = settings.DEFAULT_BUILD, session: str | None = None, *,
          template: Mapping[str, Any] | str | None = None, rate: float | None = None,
          duration: float | str | None = None, arrivals: str = "poisson", kind: str = "custom",
-         timeout_s: float = 10.0) -> ScheduledSession:
-    """Play one KDG session now in the running live generator of ``build``; returns what it scheduled.
+         timeout_s: float = 10.0, align_s: float = settings.WINDOW_SECONDS) -> ScheduledSession:
+    """Play one KDG session in the running live generator of ``build``, from the next window boundary (a multiple
+    of ``align_s`` seconds, :mod:`clicklab.session_start`: its windows are whole); returns what it scheduled.
 
     Either ``session``, the ``kind`` of one of the generator's scenario anomalies (e.g.
     ``"studio-lab-burst"``, ``"sql-lab-extra-clicks"``), or ``template`` (a mapping or JSON text)
     with ``rate`` (records/s), ``duration`` (seconds, or ``30s``/``2m``) and ``arrivals``, labelled
-    ``kind``. Waits until the generator has picked the request up (within one flush interval).
+    ``kind``. Waits until the generator has picked the request up (within one flush interval of the start).
 
     Raises:
         ClicklabError: bad arguments; no generator running (the one line says how to start one); the
@@ -972,10 +975,11 @@ def send(build: str | Path = settings.DEFAULT_BUILD, session: str | None = None,
                             f"`clicklab generate --live --build {build}` (or livegen.start_background)")
     if definition is None:
         definition = session_of(build, session)
-    request_id = _submit(build, definition, round(time.time() * 1000), scaled=template is None)
+    requested_ms = next_window_start_ms(round(time.time() * 1000), align_s)
+    request_id = _submit(build, definition, requested_ms, scaled=template is None)
     folder = live_dir(build) / "sessions"
     see = f"see {live_dir(build) / 'generator.log'}"
-    deadline, taken = time.monotonic() + timeout_s, False
+    deadline, taken = time.monotonic() + timeout_s + max(0.0, requested_ms / 1000 - time.time()), False
     while True:
         for suffix in ("scheduled", "error"):
             answer = _read_json(folder / f"{request_id}.{suffix}.json")

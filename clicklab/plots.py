@@ -26,12 +26,24 @@ def _naive(series: pd.Series) -> pd.Series:
     return out.dt.tz_localize(None)
 
 
+def nothing_yet(title: str, why: str) -> Figure:
+    """A figure that says why there is nothing to draw yet (live, a window may not have closed), instead of failing."""
+    fig, ax = plt.subplots(figsize=(11, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=11, wrap=True)
+    fig.suptitle(title)
+    return fig
+
+
 def events_per_second(per_minute: pd.DataFrame, labels: pd.DataFrame | None = None) -> Figure:
     """One panel per site: events per second of each type, averaged per minute.
 
     ``per_minute`` has columns ``site``, ``browseraction``, ``minute`` (window start) and
-    ``events_per_s``.
+    ``events_per_s``. Without rows (live, before a minute has closed) the figure says so.
     """
+    if per_minute.empty:
+        return nothing_yet("Events per second by type and site (1-minute averages)",
+                           "No one-minute window has closed yet: live, run the query again in a minute.")
     sites = sorted(per_minute["site"].unique())
     fig, axes = plt.subplots(len(sites), 1, figsize=(11, 2.4 * len(sites)), sharex=True, squeeze=False)
     for ax, site in zip(axes[:, 0], sites, strict=True):
@@ -54,6 +66,8 @@ def events_per_second(per_minute: pd.DataFrame, labels: pd.DataFrame | None = No
 
 def ctr_by_site(ctr: pd.DataFrame, labels: pd.DataFrame | None = None) -> Figure:
     """One panel per site: the CTR of every window (``ctrstream``), labelled anomalies shaded."""
+    if ctr.empty:
+        return nothing_yet("CTR per site", "No CTR window yet: live, is the job of #6 running? Run the query again.")
     sites = sorted(ctr["site"].unique())
     fig, axes = plt.subplots(len(sites), 1, figsize=(11, 2.6 * len(sites)), sharex=True, squeeze=False)
     for ax, site in zip(axes[:, 0], sites, strict=True):

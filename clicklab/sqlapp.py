@@ -11,7 +11,8 @@ click senders for 20 s), generated on first use into ``<build>/sqlapp/sql_lab.js
 
 ``start`` gives a notebook its session (:class:`SqlApp`, a :class:`clicklab.notebook.Lab` whose tables are the SQL
 application's); :func:`explain` turns an ``ANOMALY_EXPLANATION`` into the words of an alert; :func:`summarize` is
-what ``clicklab run`` prints of the application.
+what ``clicklab run`` prints of the application. Live (``start(..., live=True)``, :mod:`clicklab.sqlapp_live`) the
+source is the live generator's SQL-lab traffic and every pump a job on the cluster that keeps running.
 """
 
 from __future__ import annotations
@@ -54,6 +55,14 @@ def ensure_dataset(build: Path, dataset: Path | str | None = None) -> Path:
     return path.resolve()
 
 
+def in_time_order(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Rows of a SQL-application stream with ``ROWTIME`` as UTC timestamps, in time order, its ``columns`` only."""
+    if "ROWTIME" in df:
+        df = df.assign(ROWTIME=pd.to_datetime(df["ROWTIME"], utc=True, format="ISO8601"))
+        df = df.sort_values("ROWTIME", kind="stable").reset_index(drop=True)
+    return df[[c for c in columns if c in df]]
+
+
 def read_app_stream(build: Path, name: str) -> pd.DataFrame:
     """A SQL-application stream's committed rows (``ROWTIME`` as UTC timestamps), in time order."""
     from clicklab.live import committed_files
@@ -62,29 +71,41 @@ def read_app_stream(build: Path, name: str) -> pd.DataFrame:
     columns = [c.name for c in stream.columns]
     files = committed_files(streams.sql_app_path(build, name))
     frames = [pd.read_json(p, lines=True, dtype=False) for p in files if p.stat().st_size]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    if "ROWTIME" in df:
-        df["ROWTIME"] = pd.to_datetime(df["ROWTIME"], utc=True, format="ISO8601")
-        df = df.sort_values("ROWTIME", kind="stable").reset_index(drop=True)
-    return df[[c for c in columns if c in df]]
+    return in_time_order(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns), columns)
+
+
+#: The tables of ``22``'s output pump: the forest reads ``CTRSTREAM`` in ``ROWTIME`` order on a replay (an ``OVER``
+#: window sorts it); live the windows arrive in order, and the sort would hold each back until the next one.
+CTR_CURSOR, CTR_CURSOR_LIVE = "CTRSTREAM_CURSOR", "CTRSTREAM_ARRIVING"
 
 
 class SqlApp(Lab):
-    """A Flink session on the SQL application's streams (replay only: the application reads a finished file)."""
+    """A Flink session on the SQL application's streams: a replay's, or live (:mod:`clicklab.sqlapp_live`)."""
+
+    #: The streams this session's SQL reads and writes.
+    catalog = streams.SQL_APP_STREAMS
 
     @property
     def ddl(self) -> str:
-        """The ``CREATE TABLE`` statements of the source and the in-application streams."""
-        return streams.all_sql_app_ddl(self.build, self.dataset)
+        """The ``CREATE TABLE`` statements of the source and the in-application streams (each dropped first)."""
+        return "\n\n".join(f"DROP TABLE IF EXISTS {name};\n{self.table_ddl(name)};" for name in streams.SQL_APP_STREAMS)
+
+    def table_ddl(self, name: str) -> str:
+        """One stream's ``CREATE TABLE``: on the replay file and the stream folders, or live."""
+        if self.live:
+            from clicklab import sqlapp_live
+
+            return sqlapp_live.live_ddl(name, self.build)
+        return streams.sql_app_ddl(name, self.build, self.dataset)
 
     def variables(self) -> dict[str, Any]:
-        """``{window_seconds}``, ``{anomaly_threshold}``, ``{sql_app_ddl}`` (all the tables) and per stream
-        ``{ddl_<stream in lower case>}`` (``{ddl_clickstream}``: drop and create), from :mod:`clicklab.streams`."""
-        per_stream = {f"ddl_{name.lower()}": f"DROP TABLE IF EXISTS {name};\n"
-                                             f"{streams.sql_app_ddl(name, self.build, self.dataset)}"
+        """``{window_seconds}``, ``{anomaly_threshold}``, ``{sql_app_ddl}`` (all the tables), per stream
+        ``{ddl_<stream in lower case>}`` (``{ddl_clickstream}``: drop and create), from :mod:`clicklab.streams`, and
+        ``{ctr_cursor}``, the view ``22``'s output pump reads (:data:`CTR_CURSOR`, live :data:`CTR_CURSOR_LIVE`)."""
+        per_stream = {f"ddl_{name.lower()}": f"DROP TABLE IF EXISTS {name};\n{self.table_ddl(name)}"
                       for name in streams.SQL_APP_STREAMS}
         return {"window_seconds": settings.WINDOW_SECONDS, "anomaly_threshold": settings.ANOMALY_THRESHOLD,
-                "sql_app_ddl": self.ddl, **per_stream}
+                "sql_app_ddl": self.ddl, "ctr_cursor": CTR_CURSOR_LIVE if self.live else CTR_CURSOR, **per_stream}
 
     def create_tables(self) -> None:
         self.run(self.ddl)
@@ -95,12 +116,31 @@ class SqlApp(Lab):
     def stream(self, name: str) -> pd.DataFrame:
         return read_app_stream(self.build, name)
 
+    def missing_input(self, name: str) -> str | None:
+        """Why stream ``name`` cannot be read yet, or ``None``; live: whether the job that fills it runs."""
+        stream = self.catalog[name]
+        if not self.live or not (settings.NOTEBOOKS_DIR / f"{stream.filled_by}.ipynb").is_file():
+            return super().missing_input(name)
+        from clicklab import sqlapp_live
+
+        if sqlapp_live.job_started(self.build, name) is not None:
+            return None
+        return (f"{name} is not being filled: run {stream.filled_by} first (its job "
+                f"'{sqlapp_live.job_name(name)}' is not running on the cluster), then this cell again")
+
+    def _from_now_on(self) -> None:
+        """Live: re-create the tables so that the next job reads only files that appear from now on."""
+        from clicklab import sqlapp_live
+
+        for statement in sqlapp_live.from_now_on(self.build):
+            flink.execute(self.t_env, statement)
+
     def _run_one(self, st: sqltext.Statement, max_rows: int, timeout_s: float, max_changes: int,
                  on_rows: Any = None) -> Outcome:
         if st.kind == sqltext.INSERT and st.target == streams.SQL_APP_SOURCE:
-            raise ValueError(f"{streams.SQL_APP_SOURCE} is the application's input (the SQL lab's replay): "
+            raise ValueError(f"{streams.SQL_APP_SOURCE} is the application's input (the SQL lab's traffic): "
                              "it is read, never written")
-        if st.kind != sqltext.INSERT or st.target not in streams.SQL_APP_STREAMS:
+        if self.live or st.kind != sqltext.INSERT or st.target not in streams.SQL_APP_STREAMS:
             return super()._run_one(st, max_rows, timeout_s, max_changes, on_rows)
         self.reset_stream(st.target)
         started = time.monotonic()
@@ -112,19 +152,29 @@ class SqlApp(Lab):
 
 
 def start(dataset: str | Path | None = None, build: str | Path = settings.DEFAULT_BUILD,
-          forest_preset: str = FOREST_PRESET) -> SqlApp:
+          forest_preset: str = FOREST_PRESET, live: bool | None = False) -> SqlApp:
     """Start a notebook's session on the SQL application: its streams, the keyed functions, the ``%%flink_sql`` magic.
 
     ``dataset``: the replay the source reads (``None``: the SQL lab's, generated by :func:`ensure_dataset`);
     ``forest_preset``: the forest parameters the functions take when a call gives none (the calls of ``22`` and
-    ``23`` give the lab's list).
+    ``23`` give the lab's list). ``live=True`` (``None``: ``$CLICKLAB_LIVE`` decides, :func:`clicklab.notebook.
+    is_live`): the source is the live generator's traffic and the session's jobs go to the cluster; both are
+    started if they are not running (:func:`clicklab.sqlapp_live.start_live`, which prints what it did).
     """
-    from clicklab import udfs
+    from clicklab import notebook, sqlapp_live, udfs
     from clicklab_udf.forest import ForestParams
 
     build = Path(build).resolve()
-    source = ensure_dataset(build, dataset)
-    app = SqlApp(source, build, flink.create_table_env())
+    if notebook.is_live(live):
+        build.mkdir(parents=True, exist_ok=True)
+        for line in sqlapp_live.start_live(build):
+            print(line)
+        t_env = flink.create_table_env(config=notebook.live_config(), target="cluster", build=build)
+        app = SqlApp(sqlapp_live.folder(build, streams.SQL_APP_SOURCE), build, t_env, live=True)
+    else:
+        source = ensure_dataset(build, dataset)
+        sqlapp_live.forget_live(build)
+        app = SqlApp(source, build, flink.create_table_env())
     app.create_tables()
     app.register_functions(udfs.Detector(forest=ForestParams.preset(forest_preset)))
     try:
@@ -160,9 +210,13 @@ def explain(explanation: str | None) -> str:
 
 
 def window_labels(build: Path) -> pd.DataFrame:
-    """The labelled windows of the SQL lab's replay: ``kind``, ``start``, ``end`` (UTC)."""
+    """The labelled windows of the SQL lab's replay: ``kind``, ``start``, ``end`` (UTC); during a live run the
+    extra-click sessions sent (:func:`clicklab.sqlapp_live.labels`)."""
+    from clicklab import sqlapp_live
     from clicklab.results import read_labels
 
+    if sqlapp_live.live_since(build) is not None:
+        return sqlapp_live.labels(build)
     path = settings.labels_path_for(ensure_dataset(build))
     return read_labels(path) if path.is_file() else pd.DataFrame(columns=["site", "start", "end", "kind"])
 

@@ -106,3 +106,14 @@ def test_crosses_are_found_in_an_executed_notebook_with_their_cell():
             {"output_type": "stream", "text": ["Check your work (07):\n", "  ✗ ctrstream differs\n"]}]},
     ]}
     assert checks.crosses(executed) == [(7, "✗ ctrstream differs")]
+
+
+def test_a_plot_of_nothing_yet_says_why_instead_of_failing():
+    import pandas as pd
+
+    from clicklab import plots
+
+    fig = plots.events_per_second(pd.DataFrame(columns=["site", "browseraction", "minute", "events_per_s"]))
+    assert "No one-minute window has closed yet" in fig.axes[0].texts[0].get_text()
+    fig = plots.ctr_by_site(pd.DataFrame(columns=["site", "time", "ctr"]))
+    assert "No CTR window yet" in fig.axes[0].texts[0].get_text()

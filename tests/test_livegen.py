@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from clicklab.cli import parser
 from clicklab.exceptions import ClicklabError
 from clicklab.livegen import FILE_RE, LiveGenerator, LiveOptions
 from clicklab.scenario import Scenario, load_scenario, parse_scenario
+from clicklab.session_start import next_window_start_ms
 from tests.conftest import client_env
 
 MYSITE = "https://www.mysite.com"
@@ -353,10 +354,10 @@ def test_send_plays_a_session_in_the_running_generator(tmp_path: Path) -> None:
             time.sleep(0.02)
         before = time.time()
         session = livegen.send(tmp_path, template='{"browseraction": "Click", "site": "https://www.mysite.com", '
-                               '"bot": true}', rate=20, duration=1, arrivals="constant", kind="bot")
+                               '"bot": true}', rate=20, duration=1, arrivals="constant", kind="bot", align_s=0.5)
         after = time.time()
-        assert after - before < 2, "picked up within a flush interval (or a little more on a busy machine)"
-        assert before - 0.01 <= session.start.timestamp() <= after
+        assert after - before < 2.5, "picked up within a flush interval of its start (or a little more when busy)"
+        assert before <= session.start.timestamp() <= after and round(session.start.timestamp() * 1000) % 500 == 0
         assert (session.end - session.start).total_seconds() == 1 and session.kind == "bot"
         with pytest.raises(ClicklabError, match=r"no session 'nope' \(its sessions: studio-lab-burst, click-drop\)"):
             livegen.send(tmp_path, session="nope")
@@ -369,6 +370,48 @@ def test_send_plays_a_session_in_the_running_generator(tmp_path: Path) -> None:
     assert np.array_equal(t, np.arange(start, start + 1000, 50))
     assert labels(tmp_path)[1] == [MYSITE, livegen._iso(start), livegen._iso(start + 1000), "bot"]
     assert livegen.status(tmp_path) is None, "a stopped generator unregisters"
+
+
+@pytest.mark.parametrize("now_ms", [T0_MS, T0_MS + 1, T0_MS + 3_600, T0_MS + 9_999, T0_MS + 10_000, 1_796_000_123_456])
+def test_a_session_starts_on_the_next_window_boundary(now_ms: int) -> None:
+    start = next_window_start_ms(now_ms)
+    assert start % (settings.WINDOW_SECONDS * 1000) == 0, "a multiple of the window length"
+    assert now_ms <= start < now_ms + settings.WINDOW_SECONDS * 1000, "not in the past, within one window"
+    assert next_window_start_ms(now_ms, 0) == now_ms, "align 0: now"
+
+
+def test_send_schedules_a_session_from_the_next_window_boundary_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``send`` against a stand-in generator that starts a session when asked (as the real one does, see
+    test_studio_lab_burst_...): the scheduled start is a window boundary, not in the past, and the printed
+    description says its windows are whole."""
+    sessions = livegen.live_dir(tmp_path) / "sessions"
+    sessions.mkdir(parents=True)
+    monkeypatch.setattr(livegen, "status", lambda build: type("Info", (), {"running": True})())
+    monkeypatch.setattr(livegen, "session_of", lambda build, kind: {"site": MYSITE, "kind": kind, "duration": 30})
+    submit, asked = livegen._submit, []
+
+    def generator(build: Path, definition: dict[str, Any], requested_ms: int, scaled: bool) -> str:
+        request_id = submit(build, definition, requested_ms, scaled)
+        asked.append(requested_ms)
+        start = max(requested_ms, round(time.time() * 1000))  # the generator: at the request's time, never before now
+        (sessions / f"{request_id}.request.json").unlink()
+        (sessions / f"{request_id}.scheduled.json").write_text(json.dumps(
+            {"id": request_id, "site": MYSITE, "kind": definition["kind"], "start": livegen._iso(start),
+             "end": livegen._iso(start + 30_000)}))
+        return request_id
+
+    monkeypatch.setattr(livegen, "_submit", generator)
+    before = time.time()
+    session = livegen.send(tmp_path, session="studio-lab-burst")
+    start_ms = round(session.start.timestamp() * 1000)
+    assert asked == [start_ms], "the generator was asked for the boundary, and started there"
+    assert start_ms % (settings.WINDOW_SECONDS * 1000) == 0 and start_ms >= before * 1000
+    assert start_ms < (before + settings.WINDOW_SECONDS) * 1000
+    says = f"(starts on a {settings.WINDOW_SECONDS}-second window boundary: its windows are whole)"
+    assert str(session).endswith(says)
+    off = livegen.ScheduledSession("x", MYSITE, "custom", session.start + timedelta(milliseconds=250), session.end)
+    assert "boundary" not in str(off)
 
 
 def test_send_without_a_running_generator_fails_in_one_line(tmp_path: Path) -> None:

@@ -17,7 +17,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clicklab import cells, flink, javaudf, results, settings, sqlapp, sqltext, streams, udfs
+from clicklab import (
+    cells,
+    flink,
+    javaudf,
+    results,
+    settings,
+    sqlapp,
+    sqlapp_checks,
+    sqlapp_explain,
+    sqltext,
+    streams,
+    udfs,
+)
 from clicklab.scenario import load_scenario
 from clicklab_udf.forest import ForestParams
 
@@ -135,6 +147,26 @@ def test_the_application_flags_the_extra_click_windows_and_nothing_else(app):
     summary = sqlapp.summarize(app.build)
     assert summary is not None
     assert (summary["labelled windows"], summary["labelled windows flagged"], summary["false alarms"]) == (2, 2, 0)
+
+
+@pytest.mark.flink
+def test_the_python_twin_explains_every_window_as_the_java_function_does(app):
+    """What the alert step of 22 says about a window (:mod:`clicklab.sqlapp_explain`) is what 23's query says."""
+    (query,) = [sql for sql in cells.sql_cells(SQL_APP[3]) if "RANDOM_CUT_FOREST_WITH_EXPLANATION(" in sql]
+    (outcome,) = app.run(sqltext.substitute(query, app.variables()), max_rows=1000)
+    java = outcome.frame.assign(ROWTIME=lambda f: pd.to_datetime(f["ROWTIME"], utc=True))
+    twin = sqlapp_explain.explain_counts(app.build)
+    merged = java.merge(twin, on="ROWTIME", suffixes=("_java", "_twin"))
+    assert len(merged) == len(java) == len(twin) == 51
+    assert list(merged["anomaly_explanation_java"].fillna("")) == list(merged["anomaly_explanation_twin"].fillna(""))
+    assert np.allclose(merged["anomaly_score_java"], merged["anomaly_score_twin"], rtol=0, atol=1e-12)
+
+
+@pytest.mark.flink
+def test_check_your_work_ticks_on_the_notebooks_replay(app):
+    pumps, output = sqlapp_checks.pumps(app), sqlapp_checks.output_pump(app)
+    assert pumps.ok and output.ok, f"{pumps}\n{output}"
+    assert len(pumps.ticks) == 4 and len(output.ticks) == 2
 
 
 @pytest.fixture(scope="module")
