@@ -17,18 +17,15 @@ import email
 import email.policy
 import html
 import json
-import time
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from clicklab import live, settings, streams
-from clicklab.alerts import destination, handler, report
+from clicklab import settings, streams
+from clicklab.alerts import destination, feed, handler, report
 
 #: The stream whose rows the destination receives, and its columns (from :mod:`clicklab.streams`).
 STREAM = "DESTINATION_SQL_STREAM"
@@ -39,48 +36,17 @@ APPLICATION_ARN = f"{destination.APPLICATION_ARN.rpartition('/')[0]}/{APPLICATIO
 #: The e-mail header that names the anomaly an e-mail is about (the handler's :meth:`Anomaly.key`).
 ANOMALY_HEADER = "X-Clicklab-Anomaly"
 
-_NAMESPACE = uuid.UUID("1d8e0c9a-4b7f-4c2e-9d35-6a0f2b8e7c41")
 
 
-def rowtime_text(value: Any) -> str:
-    """A ``ROWTIME`` as Flink's JSON writes it: ``2023-08-23 12:06:10.000`` (UTC)."""
-    ts = pd.Timestamp(value)
-    ts = ts.tz_convert("UTC") if ts.tzinfo else ts
-    return ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def row_json(row: dict[str, Any]) -> str:
-    """One row of ``DESTINATION_SQL_STREAM`` as its JSON record: its columns, ``ROWTIME`` as Flink writes it."""
-    out: dict[str, Any] = {}
-    for key in FIELDS:
-        value = row[key]
-        out[key] = rowtime_text(value) if key == "ROWTIME" else (value.item() if hasattr(value, "item") else value)
-    return json.dumps(out)
+#: How the application's rows reach the Lambda (:mod:`clicklab.alerts.feed`, the same code as Studio's stream).
+SQL_APP = feed.Feed(STREAM, FIELDS, "ROWTIME", lambda build: streams.sql_app_path(build, STREAM))
+rowtime_text = feed.timestamp_text  # a ROWTIME as Flink's JSON writes it: 2023-08-23 12:06:10.000 (UTC)
+row_json = SQL_APP.row_json
 
 
 def events(rows: pd.DataFrame, batch_size: int = 100, application_arn: str = APPLICATION_ARN) -> list[dict[str, Any]]:
-    """The Lambda-destination events for these rows, in time order, ``batch_size`` records each.
-
-    Record ids derive from the application and the row's ``ROWTIME``: the same rows give the same events, so a
-    second run is what a retried delivery looks like to the handler.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    missing = [c for c in FIELDS if c not in rows]
-    if missing:
-        raise ValueError(f"rows lack column(s) {', '.join(missing)} (expected {STREAM}: {', '.join(FIELDS)})")
-    records = []
-    for row in rows.sort_values("ROWTIME").to_dict("records"):
-        data = row_json(row)
-        records.append({"recordId": str(uuid.uuid5(_NAMESPACE, f"{application_arn}|{rowtime_text(row['ROWTIME'])}")),
-                        "lambdaDeliveryRecordMetadata": {"retryHint": 0},
-                        "data": base64.b64encode(data.encode()).decode()})
-    out = []
-    for start in range(0, len(records), batch_size):
-        batch = records[start:start + batch_size]
-        invocation = uuid.uuid5(_NAMESPACE, "|".join(r["recordId"] for r in batch))
-        out.append({"invocationId": str(invocation), "applicationArn": application_arn, "records": batch})
-    return out
+    """The Lambda-destination events for ``DESTINATION_SQL_STREAM``'s rows (:func:`clicklab.alerts.feed.events`)."""
+    return feed.events(rows, batch_size, application_arn, SQL_APP)
 
 
 def decoded(event: dict[str, Any]) -> list[dict[str, Any]]:
@@ -147,56 +113,11 @@ def email_for(dest: destination.Destination, session: Any) -> Callable[[], bool]
     return arrived
 
 
-@dataclass(frozen=True)
-class Followed:
-    """What :func:`follow` did: invocations, records, and why it stopped."""
-
-    invocations: int
-    records: int
-    seconds: float
-    stopped: str
-
-    def __str__(self) -> str:
-        return (f"followed {STREAM} for {self.seconds:.0f} s: {self.records} new rows in {self.invocations} "
-                f"invocation(s); stopped: {self.stopped}")
-
-
 def follow(dest: destination.Destination, build: Path, batch_size: int = 100, timeout_s: float = 150.0,
-           until: Callable[[], bool] | None = None, poll_s: float = 0.25) -> Followed:
+           until: Callable[[], bool] | None = None, poll_s: float = 0.25) -> feed.Followed:
     """Read ``DESTINATION_SQL_STREAM`` as it grows and invoke the handler on each new batch (live), as the
-    application's Lambda destination does (:func:`clicklab.alerts.destination.follow` for Studio's stream).
-
-    Each committed file is read once; rows whose ``ROWTIME`` this destination handled already are skipped. Stops
-    after ``timeout_s`` seconds, or as soon as ``until()`` is true.
-    """
-    folder = streams.sql_app_path(build, STREAM)
-    mine = source()
-    handled = {handler.parse_time(o.window_start) for o in dest.outcomes if o.site == mine and o.window_start}
-    seen: set[str] = set()
-    invocations = records = 0
-    started = time.monotonic()
-    stopped = f"time limit of {timeout_s:g} s"
-    while time.monotonic() - started < timeout_s:
-        for path in sorted((p for p in live.committed_files(folder) if p.name not in seen), key=lambda p: p.name):
-            try:
-                rows = pd.read_json(path, lines=True, dtype=False) if path.stat().st_size else pd.DataFrame()
-            except (FileNotFoundError, ValueError):
-                continue
-            seen.add(path.name)
-            if not len(rows):
-                continue
-            times = [handler.parse_time(rowtime_text(t), "ROWTIME") for t in rows["ROWTIME"]]
-            rows = rows[[t not in handled for t in times]]
-            for event in events(rows, batch_size) if len(rows) else []:
-                dest.invoke(event)
-                invocations += 1
-                records += len(event["records"])
-            handled |= set(times)
-        if until is not None and until():
-            stopped = "the awaited alert went out"
-            break
-        time.sleep(poll_s)
-    return Followed(invocations, records, time.monotonic() - started, stopped)
+    application's Lambda destination does (:func:`clicklab.alerts.feed.follow`, as for Studio's stream)."""
+    return feed.follow(dest, build, batch_size, timeout_s, until, poll_s, SQL_APP, APPLICATION_ARN)
 
 
 def render(outbox: Path | None, rows: pd.DataFrame, why: dict[pd.Timestamp, str] | None = None) -> str:

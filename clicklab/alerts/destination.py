@@ -1,6 +1,7 @@
 """Connect the handler as the destination of anomalydetectionstream, locally or against a real account.
 
-:func:`events` turns the stream's rows into Kinesis Data Analytics' Lambda-destination events.
+:func:`events` turns the stream's rows into Kinesis Data Analytics' Lambda-destination events and :func:`follow`
+feeds the stream to the handler as it grows (both from :mod:`clicklab.alerts.feed`).
 :func:`open_destination` gives the handler its channels and state: with ``ALERT_TOPIC_ARN`` or
 ``ALERT_SMTP_HOST`` set, from the environment exactly as deployed on Lambda; otherwise the local default
 (moto's server with an SNS topic that has an e-mail and an SMS subscription, and an SMTP server writing
@@ -13,16 +14,13 @@ notebook's cell again) closes the earlier one first, so its servers do not linge
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,12 @@ import pandas as pd
 
 from clicklab import settings
 from clicklab.alerts import bursts, handler, local, reset
+
+# the notebooks call these from here: ``destination.events``, ``destination.follow``
+from clicklab.alerts.feed import APPLICATION_ARN as APPLICATION_ARN
+from clicklab.alerts.feed import Followed as Followed
+from clicklab.alerts.feed import events
+from clicklab.alerts.feed import follow as follow
 from clicklab.exceptions import ClicklabError
 
 #: What the local default creates in moto.
@@ -37,55 +41,8 @@ TOPIC_NAME = "clickstream-anomaly-alerts"
 EMAIL_ENDPOINT = "lab-user@example.com"
 SMS_ENDPOINT = "+15555550100"
 SMTP_FROM = "clicklab-alerts@example.com"
-APPLICATION_ARN = "arn:aws:kinesisanalytics:us-east-1:123456789012:application/clickstream-anomaly-lab"
 HOW_TO_USE_AWS = ("To send through a real account instead, set ALERT_TOPIC_ARN (and AWS credentials, or "
                   "AWS_ENDPOINT_URL for another endpoint) or ALERT_SMTP_HOST/ALERT_SMTP_TO: see README, Alerts.")
-
-_NAMESPACE = uuid.UUID("6f1c3b52-8a4e-4f0c-9a57-3d1f3f6b0a11")
-
-
-def row_json(row: dict[str, Any]) -> str:
-    """One anomalydetectionstream row as JSON, timestamps as Flink's JSON writes them (UTC)."""
-    out = {}
-    for key in ("site", "rowtime", "ctrpercent", "anomaly_score"):
-        value = row[key]
-        if isinstance(value, pd.Timestamp | datetime):
-            ts = pd.Timestamp(value)
-            ts = ts.tz_convert("UTC") if ts.tzinfo else ts
-            value = ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        elif hasattr(value, "item"):
-            value = value.item()
-        out[key] = value
-    return json.dumps(out)
-
-
-def events(anomalies: pd.DataFrame, batch_size: int = 100, application_arn: str = APPLICATION_ARN
-           ) -> list[dict[str, Any]]:
-    """The Lambda-destination events for these rows, in time order, ``batch_size`` records each.
-
-    Record ids are derived from (site, window), so the same anomalies give the same events: a second
-    run is what a retried delivery looks like to the handler.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    missing = [c for c in ("site", "rowtime", "ctrpercent", "anomaly_score") if c not in anomalies]
-    if missing:
-        raise ValueError(f"anomalies lack column(s) {', '.join(missing)} (expected anomalydetectionstream)")
-    rows = anomalies.sort_values(["rowtime", "site"]).to_dict("records")
-    records = []
-    for row in rows:
-        data = row_json(row)
-        key = f"{row['site']}|{json.loads(data)['rowtime']}"
-        records.append({"recordId": str(uuid.uuid5(_NAMESPACE, key)),
-                        "lambdaDeliveryRecordMetadata": {"retryHint": 0},
-                        "data": base64.b64encode(data.encode()).decode()})
-    out = []
-    for start in range(0, len(records), batch_size):
-        batch = records[start:start + batch_size]
-        invocation = uuid.uuid5(_NAMESPACE, "|".join(r["recordId"] for r in batch))
-        out.append({"invocationId": str(invocation), "applicationArn": application_arn, "records": batch})
-    return out
-
 
 @dataclass
 class Destination:
@@ -330,61 +287,6 @@ def send(anomalies: pd.DataFrame, destination: Destination, batch_size: int = 10
     """Invoke the handler on every batch of anomalies; yield each response."""
     for event in events(anomalies, batch_size):
         yield destination.invoke(event)
-
-
-@dataclass(frozen=True)
-class Followed:
-    """What :func:`follow` did: invocations, records, and why it stopped."""
-
-    invocations: int
-    records: int
-    seconds: float
-    stopped: str
-
-    def __str__(self) -> str:
-        return (f"followed anomalydetectionstream for {self.seconds:.0f} s: {self.records} new anomalies in "
-                f"{self.invocations} invocation(s); stopped: {self.stopped}")
-
-
-def follow(destination: Destination, build: Path, batch_size: int = 100, timeout_s: float = 120.0,
-           until: Any = None, poll_s: float = 0.25) -> Followed:
-    """Read ``anomalydetectionstream`` as it grows and invoke the handler on each new batch (live).
-
-    That is what Kinesis Data Analytics does with a Lambda destination. Each committed file is read once
-    (the archived ones too, see :mod:`clicklab.live`); rows whose (site, window) this destination already
-    handled are skipped. Stops after ``timeout_s`` seconds, or as soon as ``until()`` is true.
-    """
-    from clicklab import live, streams
-
-    folder = streams.stream_path(build, "anomalydetectionstream")
-    handled = {(o.site, handler.parse_time(o.window_start)) for o in destination.outcomes if o.site is not None}
-    seen: set[str] = set()
-    invocations = records = 0
-    started = time.monotonic()
-    stopped = f"time limit of {timeout_s:g} s"
-    while time.monotonic() - started < timeout_s:
-        new = [p for p in live.committed_files(folder) + live.committed_files(folder / live.ARCHIVE)
-               if p.name not in seen]
-        for path in sorted(new, key=lambda p: p.stat().st_mtime if p.exists() else 0):
-            try:
-                rows = pd.read_json(path, lines=True, dtype=False)
-            except (FileNotFoundError, ValueError):
-                continue  # moved to the archive meanwhile: read there on the next pass
-            seen.add(path.name)
-            if not len(rows):
-                continue
-            rows = rows[[(site, handler.parse_time(t)) not in handled
-                         for site, t in zip(rows["site"], rows["rowtime"], strict=True)]]
-            for event in events(rows, batch_size) if len(rows) else []:
-                destination.invoke(event)
-                invocations += 1
-                records += len(event["records"])
-            handled |= {(site, handler.parse_time(t)) for site, t in zip(rows["site"], rows["rowtime"], strict=True)}
-        if until is not None and until():
-            stopped = "the awaited alert went out"
-            break
-        time.sleep(poll_s)
-    return Followed(invocations, records, time.monotonic() - started, stopped)
 
 
 def email_for(destination: Destination, session: Any) -> Any:
