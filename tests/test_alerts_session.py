@@ -219,6 +219,14 @@ def test_live_each_burst_opens_a_new_cooldown_and_the_replay_keeps_ten_minutes(t
     assert _run(tmp_path, live=False) == [("12:00:00", "sent", 0)] + [(t, "suppressed", 0) for t in TIMES[1:]]
 
 
+def test_live_a_sql_application_takes_every_session_played(tmp_path):
+    write_labels(tmp_path, (MYSITE, "2026-12-01T12:03:05Z", "2026-12-01T12:03:35Z"))
+    state = bursts.BurstCooldown(handler.FileState(str(tmp_path / "state.json")), tmp_path, 600, 10)
+    starts = state.session_starts("SQL application clickstream-sql-lab")
+    assert [t.strftime("%H:%M:%S") for t in starts] == ["12:03:05"]
+    assert state.session_starts("https://shop.example.com") == []
+
+
 @pytest.mark.parametrize("sessions", [(), ((MYSITE, "2026-12-01T12:20:00Z", "2026-12-01T12:20:30Z"),),
                                       ((MYSITE, "2026-12-01T11:50:00Z", "2026-12-01T11:50:30Z"),)],
                          ids=["no session", "a session after them", "a session before them"])

@@ -28,6 +28,10 @@ from typing import Any
 
 from clicklab.alerts import handler
 
+#: The handler names a SQL application's rows after the application (``SQL application NAME``: they carry no
+#: site); the one stream of the application takes every session the live generator plays.
+SQL_APPLICATION = "SQL application "
+
 
 def labels_path(build: Path) -> Path:
     """The live generator's record of the sessions it played (``site,start,end,kind``)."""
@@ -54,7 +58,8 @@ class BurstCooldown:
         self._starts: dict[str, list[datetime]] = {}
 
     def session_starts(self, site: str) -> list[datetime]:
-        """When the sessions the live generator played on ``site`` start (UTC), in order; re-read when changed."""
+        """When the sessions the live generator played on ``site`` start (UTC), in order; re-read when changed.
+        A SQL application (:data:`SQL_APPLICATION`) takes every session: its one stream carries them all."""
         path = labels_path(self.build)
         try:
             stat = path.stat()
@@ -70,6 +75,8 @@ class BurstCooldown:
                 starts.setdefault(str(name), []).append(start.to_pydatetime())
             self._starts = {name: sorted(times) for name, times in starts.items()}
             self._read = (stat.st_mtime_ns, stat.st_size)
+        if site.startswith(SQL_APPLICATION):
+            return sorted(t for times in self._starts.values() for t in times)
         return self._starts.get(site, [])
 
     def site(self, channel: str, site: str) -> handler.SiteState:
