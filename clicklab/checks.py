@@ -363,8 +363,12 @@ def _alerts(lab: Lab, wait_s: float) -> list[Tick]:
     bodies = [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted(outbox.glob("*.eml"))]
     texts = [f"{m['subject']}\n{m.get_body(preferencelist=('plain',)).get_content()}" for m in bodies]
     lab_sentence = [t for t in texts if "Anomaly detected with a click through rate of" in t]
-    ticks = [Tick(bool(lab_sentence), f"{len(texts)} e-mail(s) in {outbox}, {len(lab_sentence)} with the lab's "
-                                      "sentence 'Anomaly detected with a click through rate of ...'")]
+    anomalies = len(lab.stream("anomalydetectionstream"))
+    if not anomalies and not lab.live:
+        return [Tick(True, "anomalydetectionstream has no anomaly (a short replay scores none): no e-mail to send")]
+    ticks = [Tick(bool(lab_sentence), f"{len(texts)} e-mail(s) in {outbox} for {anomalies} anomalies, "
+                                      f"{len(lab_sentence)} with the lab's sentence 'Anomaly detected with a click "
+                                      "through rate of ...'")]
     burst = _burst(lab)
     if lab.live and burst is not None:
         ours = [t for t in lab_sentence if burst.site in t]
