@@ -26,9 +26,9 @@ import pandas as pd
 
 from clicklab import flink, settings, sqltext, streams
 from clicklab.notebook import Lab, Outcome
+from clicklab.sqlapp_live import SCENARIO, in_time_order
 
 #: The scenario of the SQL lab's traffic, and the seed its replay is generated with.
-SCENARIO = "sql_lab"
 SEED = 42
 #: The SQL lab's forest parameters (``RANDOM_CUT_FOREST(CURSOR(...), 100, 12, 100000, 1)``).
 FOREST_PRESET = "lab"
@@ -53,14 +53,6 @@ def ensure_dataset(build: Path, dataset: Path | str | None = None) -> Path:
 
         generate(load_scenario(SCENARIO), SEED, path)
     return path.resolve()
-
-
-def in_time_order(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Rows of a SQL-application stream with ``ROWTIME`` as UTC timestamps, in time order, its ``columns`` only."""
-    if "ROWTIME" in df:
-        df = df.assign(ROWTIME=pd.to_datetime(df["ROWTIME"], utc=True, format="ISO8601"))
-        df = df.sort_values("ROWTIME", kind="stable").reset_index(drop=True)
-    return df[[c for c in columns if c in df]]
 
 
 def read_app_stream(build: Path, name: str) -> pd.DataFrame:

@@ -31,10 +31,12 @@ from clicklab import live, livegen, settings, streams
 from clicklab.exceptions import ClicklabError
 
 if TYPE_CHECKING:
-    from clicklab.sqlapp import SqlApp
+    from clicklab.notebook import Lab
 
 log = logging.getLogger(__name__)
 
+#: The SQL lab's scenario (``data/scenarios/sql_lab.yaml``): the replay's traffic and the live generator's.
+SCENARIO = "sql_lab"
 #: The file that records the live run of the SQL application (in ``<build>/sqlapp/``).
 MARKER = "live.json"
 
@@ -45,6 +47,14 @@ MARKER = "live.json"
 #: both windows score over 2, as on the replay (3.7 and 3.1 after 36 windows): 16 leaves a margin.
 WINDOWS_BEFORE_EXTRA_CLICKS = 16
 
+
+
+def in_time_order(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Rows of a SQL-application stream with ``ROWTIME`` as UTC timestamps, in time order, its ``columns`` only."""
+    if "ROWTIME" in df:
+        df = df.assign(ROWTIME=pd.to_datetime(df["ROWTIME"], utc=True, format="ISO8601"))
+        df = df.sort_values("ROWTIME", kind="stable").reset_index(drop=True)
+    return df[[c for c in columns if c in df]]
 
 def marker_path(build: Path) -> Path:
     """``<build>/sqlapp/live.json``: the live run of the SQL application, while there is one."""
@@ -66,10 +76,9 @@ def forget_live(build: Path) -> None:
 
 def extra_clicks_kind() -> str:
     """The SQL lab's session, "three more KDG windows": the ``sql_lab`` scenario's one anomaly."""
-    from clicklab import sqlapp
     from clicklab.scenario import load_scenario
 
-    (extra,) = load_scenario(sqlapp.SCENARIO).anomalies
+    (extra,) = load_scenario(SCENARIO).anomalies
     return extra.kind
 
 
@@ -138,14 +147,14 @@ def start_live(build: Path) -> list[str]:
 
     Returns what it did, in words (nothing when all was running already). See the module's docstring.
     """
-    from clicklab import cluster, notebook, sqlapp
+    from clicklab import cluster, notebook
     from clicklab.scenario import load_scenario
 
     done: list[str] = []
     build = Path(build)
     cluster.up(build)
     info = livegen.status(build)
-    wanted = load_scenario(sqlapp.SCENARIO).source
+    wanted = load_scenario(SCENARIO).source
     if info is not None and (not info.running or info.scenario != wanted):
         if info.running:
             studio = {notebook.job_name(s) for s in streams.STREAM_NAMES}
@@ -156,7 +165,7 @@ def start_live(build: Path) -> list[str]:
             done.append(f"stopped the live generator of scenario {info.scenario} (the SQL lab plays {wanted})"
                         + (f" and cancelled the Studio lab's jobs: {', '.join(cancelled)}" if cancelled else ""))
         livegen.stop(build)
-    notebook.start_live(build, scenario=sqlapp.SCENARIO)  # the cluster is up; starts the generator if none runs
+    notebook.start_live(build, scenario=SCENARIO)  # the cluster is up; starts the generator if none runs
     info = livegen.status(build)
     if info is None or not info.running:
         raise ClicklabError(f"the live generator of {build} did not start: see {livegen.live_dir(build)}")
@@ -188,7 +197,6 @@ def _read_marker(build: Path) -> dict[str, Any]:
 
 def rows_since(build: Path, name: str, since_s: float = 0.0) -> pd.DataFrame:
     """A SQL-application stream's rows in files committed at or after ``since_s`` (epoch s), in time order."""
-    from clicklab import sqlapp
 
     columns = [c.name for c in streams.SQL_APP_STREAMS[name].columns]
     frames = []
@@ -199,7 +207,7 @@ def rows_since(build: Path, name: str, since_s: float = 0.0) -> pd.DataFrame:
         except (FileNotFoundError, ValueError):
             continue
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-    return sqlapp.in_time_order(frame, columns)
+    return in_time_order(frame, columns)
 
 
 def job_started(build: Path, name: str) -> float | None:
@@ -230,7 +238,7 @@ def last_extra_clicks(build: Path) -> livegen.ScheduledSession | None:
                                     end=row["end"].to_pydatetime())
 
 
-def send_extra_clicks(app: SqlApp, timeout_s: float = 240.0,
+def send_extra_clicks(app: Lab, timeout_s: float = 240.0,
                       windows: int = WINDOWS_BEFORE_EXTRA_CLICKS) -> livegen.ScheduledSession:
     """Live: once the output pump's forest has seen ``windows`` CTR windows, "open three more KDG windows" (the
     extra-click session, from the next window boundary); what the generator scheduled."""
@@ -243,7 +251,7 @@ def send_extra_clicks(app: SqlApp, timeout_s: float = 240.0,
     return livegen.send(app.build, session=extra_clicks_kind())
 
 
-def source_events(app: SqlApp, minutes: float = 10.0) -> pd.DataFrame:
+def source_events(app: Lab, minutes: float = 10.0) -> pd.DataFrame:
     """The events the source reads (``browseraction``, ``site``, ``event_time``): the replay file, or live the
     last ``minutes`` of the generator's files (its folder and archive)."""
     from clicklab import results
@@ -261,14 +269,14 @@ def source_events(app: SqlApp, minutes: float = 10.0) -> pd.DataFrame:
     return events
 
 
-def events_per_window(app: SqlApp) -> pd.DataFrame:
+def events_per_window(app: Lab) -> pd.DataFrame:
     """Impressions and clicks per window of the source's events (pandas): what ``20`` plots."""
     events = source_events(app)
     window = events["event_time"].dt.floor(f"{settings.WINDOW_SECONDS}s")
     return events.assign(window=window).groupby(["window", "browseraction"]).size().unstack(fill_value=0)
 
 
-def scores_to_plot(app: SqlApp, scores: pd.DataFrame) -> pd.DataFrame:
+def scores_to_plot(app: Lab, scores: pd.DataFrame) -> pd.DataFrame:
     """What ``22`` plots (``ROWTIME``, ``CTR``, ``anomaly_score``): on a replay the query's scores; live every window
     ``CTRSTREAM`` holds, scored where ``DESTINATION_SQL_STREAM`` flagged it (the query saw only its last seconds)."""
     if not app.live:
@@ -279,7 +287,7 @@ def scores_to_plot(app: SqlApp, scores: pd.DataFrame) -> pd.DataFrame:
     return merged[["ROWTIME", "CTR", "anomaly_score"]]
 
 
-def wait_for_rows(app: SqlApp, name: str, rows: int = 1, timeout_s: float = 60.0) -> pd.DataFrame:
+def wait_for_rows(app: Lab, name: str, rows: int = 1, timeout_s: float = 60.0) -> pd.DataFrame:
     """A stream's rows once it holds at least ``rows`` (live, its jobs have just started); ``ClicklabError`` if it
     does not within ``timeout_s`` seconds."""
     return live.wait_for(f"{rows} row(s) in {name} (is the live generator running? the job that fills it?)",

@@ -244,7 +244,8 @@ def test_21_and_22_end_with_check_your_work(number: str, call: str):
 
 def test_22_sends_destination_sql_stream_to_the_alert_lambda_and_shows_the_email():
     source = "\n".join(c.source for c in cells.read(SQL_APP[2]).cells)
-    for step in ("destination.open_destination(app.build, cooldown_s=cooldown_seconds)",
+    for step in ("destination.open_destination(app.build, cooldown_s=cooldown_seconds, fresh_state=fresh_state, "
+                 "live=app.live)",
                  "sqlapp_alerts.events(rows, batch_size)", "dest.invoke(event)", "sqlapp_alerts.follow(dest",
                  "sqlapp_alerts.render(dest.outbox", "dest.close()"):
         assert step in source, step

@@ -23,15 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pandas as pd
 
 from clicklab import live, streams
 from clicklab.alerts import handler
-
-if TYPE_CHECKING:
-    from clicklab.alerts.destination import Destination
 
 APPLICATION_ARN = "arn:aws:kinesisanalytics:us-east-1:123456789012:application/clickstream-anomaly-lab"
 _NAMESPACE = uuid.UUID("6f1c3b52-8a4e-4f0c-9a57-3d1f3f6b0a11")
@@ -42,6 +39,14 @@ def timestamp_text(value: Any) -> str:
     ts = pd.Timestamp(value)
     ts = ts.tz_convert("UTC") if ts.tzinfo else ts
     return ts.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+class Destination(Protocol):
+    """What :func:`follow` needs of a destination (:class:`clicklab.alerts.destination.Destination` is one)."""
+
+    outcomes: list[Any]
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
