@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clicklab.live import wait_for as wait_until  # poll a condition until it holds, or fail saying what
+
 CHROMIUM = Path("/usr/bin/chromium")
 #: As the machine's own probe starts it: no sandbox (root), and no background networking (the network is closed).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -68,18 +70,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((HOST, port)) == 0
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout_s: float, poll_s: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something true; after ``timeout_s`` fail saying what did not happen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(poll_s)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,16 +74,20 @@ def run_notebook(browser: jupyterlab.Browser, notebook: str, twice: bool = True,
     return run
 
 
-@pytest.fixture(scope="module")
-def replay_lab(tmp_path_factory: pytest.TempPathFactory):
-    root = lab_root(tmp_path_factory.mktemp("replay"))
-    env = {k: v for k, v in client_env().items() if k != "CLICKLAB_LIVE"}
+def open_lab(root: Path, env: dict[str, str], mode: str) -> Iterator[jupyterlab.Browser]:
+    """JupyterLab on ``root`` with the kernels' environment ``env``, and a browser on it; both stopped after."""
     server = jupyterlab.start_server(root, env, root / "jupyterlab.log")
     try:
-        with jupyterlab.Browser(server, SCREENSHOTS / "replay") as browser:
+        with jupyterlab.Browser(server, SCREENSHOTS / mode) as browser:
             yield browser
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def replay_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[jupyterlab.Browser]:
+    env = {k: v for k, v in client_env().items() if k != "CLICKLAB_LIVE"}
+    yield from open_lab(lab_root(tmp_path_factory.mktemp("replay")), env, "replay")
 
 
 def test_a_step_run_too_early_says_in_the_page_which_notebook_to_run_first(replay_lab: jupyterlab.Browser) -> None:
@@ -132,15 +137,12 @@ class EmailWatch:
 
 
 @pytest.fixture(scope="module")
-def live_lab(tmp_path_factory: pytest.TempPathFactory):
+def live_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[jupyterlab.Browser]:
     root = lab_root(tmp_path_factory.mktemp("live"))
     env = {**client_env(), "CLICKLAB_LIVE": "1", "CLICKLAB_QUERY_SECONDS": str(LIVE_QUERY_SECONDS)}
-    server = jupyterlab.start_server(root, env, root / "jupyterlab.log")
     try:
-        with jupyterlab.Browser(server, SCREENSHOTS / "live") as browser:
-            yield browser
+        yield from open_lab(root, env, "live")
     finally:
-        server.stop()
         from clicklab import cluster, livegen
 
         livegen.stop(root / "build")  # only if a test failed half-way: 12 stops them

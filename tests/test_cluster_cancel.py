@@ -6,7 +6,6 @@ Like tests/test_cluster.py it submits jobs to a cluster: run it in a pytest proc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,18 +13,9 @@ import pytest
 
 from clicklab import cluster
 from clicklab.exceptions import ClicklabError
+from clicklab.live import wait_for
 
 pytestmark = pytest.mark.flink
-
-
-def _wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what} within {timeout_s:g} s")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +54,7 @@ def _submit(build: Path) -> dict[str, str]:
         wanted = {"#5 endless": "RUNNING", "#6 failing": "RESTARTING"}
         return got if all(got.get(name) == state for name, state in wanted.items()) else None
 
-    return _wait_for(states, 120, "one job RUNNING and one RESTARTING")
+    return wait_for("one job RUNNING and one RESTARTING", states, 120)
 
 
 def test_cancel_all_cancels_running_and_restarting_jobs_and_waits_until_none_is_left(build: Path) -> None:
