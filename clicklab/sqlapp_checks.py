@@ -217,3 +217,24 @@ def _email(dest: Destination, flagged: pd.DataFrame) -> Tick:
             if any(o.outcome == handler.DUPLICATE for o in outcomes) else "")
     return Tick(False, f"the alert's e-mail: expected one about {_hms(flagged['ROWTIME'])} in {dest.outbox}, seen "
                        f"none; the handler said: {said}{hint}")
+
+
+# ---------------------------------------------------------------------------------------------
+# 23: RANDOM_CUT_FOREST_WITH_EXPLANATION
+
+
+def explanation(unusual: pd.DataFrame) -> Work:
+    """The windows over the threshold (23's ``unusual``, with its ``why``) are there and are the extra clicks:
+    each explained first by ``CLICKCOUNT HIGH``."""
+
+    def checks() -> list[Tick]:
+        if unusual.empty:
+            return [Tick(False, "no window scored over the threshold: is the extra-clicks window in the streams?")]
+        clicks_first = unusual["why"].astype(str).str.startswith("CLICKCOUNT HIGH")
+        return [Tick(True, f"{len(unusual)} window(s) over the threshold: {_hms(unusual['ROWTIME'])}"),
+                Tick(bool(clicks_first.all()), "each is explained first by CLICKCOUNT HIGH (the extra clicks)"
+                     if clicks_first.all() else
+                     f"{int((~clicks_first).sum())} not explained by CLICKCOUNT HIGH first: "
+                     + "; ".join(unusual.loc[~clicks_first, "why"].astype(str).head(2)))]
+
+    return _work("23_anomaly_explanation", checks)

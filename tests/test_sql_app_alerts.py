@@ -249,3 +249,17 @@ def test_22_sends_destination_sql_stream_to_the_alert_lambda_and_shows_the_email
                  "sqlapp_alerts.events(rows, batch_size)", "dest.invoke(event)", "sqlapp_alerts.follow(dest",
                  "sqlapp_alerts.render(dest.outbox", "dest.close()"):
         assert step in source, step
+
+
+def test_23_checks_that_the_unusual_windows_are_the_extra_clicks():
+    import pandas as pd
+
+    from clicklab import sqlapp_checks
+
+    unusual = pd.DataFrame({"ROWTIME": pd.to_datetime(["2023-08-23 12:06:10", "2023-08-23 12:06:20"], utc=True),
+                            "why": ["CLICKCOUNT HIGH (3.70), IMPRESSIONCOUNT LOW (0.10)", "CLICKCOUNT HIGH (3.10)"]})
+    assert sqlapp_checks.explanation(unusual).ok
+    outage = unusual.assign(why=["IMPRESSIONCOUNT LOW (3.00)", "CLICKCOUNT HIGH (3.10)"])
+    work = sqlapp_checks.explanation(outage)
+    assert not work.ok and "1 not explained by CLICKCOUNT HIGH first: IMPRESSIONCOUNT LOW" in str(work)
+    assert not sqlapp_checks.explanation(unusual.iloc[0:0]).ok
