@@ -236,21 +236,23 @@ def collect(
     (a cluster's REST API: :func:`clicklab.cluster.cancel`). A gateway call from the watchdog's thread opens
     a second connection, served by a Java thread without the planner's thread-local; the gateway's pool
     then hands that connection to a later statement of the session, which fails with
-    ``NullPointerException: metadataHandlerProvider``. Without it (a local mini-cluster, whose REST
-    address the session does not know), the watchdog cancels through the gateway.
+    ``NullPointerException: metadataHandlerProvider``. So without it (a local mini-cluster, whose REST address
+    the session does not know) the watchdog never calls the gateway: the calling thread stops at the first row
+    after the deadline, or when the job ends (a replay's query is bounded), and cancels the job itself; a quiet
+    unbounded local source waits for Ctrl-C. (The browser test hit this: a replay query of 23 that ran past its
+    60 s on a loaded machine failed the next call with that NullPointerException.)
     """
     columns = list(result.get_resolved_schema().get_column_names())
     out = Collected(columns=columns)
     start = time.monotonic()
     finished = threading.Event()
-    expired = threading.Event()
+    cancelled = threading.Event()  # the watchdog cancelled the job (a cluster's REST API): reading it then fails
 
     def watchdog() -> None:
         if not finished.wait(timeout_s):
-            expired.set()
             if cancel_at_deadline is None:
-                cancel(result)
-                return
+                return  # never the gateway from this thread (see above): the calling thread cancels
+            cancelled.set()
             try:
                 cancel_at_deadline()
             except Exception as exc:  # the job may have ended meanwhile: the main thread cancels it again
@@ -278,11 +280,11 @@ def collect(
         cancel(result)
         raise
     except Exception as exc:
-        if not expired.is_set():
+        if not cancelled.is_set():
             raise SqlError(error_message(exc)) from None
     finally:
         finished.set()
-    if expired.is_set():
+    if cancelled.is_set():
         out.stopped = f"time limit of {timeout_s:g} s"
     if out.stopped != "end of stream":
         cancel(result)

@@ -61,3 +61,22 @@ def test_error_message_keeps_flinks_reason_without_the_stack():
     )
     msg = flink.error_message(exc)
     assert "Object 'nosuch' not found" in msg and "Table 'nosuch'" in msg and "Foo.java" not in msg
+
+
+@pytest.mark.flink
+def test_a_local_query_past_its_deadline_stops_and_the_session_goes_on(t_env):
+    """Locally the reading thread stops at its deadline and cancels the job itself (the watchdog's thread never
+    calls the gateway: a second py4j connection can make a later statement fail with NullPointerException:
+    metadataHandlerProvider, as 23 did once in the browser test on a loaded machine); the session goes on."""
+    from clicklab import flink
+
+    flink.execute(t_env, "CREATE TEMPORARY TABLE IF NOT EXISTS endless (n BIGINT) WITH ("
+                         "'connector' = 'datagen', 'rows-per-second' = '20')")
+    try:
+        got = flink.collect(flink.execute(t_env, "SELECT n FROM endless"), max_changes=10_000, timeout_s=2)
+        assert got.stopped == "time limit of 2 s" and got.changes
+        for _ in range(3):  # the statements after it run on the session's own connection
+            again = flink.collect(flink.execute(t_env, "SELECT 1 + 1 AS two"), max_changes=10, timeout_s=60)
+            assert again.changes == [("+I", (2,))] and again.stopped == "end of stream"
+    finally:
+        flink.execute(t_env, "DROP TEMPORARY TABLE IF EXISTS endless")
