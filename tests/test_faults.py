@@ -19,7 +19,7 @@ from clicklab import cluster, faults
 
 pytestmark = [pytest.mark.flink, pytest.mark.server]
 
-SITES, SECONDS = 100, 14_400
+SITES, SECONDS = 100, 28_800
 
 
 @pytest.fixture(scope="module")
