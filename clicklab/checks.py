@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from clicklab import results, settings, streams
+from clicklab import live, results, settings, streams
 from clicklab.settings import labels_path_for
 
 if TYPE_CHECKING:
@@ -99,20 +99,13 @@ def _job_start_s(lab: Lab, *notebooks_streams: str) -> float:
     return max(starts, default=0.0)
 
 
-def _window_s(frame: pd.DataFrame) -> pd.Series:
-    """A window stream's window starts, epoch seconds (``time`` or ``rowtime``)."""
-    if "time" in frame:
-        return frame["time"].astype(float)
-    return pd.to_datetime(frame["rowtime"], utc=True).astype("int64") / 1e9
-
-
 def _wait_rows(lab: Lab, name: str, wait_s: float, after_s: float,
                enough: Callable[[pd.DataFrame], bool] = len) -> pd.DataFrame:
     """Live: ``name``'s rows of windows starting at or after ``after_s``, once ``enough`` of them (or the wait ends)."""
     deadline = time.monotonic() + wait_s
     while True:
         frame = lab.stream(name)
-        frame = frame[_window_s(frame) >= after_s] if len(frame) else frame
+        frame = frame[live.window_start_s(frame) >= after_s] if len(frame) else frame
         if (len(frame) and enough(frame)) or time.monotonic() >= deadline:
             return frame
         time.sleep(1.0)
@@ -318,7 +311,7 @@ def _flagged(lab: Lab, wait_s: float) -> list[Tick]:
     if start < _scored_from(lab).get(burst["site"], float("inf")):
         return [*ticks, Tick(True, f"the burst ({burst['site']}, {burst['start']:%H:%M:%S}) falls in the site's "
                                    "warm-up, before its forest scores: a longer replay shows it flagged")]
-    t = _window_s(flagged)
+    t = live.window_start_s(flagged)
     hit = flagged[(flagged["site"] == burst["site"]) & (t + W > start - W) & (t < end)]
     return [*ticks, Tick(len(hit) > 0, f"the burst ({burst['site']}, {burst['start']:%H:%M:%S}) is flagged: "
                         + (f"CTR {hit['ctrpercent'].iloc[0]:.0f} %, score {hit['anomaly_score'].iloc[0]:.2f}"
@@ -339,7 +332,6 @@ def _anomalies(lab: Lab, wait_s: float) -> list[Tick]:
             if len(scorable) < len(labels) else ""
         return [Tick(found == len(scorable), f"{found} of {len(scorable)} labelled anomalies detected within one "
                                              f"window{early}")]
-    from clicklab import live
 
     burst = _burst(lab)
     if burst is None:
