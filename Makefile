@@ -25,7 +25,7 @@ JAVA_TESTS := tests/test_java_udf.py tests/test_keyed.py tests/test_score.py tes
 CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py tests/test_cluster_cancel.py
 # The learner's path in a real browser (JupyterLab, Playwright, Debian's Chromium; `.ci/run` installs it):
 # every notebook run from the UI, replay and live. Skipped with one line where Chromium is missing.
-BROWSER_TESTS := tests/test_browser.py
+BROWSER_TESTS := tests/test_browser.py tests/test_browser_live.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(foreach t,$(JAVA_TESTS) $(CLUSTER_TESTS) $(BROWSER_TESTS),--ignore=$(t))

@@ -83,7 +83,10 @@ def create_table_env(
     env_settings = EnvironmentSettings.new_instance().in_streaming_mode()
     if remote:
         env_settings = env_settings.with_configuration(Configuration.from_dict(remote))
+    from clicklab.planner_thread import share_planner_metadata
+
     t_env = TableEnvironment.create(env_settings.build())
+    share_planner_metadata(t_env)  # any py4j connection can plan its statements (FLINK-36298: see the module)
     conf = t_env.get_config()
     for key, value in remote.items():
         conf.set(key, value)
@@ -227,20 +230,14 @@ def collect(
     ``on_progress``, if given, is called with what was collected so far when rows arrive, at most
     every ``progress_every_s`` seconds (a live table refreshes from it), and once at the end.
 
-    Rows are read on the calling thread: PyFlink's planner keeps state in a thread-local of the Java
-    thread that serves the Python one, and reading from a second Python thread makes later statements
-    fail at random (FLINK-36298). A watchdog thread only cancels the job at the deadline, so a source
-    that goes quiet cannot block the notebook; Ctrl-C cancels it too.
+    Rows are read on the calling thread. A watchdog thread cancels the job at the deadline, so a source that
+    goes quiet cannot block the notebook; Ctrl-C cancels it too.
 
-    ``cancel_at_deadline``: how the watchdog cancels the job, when that need not go through the gateway
-    (a cluster's REST API: :func:`clicklab.cluster.cancel`). A gateway call from the watchdog's thread opens
-    a second connection, served by a Java thread without the planner's thread-local; the gateway's pool
-    then hands that connection to a later statement of the session, which fails with
-    ``NullPointerException: metadataHandlerProvider``. So without it (a local mini-cluster, whose REST address
-    the session does not know) the watchdog never calls the gateway: the calling thread stops at the first row
-    after the deadline, or when the job ends (a replay's query is bounded), and cancels the job itself; a quiet
-    unbounded local source waits for Ctrl-C. (The browser test hit this: a replay query of 23 that ran past its
-    60 s on a loaded machine failed the next call with that NullPointerException.)
+    ``cancel_at_deadline``: how the watchdog cancels the job (a cluster's REST API:
+    :func:`clicklab.cluster.cancel`); without it, through the gateway. A call from the watchdog's thread takes a
+    py4j connection of its own, which later statements of the session may get: :mod:`clicklab.planner_thread`
+    lets them plan on it (without that, the next query failed with ``NullPointerException:
+    metadataHandlerProvider``, as 23 did in the browser test on a loaded machine).
     """
     columns = list(result.get_resolved_schema().get_column_names())
     out = Collected(columns=columns)
@@ -250,11 +247,9 @@ def collect(
 
     def watchdog() -> None:
         if not finished.wait(timeout_s):
-            if cancel_at_deadline is None:
-                return  # never the gateway from this thread (see above): the calling thread cancels
             cancelled.set()
             try:
-                cancel_at_deadline()
+                (cancel_at_deadline or (lambda: cancel(result)))()
             except Exception as exc:  # the job may have ended meanwhile: the main thread cancels it again
                 log.warning("cancelling a query's job at its deadline failed: %s", exc)
 

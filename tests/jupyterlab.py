@@ -201,17 +201,39 @@ class Browser:
         self.server = server
         self.screenshots = screenshots
 
+    #: One Playwright driver per process, shared by the browsers open at a time (two module-scoped labs of one
+    #: pytest run overlap): a second ``sync_playwright().start()`` while one runs fails ("Sync API inside the
+    #: asyncio loop").
+    _driver: Any = None
+    _open = 0
+
     def __enter__(self) -> Browser:
         from playwright.sync_api import sync_playwright
 
-        self._pw = sync_playwright().start()
-        self._browser = self._pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        self.page = self._browser.new_page(viewport={"width": 1400, "height": 1000})
+        if Browser._driver is None:
+            Browser._driver = sync_playwright().start()
+        Browser._open += 1
+        try:
+            self._browser = Browser._driver.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                                             args=CHROMIUM_ARGS)
+            self.page = self._browser.new_page(viewport={"width": 1400, "height": 1000})
+        except BaseException:
+            self._release_driver()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._browser.close()
-        self._pw.stop()
+        try:
+            self._browser.close()
+        finally:
+            self._release_driver()
+
+    @staticmethod
+    def _release_driver() -> None:
+        Browser._open -= 1
+        if Browser._open == 0:
+            Browser._driver.stop()
+            Browser._driver = None
 
     def cells(self) -> list[Cell]:
         return [Cell(c["index"], c["prompt"], c["outputs"]) for c in self.page.evaluate(_READ_CELLS) if c["code"]]
