@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clicklab import settings
 from clicklab.exceptions import ClicklabError
+from clicklab.kafka import cli as kafka_cli
 
 log = logging.getLogger(__name__)
 
@@ -487,6 +488,7 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD,
                        help="build folder: config, logs and pid files in <build>/flink/")
     cl.set_defaults(func=_cmd_cluster)
+    kafka_cli.add_parser(sub)
     return p
 
 

@@ -91,6 +91,12 @@ def create_table_env(
     for key, value in remote.items():
         conf.set(key, value)
     conf.set("parallelism.default", str(parallelism))
+    if not remote:
+        # a failing local job fails with its reason after a few tries (with checkpointing on, Flink's default
+        # restarts it forever and the notebook's cell never ends); the cluster has its own (clicklab.cluster)
+        conf.set("restart-strategy.type", "fixed-delay")
+        conf.set("restart-strategy.fixed-delay.attempts", "3")
+        conf.set("restart-strategy.fixed-delay.delay", "1 s")
     conf.set("table.local-time-zone", "UTC")
     conf.set("table.display.max-column-width", "80")
     # Python UDFs run in worker processes: use this interpreter (the venv), not whatever `python` is on PATH.

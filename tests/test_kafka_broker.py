@@ -1,0 +1,137 @@
+"""The lab's Kafka broker (:mod:`clicklab.kafka.broker`): up, a round trip through it, a restart that keeps the
+topics and the address, down leaving no process, port or lock; and Flink's Kafka SQL connector writing
+exactly-once and reading committed records, bounded, as the replay will."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clicklab import settings
+from clicklab.kafka import broker, jars
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A build folder whose broker data is its own; the jars are resolved once, into the checkout's ``build/``."""
+    if shutil.which("mvn") is None and not jars.resolved(settings.DEFAULT_BUILD):
+        pytest.skip(f"no `mvn`: {jars.MAVEN_HINT}")
+    shared = jars.resolve(settings.DEFAULT_BUILD)
+    folder = tmp_path_factory.mktemp("kafka-build")
+    (folder / "kafka").mkdir()
+    (folder / "kafka" / "jars").symlink_to(shared.root)
+    yield folder
+    broker.down(folder)
+
+
+def _create(bootstrap: str, topic: str, partitions: int = 2) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(60)
+
+
+def _produce(bootstrap: str, topic: str, records: dict[str, str]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for key, value in records.items():
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(60) == 0, "records left unsent after 60 s"
+
+
+def _read(bootstrap: str, topic: str, count: int, timeout_s: float = 120.0) -> dict[str, str]:
+    """Read ``topic`` from the start until ``count`` records came (or ``timeout_s``): key -> value."""
+    import time
+
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(seen) < count and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                seen[msg.key().decode() if msg.key() else str(len(seen))] = msg.value().decode()
+    finally:
+        consumer.close()
+    return seen
+
+
+def test_broker_up_round_trip_restart_and_down_leaves_nothing(build: Path) -> None:
+    info = broker.up(build)
+    assert broker.status(build) == info and broker.up(build) == info, "a second up starts a second broker"
+    assert info.bootstrap.startswith("127.0.0.1:")
+    records = {f"site-{i}": f'{{"n": {i}}}' for i in range(50)}
+    _create(info.bootstrap, "roundtrip")
+    _produce(info.bootstrap, "roundtrip", records)
+    assert _read(info.bootstrap, "roundtrip", len(records)) == records
+
+    assert broker.down(build) == [f"Kafka broker (pid {info.pid}, {info.bootstrap})"]
+    assert broker.leftovers(build) == [] and broker.status(build) is None
+    again = broker.up(build)  # a restart: same address, the topic and its records kept
+    assert again.bootstrap == info.bootstrap and again.pid != info.pid
+    assert _read(again.bootstrap, "roundtrip", len(records)) == records
+
+    assert broker.down(build) and broker.leftovers(build) == []
+    assert broker.down(build) == [], "a second down found something to stop"
+
+
+def test_bootstrap_is_the_users_own_kafka_when_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(broker.BOOTSTRAP_ENV, "kafka.example:9092")
+    assert broker.bootstrap(tmp_path) == "kafka.example:9092"
+    monkeypatch.delenv(broker.BOOTSTRAP_ENV)
+    with pytest.raises(broker.KafkaError, match="clicklab kafka up"):
+        broker.bootstrap(tmp_path)
+
+
+@pytest.mark.flink
+def test_flink_writes_exactly_once_and_reads_committed_bounded(build: Path) -> None:
+    """An exactly-once INSERT's records become visible to a read_committed reader when its checkpoint commits;
+    a bounded read (``scan.bounded.mode``) ends, as a replay's notebook does."""
+    from clicklab import flink
+
+    t_env = flink.create_table_env(config={"execution.checkpointing.interval": "1 s"})
+    info = broker.up(build)
+    _create(info.bootstrap, "clicks", partitions=3)
+    _create(info.bootstrap, "counts", partitions=3)
+    events = {f"e{i}": f'{{"site": "s{i % 3}", "t": {1_700_000_000_000 + 1000 * i}}}' for i in range(60)}
+    _produce(info.bootstrap, "clicks", events)
+    flink.execute(t_env, f"ADD JAR '{jars.jars(build).connector()}'")
+    kafka = f"'connector' = 'kafka', 'properties.bootstrap.servers' = '{info.bootstrap}', 'format' = 'json'"
+    flink.execute(t_env, f"""CREATE TEMPORARY TABLE clicks (site STRING, t BIGINT,
+        ts AS TO_TIMESTAMP_LTZ(t, 3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ({kafka},
+        'topic' = 'clicks', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset')""")
+    flink.execute(t_env, f"""CREATE TEMPORARY TABLE counts (site STRING, window_start TIMESTAMP(3), clicks BIGINT)
+        WITH ({kafka}, 'topic' = 'counts', 'key.format' = 'raw', 'key.fields' = 'site',
+        'sink.delivery-guarantee' = 'exactly-once', 'sink.transactional-id-prefix' = 'test-counts-{uuid.uuid4()}',
+        'properties.transaction.timeout.ms' = '600000')""")
+    flink.wait(flink.execute(t_env, """INSERT INTO counts SELECT site, window_start, COUNT(*)
+        FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+        GROUP BY site, window_start, window_end"""))
+    flink.execute(t_env, f"""CREATE TEMPORARY TABLE counts_read (site STRING, window_start TIMESTAMP(3),
+        clicks BIGINT) WITH ({kafka}, 'topic' = 'counts', 'scan.startup.mode' = 'earliest-offset',
+        'scan.bounded.mode' = 'latest-offset', 'properties.isolation.level' = 'read_committed')""")
+    try:
+        got = flink.collect(flink.execute(t_env, "SELECT site, clicks FROM counts_read"), max_changes=1000,
+                            timeout_s=120)
+    finally:
+        for table in ("clicks", "counts", "counts_read"):
+            flink.execute(t_env, f"DROP TEMPORARY TABLE IF EXISTS {table}")
+    assert got.stopped == "end of stream", got.stopped
+    totals: dict[str, int] = {}
+    for _, (site, clicks) in got.changes:
+        totals[site] = totals.get(site, 0) + clicks
+    assert totals == {"s0": 20, "s1": 20, "s2": 20}, got.changes
+    assert len(got.changes) == 18, f"6 windows x 3 sites, each once: {got.changes}"
