@@ -366,7 +366,7 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
         "json.fail-on-missing-field": "true" if name == "tickerstream" else "false",
         "json.ignore-parse-errors": "false",
     }
-    return _create_table(name, _raw_format(name, options))
+    return table_ddl(name, raw_format(name, options))
 
 
 def live_options(name: str, build: Path, exclude: list[str] | None = None) -> dict[str, str]:
@@ -393,7 +393,7 @@ def live_options(name: str, build: Path, exclude: list[str] | None = None) -> di
         folder = re.escape(options["path"])
         names = "|".join(re.escape(n) for n in sorted(exclude))
         options["source.path.regex-pattern"] = f"(?!{folder}/({names})$).*"
-    return _raw_format(name, options)
+    return raw_format(name, options)
 
 
 def live_ddl(name: str, build: Path, exclude: list[str] | None = None) -> str:
@@ -406,7 +406,7 @@ def live_ddl(name: str, build: Path, exclude: list[str] | None = None) -> str:
     the first windows be partial. The session re-creates its tables with the files of the moment before
     each job (:meth:`clicklab.notebook.Lab.run`).
     """
-    return _create_table(name, live_options(name, build, exclude), live=True)
+    return table_ddl(name, live_options(name, build, exclude), live=True)
 
 
 def all_live_ddl(build: Path) -> str:
@@ -414,7 +414,7 @@ def all_live_ddl(build: Path) -> str:
     return "\n\n".join(live_ddl(n, build) + ";" for n in STREAM_NAMES)
 
 
-def _raw_format(name: str, options: dict[str, str]) -> dict[str, str]:
+def raw_format(name: str, options: dict[str, str]) -> dict[str, str]:
     """A stream read as text (:attr:`Stream.raw_table`) takes format ``raw``: one line, one value; no JSON options."""
     if not STREAMS[name].raw_table:
         return options
@@ -471,7 +471,7 @@ def _create_raw_table(name: str, options: dict[str, str], arrival_time: str | No
     return f"CREATE TABLE {stream.raw_table} (\n{body}\n) WITH (\n{with_clause}\n);\n\n{ticker_view_sql(name, fields)}"
 
 
-def _create_table(name: str, options: dict[str, str], arrival_time: str | None = None, live: bool = False) -> str:
+def table_ddl(name: str, options: dict[str, str], arrival_time: str | None = None, live: bool = False) -> str:
     """``CREATE TABLE`` of a stream from :data:`STREAMS` with connector ``options``.
 
     ``arrival_time`` names a computed column read instead from the record's arrival time (Kinesis metadata);
@@ -574,7 +574,7 @@ def kinesis_ddl(name: str, flink_version: str = "1.15", region: str = "us-east-1
         if start_timestamp:
             options["scan.stream.initpos-timestamp"] = start_timestamp
     options.update({"format": "json", "json.timestamp-format.standard": "ISO-8601"})
-    return _create_table(name, _raw_format(name, options), arrival_time=arrival)
+    return table_ddl(name, raw_format(name, options), arrival_time=arrival)
 
 
 def all_kinesis_ddl(flink_version: str = "1.15", region: str = "us-east-1", account_id: str | None = None,

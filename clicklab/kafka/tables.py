@@ -1,0 +1,96 @@
+"""The lab's streams as Kafka topics: one topic per stream, tables on Flink's Kafka SQL connector.
+
+Columns, watermarks and tickerstream's raw table with its view of the good events come from
+:mod:`clicklab.streams` (one definition for every backend); this module gives the Kafka side:
+
+* a topic per stream, :data:`PARTITIONS` partitions (a stream keyed by ``site`` spreads its sites over them, as a
+  Kinesis stream over its shards); ``badevents`` has one;
+* values are JSON (tickerstream: the line as it came, format ``raw``), the key is ``site`` where a stream has
+  one;
+* reading starts at ``earliest-offset`` (Kinesis ``TRIM_HORIZON``) or ``latest-offset`` (``LATEST``), and a
+  replay reads bounded (``scan.bounded.mode = latest-offset``: up to the end the topic had when the job
+  started), so its job ends;
+* watermarks are per partition: Flink's Kafka source tracks each partition's event time and emits the
+  smallest; a partition with no records for :data:`IDLE_TIMEOUT` stops holding it back;
+* writing is exactly-once: each stream's records are committed in a Kafka transaction at the job's
+  checkpoint, and every reader reads ``read_committed``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from clicklab import streams
+
+StartPosition = Literal["earliest", "latest"]
+
+#: Partitions per topic: a stream keyed by site spreads over several (the jobs then run in parallel with
+#: correct per-partition watermarks); badevents has one (its lines keep their order).
+PARTITIONS: dict[str, int] = {name: (1 if name == "badevents" else 4) for name in streams.STREAM_NAMES}
+#: Topic settings: retention by size, never by time (a replay's records are stamped with their event time, years
+#: ago, and time-based retention would delete them as they arrive); 256 MiB per partition bounds a long live run.
+TOPIC_CONFIG: dict[str, str] = {"retention.ms": "-1", "retention.bytes": str(256 * 2**20)}
+#: A partition with no new records for this long no longer holds the watermark back.
+IDLE_TIMEOUT = "5 s"
+#: Kafka's default transaction timeout (1 h) is over many brokers' maximum (15 min): a sink's transactions
+#: time out after this (longer than any checkpoint interval of the lab).
+TRANSACTION_TIMEOUT_MS = 600_000
+#: The prefix of every transactional id of the lab's sinks (then the stream's name).
+TRANSACTIONAL_PREFIX = "clicklab"
+
+_START = {"earliest": "earliest-offset", "latest": "latest-offset"}
+
+
+def topic(name: str) -> str:
+    """The topic of a stream (its name, as the Kinesis stream's)."""
+    if name not in streams.STREAMS:
+        raise ValueError(f"unknown stream {name!r}; the lab's streams are {', '.join(streams.STREAM_NAMES)}")
+    return name
+
+
+def key_field(name: str) -> str | None:
+    """The column a stream's records are keyed by (``site``), or None (tickerstream's lines are keyed by the
+    producer; badevents has none)."""
+    stream = streams.STREAMS[name]
+    if stream.raw_table or name == "badevents":
+        return None
+    return "site" if any(c.name == "site" for c in stream.columns) else None
+
+
+def kafka_options(name: str, bootstrap: str, start: StartPosition = "earliest",
+                  bounded: bool = False) -> dict[str, str]:
+    """The ``WITH`` options of a stream's table: read from ``start`` (bounded on a replay), written exactly-once."""
+    if start not in _START:
+        raise ValueError(f"start position must be 'earliest' (TRIM_HORIZON) or 'latest' (LATEST), got {start!r}")
+    options = {
+        "connector": "kafka",
+        "topic": topic(name),
+        "properties.bootstrap.servers": bootstrap,
+        "properties.isolation.level": "read_committed",
+        "scan.startup.mode": _START[start],
+        "scan.watermark.idle-timeout": IDLE_TIMEOUT,
+        "format": "json",
+        "json.timestamp-format.standard": "SQL",
+        "json.fail-on-missing-field": "false",
+        "json.ignore-parse-errors": "false",
+        "sink.delivery-guarantee": "exactly-once",
+        "sink.transactional-id-prefix": f"{TRANSACTIONAL_PREFIX}-{name}",
+        "properties.transaction.timeout.ms": str(TRANSACTION_TIMEOUT_MS),
+    }
+    if bounded:
+        options["scan.bounded.mode"] = "latest-offset"
+    key = key_field(name)
+    if key:
+        options.update({"key.format": "raw", "key.fields": key, "value.fields-include": "ALL"})
+    return streams.raw_format(name, options)
+
+
+def kafka_ddl(name: str, bootstrap: str, start: StartPosition = "earliest", bounded: bool = False) -> str:
+    """``CREATE TABLE`` of one stream on its topic (tickerstream: its raw table and the view of its good events)."""
+    return streams.table_ddl(name, kafka_options(name, bootstrap, start, bounded))
+
+
+def all_kafka_ddl(bootstrap: str, start: StartPosition = "earliest", bounded: bool = False) -> str:
+    """The seven streams' tables, each dropped first (so the script can run again), as one script."""
+    return "\n\n".join("".join(f"{drop};\n" for drop in streams.drop_statements(name))
+                       + kafka_ddl(name, bootstrap, start, bounded) + ";" for name in streams.STREAM_NAMES)
