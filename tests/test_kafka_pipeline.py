@@ -5,7 +5,6 @@ no sort), and ctrstream equal to the CTR pandas counts straight from the file.""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
