@@ -553,7 +553,7 @@ def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float, taskmanag
     try:
         log.info("starting a Flink JobManager and %d TaskManagers (config %s)", taskmanagers, d.conf / "config.yaml")
         _start_daemons(d, taskmanagers)
-        _wait_ready(d, rest_port, taskmanagers, timeout_s)
+        _wait_ready(d, rest_port, taskmanagers, timeout_s, slots)
     except BaseException:
         with contextlib.suppress(Exception):
             _down(d, timeout_s=30.0)
@@ -597,7 +597,10 @@ def _start_daemons(d: FlinkDirs, taskmanagers: int) -> None:
         raise ClicklabError(failed[0])
 
 
-def _wait_ready(d: FlinkDirs, rest_port: int, taskmanagers: int, timeout_s: float) -> None:
+def _wait_ready(d: FlinkDirs, rest_port: int, taskmanagers: int, timeout_s: float, slots: int = 1) -> None:
+    """Until ``taskmanagers`` TaskManagers registered and all their ``slots`` each are offered: a TaskManager
+    registers before it reports its slots, and a job submitted in between sees fewer (CI saw 2 TaskManagers
+    with 4 of 8 slots)."""
     deadline = time.monotonic() + timeout_s
     registered = 0
     short = 0  # consecutive looks that found a daemon missing: a process just launched may not show its
@@ -606,7 +609,7 @@ def _wait_ready(d: FlinkDirs, rest_port: int, taskmanagers: int, timeout_s: floa
         overview = _overview(rest_port, timeout_s=2.0)
         if overview is not None:
             registered = int(overview.get("taskmanagers", 0))
-            if registered >= taskmanagers:
+            if registered >= taskmanagers and int(overview.get("slots-total", 0)) >= taskmanagers * slots:
                 return
         alive = processes(d.root.parent)
         complete = (_ROLES[_JOBMANAGER] in alive.values()
@@ -945,7 +948,12 @@ def add_taskmanager(build: Path = settings.DEFAULT_BUILD, timeout_s: float = 60.
     """Start one more TaskManager on the running cluster and wait until it has registered."""
     d = dirs(build)
     info = find(build)
-    before = int(_overview(info.rest_port).get("taskmanagers", 0))
+    overview = _overview(info.rest_port) or {}
+    before, slots_before = int(overview.get("taskmanagers", 0)), int(overview.get("slots-total", 0))
+
+    def registered_with_slots() -> bool:  # a TaskManager registers before it offers its slots (see _wait_ready)
+        now = _overview(info.rest_port) or {}
+        return int(now.get("taskmanagers", 0)) > before and int(now.get("slots-total", 0)) > slots_before
+
     _run_script(d, "taskmanager.sh", "start")
-    wait_for(lambda: int((_overview(info.rest_port) or {}).get("taskmanagers", 0)) > before,
-             "a new TaskManager to register", timeout_s)
+    wait_for(registered_with_slots, "a new TaskManager to register and offer its slots", timeout_s)
