@@ -21,7 +21,8 @@ run: $(STAMP)
 # can no longer load the jar's Java function classes (ClassNotFoundException). The tests that register the Java
 # functions, and the tests that submit to a standalone cluster, each run in a pytest process of their own.
 JAVA_TESTS := tests/test_java_udf.py tests/test_keyed.py tests/test_score.py tests/test_sql_app.py \
-	tests/test_zeppelin_params_java.py tests/test_kafka_broker.py tests/test_kafka_pipeline.py
+	tests/test_zeppelin_params_java.py tests/test_kafka_broker.py tests/test_kafka_pipeline.py \
+	tests/test_kafka_alerts.py
 CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py tests/test_cluster_cancel.py
 # The learner's path in a real browser (JupyterLab, Playwright, Debian's Chromium; `.ci/run` installs it):
 # every notebook run from the UI, replay and live. Skipped with one line where Chromium is missing.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -87,3 +87,23 @@ def _only_flink_tests_start_a_jvm(request: pytest.FixtureRequest, monkeypatch: p
     except ImportError:  # pragma: no cover - jpype is a dev dependency
         return
     monkeypatch.setattr(jpype, "startJVM", refuse)
+
+
+@pytest.fixture(scope="module")
+def kafka_build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A build folder with the lab's Kafka broker running (stopped after the module). Its jars are resolved once,
+    into the checkout's ``build/``; skipped with one line where Maven is missing and they are not there."""
+    import shutil
+
+    from clicklab import settings
+    from clicklab.kafka import broker, jars
+
+    if shutil.which("mvn") is None and not jars.resolved(settings.DEFAULT_BUILD):
+        pytest.skip(f"no `mvn`: {jars.MAVEN_HINT}")
+    shared = jars.resolve(settings.DEFAULT_BUILD)
+    folder = tmp_path_factory.mktemp("kafka-build")
+    (folder / "kafka").mkdir()
+    (folder / "kafka" / "jars").symlink_to(shared.root)
+    broker.up(folder)
+    yield folder
+    broker.down(folder)

@@ -4,30 +4,14 @@ exactly-once and reading committed records, bounded, as the replay will."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from clicklab import settings
 from clicklab.kafka import broker, jars
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A build folder whose broker data is its own; the jars are resolved once, into the checkout's ``build/``."""
-    if shutil.which("mvn") is None and not jars.resolved(settings.DEFAULT_BUILD):
-        pytest.skip(f"no `mvn`: {jars.MAVEN_HINT}")
-    shared = jars.resolve(settings.DEFAULT_BUILD)
-    folder = tmp_path_factory.mktemp("kafka-build")
-    (folder / "kafka").mkdir()
-    (folder / "kafka" / "jars").symlink_to(shared.root)
-    yield folder
-    broker.down(folder)
 
 
 def _create(bootstrap: str, topic: str, partitions: int = 2) -> None:
@@ -69,7 +53,8 @@ def _read(bootstrap: str, topic: str, count: int, timeout_s: float = 120.0) -> d
     return seen
 
 
-def test_broker_up_round_trip_restart_and_down_leaves_nothing(build: Path) -> None:
+def test_broker_up_round_trip_restart_and_down_leaves_nothing(kafka_build: Path) -> None:
+    build = kafka_build
     info = broker.up(build)
     assert broker.status(build) == info and broker.up(build) == info, "a second up starts a second broker"
     assert info.bootstrap.startswith("127.0.0.1:")
@@ -97,12 +82,13 @@ def test_bootstrap_is_the_users_own_kafka_when_set(tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.flink
-def test_flink_writes_exactly_once_and_reads_committed_bounded(build: Path) -> None:
+def test_flink_writes_exactly_once_and_reads_committed_bounded(kafka_build: Path) -> None:
     """An exactly-once INSERT's records become visible to a read_committed reader when its checkpoint commits;
     a bounded read (``scan.bounded.mode``) ends, as a replay's notebook does."""
     from clicklab import flink
 
     t_env = flink.create_table_env(config={"execution.checkpointing.interval": "1 s"})
+    build = kafka_build
     info = broker.up(build)
     _create(info.bootstrap, "clicks", partitions=3)
     _create(info.bootstrap, "counts", partitions=3)

@@ -4,7 +4,7 @@ no sort), and ctrstream equal to the CTR pandas counts straight from the file.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,18 +15,8 @@ pytestmark = [pytest.mark.server, pytest.mark.flink]
 
 
 @pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import shutil
-
-    if shutil.which("mvn") is None and not jars.resolved(settings.DEFAULT_BUILD):
-        pytest.skip(f"no `mvn`: {jars.MAVEN_HINT}")
-    shared = jars.resolve(settings.DEFAULT_BUILD)
-    folder = tmp_path_factory.mktemp("kafka-pipeline")
-    (folder / "kafka").mkdir()
-    (folder / "kafka" / "jars").symlink_to(shared.root)
-    info = broker.up(folder)
-    yield info.bootstrap
-    broker.down(folder)
+def bootstrap(kafka_build: Path) -> str:
+    return broker.bootstrap(kafka_build)
 
 
 def test_replay_through_kafka_gives_the_independent_ctr_at_parallelism_2(bootstrap: str) -> None:
