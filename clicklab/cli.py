@@ -218,6 +218,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         figures = benchlive.run(args.build / "bench-live", duration_s=args.duration, scale=args.scale)
         print(json.dumps(figures, indent=2) if args.json else benchlive.format_figures(figures))
         return
+    if args.kafka:
+        from clicklab.kafka import bench as kafka_bench
+
+        figures = kafka_bench.run_all(args.build, quick=args.quick)
+        print(json.dumps({"kafka": figures}, indent=2) if args.json else kafka_bench.format_figures(figures))
+        return
     if args.python_route:
         from clicklab import benchkeyed, flink
 
@@ -412,6 +418,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")
     b.add_argument("--live", action="store_true",
                    help="the live lab on the cluster: sustained events/s, latency to the anomaly row and the e-mail")
+    b.add_argument("--kafka", action="store_true",
+                   help="the replay pipeline through Kafka topics next to its baseline, and the broker's own rates")
     b.add_argument("--duration", type=float, default=240.0, metavar="S", help="--live: seconds of live traffic")
     b.add_argument("--scale", type=float, default=1200.0,
                    help="--live: times the lab scenario's rates (1200: about 20,000 events/s)")

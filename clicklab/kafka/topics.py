@@ -13,7 +13,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -57,10 +57,14 @@ def create(bootstrap: str, names: Iterable[str] = streams.STREAM_NAMES, timeout_
 
 
 def empty(bootstrap: str, names: Iterable[str], timeout_s: float = 120.0) -> None:
-    """Delete and create the topics of ``names`` again: what a step that fills them writes replaces what was there
-    (Kafka deletes a topic in the background: creating it again is retried until it is gone)."""
+    """Delete and create the topics of ``names`` again: what a step that fills them writes replaces what was there.
+
+    Kafka deletes a topic in the background: this waits until the broker no longer lists it before creating it,
+    and until the new one has a leader for every partition before returning (a producer started earlier would
+    find no partition, or the old topic)."""
     wanted = [topic(n) for n in names]
     present = [t for t in wanted if t in existing(bootstrap)]
+    deadline = time.monotonic() + timeout_s
     if present:
         admin = _admin(bootstrap)
         for name, future in admin.delete_topics(present).items():
@@ -69,15 +73,30 @@ def empty(bootstrap: str, names: Iterable[str], timeout_s: float = 120.0) -> Non
             except Exception as exc:
                 if "UNKNOWN_TOPIC" not in str(exc):
                     raise TopicError(f"deleting topic {name} failed: {exc}") from exc
-    deadline = time.monotonic() + timeout_s
+        _wait(lambda: not set(present) & existing(bootstrap), f"{', '.join(present)} deleted", deadline)
     while True:
         try:
             create(bootstrap, wanted)
-            return
+            break
         except TopicError as exc:
             if "marked for deletion" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+    _wait(lambda: _ready(bootstrap, wanted), f"{', '.join(wanted)} created with a leader for each partition",
+          deadline)
+
+
+def _ready(bootstrap: str, names: list[str]) -> bool:
+    listed = _admin(bootstrap).list_topics(timeout=10).topics
+    return all(n in listed and len(listed[n].partitions) == PARTITIONS[n]
+               and all(p.leader >= 0 for p in listed[n].partitions.values()) for n in names)
+
+
+def _wait(check: Callable[[], bool], what: str, deadline: float) -> None:
+    while not check():
+        if time.monotonic() > deadline:
+            raise TopicError(f"timed out waiting for: {what}")
+        time.sleep(0.1)
 
 
 _SITE = re.compile(r'"site"\s*:\s*"([^"\\]*)"')
