@@ -1,39 +1,89 @@
-"""The lab's replay through Kafka topics (:mod:`clicklab.kafka`): the replay file produced into tickerstream, the
-steps #4-#6 of the notebooks run as bounded jobs at parallelism 2 (per-partition watermarks: no parallelism 1,
-no sort), and ctrstream equal to the CTR pandas counts straight from the file."""
+"""The lab's replay through Kafka topics (:mod:`clicklab.kafka`): a replay file produced into tickerstream, the
+notebooks' steps run as bounded jobs at parallelism 2 (per-partition watermarks: no parallelism 1 needed), and
+the results checked against what is known independently: ctrstream equal to the CTR pandas counts from the file;
+with 1,000 fuzzed bad lines mixed in, badevents holds exactly those lines with their reasons and every good
+result equals the clean run's."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
-from clicklab import settings
+from clicklab import badevents, settings
 from clicklab.kafka import broker, jars, tables, topics
 
 pytestmark = [pytest.mark.server, pytest.mark.flink]
 
+#: A slice of the replay with the labelled burst at 13:05, after the forest's warm-up (as tests/test_badevents.py).
+SLICE = ("2023-08-23T12:52:00Z", "2023-08-23T13:07:00Z")
+RESULTS = ("impressionstream", "clickstream", "ctrstream", "destinationstream", "anomalydetectionstream")
+
 
 @pytest.fixture(scope="module")
-def bootstrap(kafka_build: Path) -> str:
-    return broker.bootstrap(kafka_build)
+def session(kafka_build: Path) -> dict[str, Any]:
+    """The broker's address and a Flink session at parallelism 2 on the topics' tables, with the lab's functions
+    and the views of 08 and 09."""
+    from clicklab import bench, flink, sqltext, udfs
 
-
-def test_replay_through_kafka_gives_the_independent_ctr_at_parallelism_2(bootstrap: str) -> None:
-    from clicklab import bench, flink, results, sqltext
-
-    dataset = settings.DEFAULT_DATASET
+    bootstrap = broker.bootstrap(kafka_build)
     topics.create(bootstrap)
-    produced = topics.produce_replay(bootstrap, dataset)
-    assert produced == sum(1 for _ in topics._lines(dataset))
     t_env = flink.create_table_env(parallelism=2, config={"execution.checkpointing.interval": "1 s"})
     flink.execute(t_env, f"ADD JAR '{jars.jars(settings.DEFAULT_BUILD).connector()}'")
     for statement in sqltext.split_statements(tables.all_kafka_ddl(bootstrap, bounded=True)):
         flink.execute(t_env, statement)
-    variables = {"window_seconds": settings.WINDOW_SECONDS}
-    for sql in bench.lab_statements()[:4]:  # 04 (impressions, bad events), 05 (clicks), 06 (CTR)
-        flink.wait(flink.execute(t_env, sqltext.substitute(sql, variables)))
-    ctr = topics.read_topic(bootstrap, "ctrstream")
-    expected = results.reference_ctr(dataset)
-    assert len(ctr) == len(expected), f"{len(ctr)} CTR rows, {len(expected)} windows in the replay"
-    assert results.compare_ctr(ctr, expected) == []
+    udfs.register(t_env, udfs.Detector())
+    variables = {"window_seconds": settings.WINDOW_SECONDS, "anomaly_threshold": settings.ANOMALY_THRESHOLD,
+                 "ctr_input": "ctr_in_time_order", "scores_input": "scores_in_time_order"}
+    for view in bench.view_statements():
+        for statement in sqltext.split_statements(sqltext.substitute(view, variables)):
+            flink.execute(t_env, statement)
+    return {"bootstrap": bootstrap, "t_env": t_env, "variables": variables}
+
+
+def run_steps(session: dict[str, Any], dataset: Path, steps: int | None = None) -> dict[str, pd.DataFrame]:
+    """Empty the topics, produce ``dataset`` into tickerstream, run the notebooks' INSERTs (the first ``steps``),
+    and read back every stream they wrote, sorted."""
+    from clicklab import bench, flink, sqltext
+
+    bootstrap = session["bootstrap"]
+    names = list(tables.PARTITIONS)
+    topics.empty(bootstrap, names)
+    assert topics.produce_replay(bootstrap, dataset) == len(badevents.read_lines(dataset))
+    for sql in bench.lab_statements()[:steps]:
+        flink.wait(flink.execute(session["t_env"], sqltext.substitute(sql, session["variables"])))
+    out = {}
+    for name in names:
+        if name != "tickerstream":
+            frame = topics.read_topic(bootstrap, name)
+            out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+def test_replay_through_kafka_gives_the_independent_ctr_at_parallelism_2(session: dict[str, Any]) -> None:
+    from clicklab import results
+
+    got = run_steps(session, settings.DEFAULT_DATASET, steps=4)  # 04 (impressions, bad events), 05, 06
+    expected = results.reference_ctr(settings.DEFAULT_DATASET)
+    assert len(got["ctrstream"]) == len(expected), f"{len(got['ctrstream'])} CTR rows, {len(expected)} windows"
+    assert results.compare_ctr(got["ctrstream"], expected) == []
+    assert got["badevents"].empty
+
+
+def test_fuzzed_lines_go_to_badevents_and_leave_every_good_result_unchanged(session: dict[str, Any],
+                                                                             tmp_path: Path) -> None:
+    clean, fuzzed = tmp_path / "clean.jsonl.gz", tmp_path / "fuzzed.jsonl.gz"
+    badevents.mix_file(settings.DEFAULT_DATASET, clean, 0, start=SLICE[0], end=SLICE[1])
+    bad = badevents.mix_file(settings.DEFAULT_DATASET, fuzzed, 1000, seed=11, start=SLICE[0], end=SLICE[1])
+    clean_run = run_steps(session, clean)
+    fuzzed_run = run_steps(session, fuzzed)
+    got = fuzzed_run["badevents"]
+    assert Counter(zip(got["line"], got["reason"], strict=True)) == Counter((b.line, b.reason) for b in bad)
+    assert clean_run["badevents"].empty
+    for name in RESULTS:
+        pd.testing.assert_frame_equal(fuzzed_run[name], clean_run[name], obj=name)
+    anomalies = clean_run["anomalydetectionstream"]
+    assert (anomalies["site"] == "https://www.mysite.com").any(), "the slice's labelled burst was not flagged"

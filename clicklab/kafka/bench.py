@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from clicklab import flink, settings, sqltext, udfs
+from clicklab import badevents, flink, settings, sqltext, udfs
 from clicklab.kafka import broker, jars, tables, topics
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def broker_ceiling(bootstrap: str, dataset: Path, copies: int = 4) -> dict[str, 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(name, 4, 1, config=tables.TOPIC_CONFIG)]).values():
         future.result(60)
-    lines = [line.encode() for line in topics._lines(dataset)]
+    lines = [line.encode() for line in badevents.read_lines(dataset)]
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
                          "batch.size": 1_000_000, "compression.type": "lz4"})
     start = time.perf_counter()

@@ -8,17 +8,16 @@ out), keyed by ``site`` and stamped with their event time, so a partition holds 
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from clicklab import streams
+from clicklab import badevents, streams
 from clicklab.exceptions import ClicklabError
 from clicklab.kafka.tables import PARTITIONS, TOPIC_CONFIG, topic
 
@@ -116,15 +115,6 @@ def _key_and_time(line: str) -> tuple[str | None, int | None]:
     return (site.group(1) if site else None), ms
 
 
-def _lines(dataset: Path) -> Iterator[str]:
-    opener = gzip.open if dataset.suffix == ".gz" else open
-    with opener(dataset, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            line = line.rstrip("\n")
-            if line:
-                yield line
-
-
 def produce_replay(bootstrap: str, dataset: Path, name: str = "tickerstream") -> int:
     """Write the replay file's lines to ``name``'s topic, keyed by site, stamped with their event time; the
     number of lines. Raise :class:`TopicError` if some are not acknowledged."""
@@ -139,7 +129,7 @@ def produce_replay(bootstrap: str, dataset: Path, name: str = "tickerstream") ->
             failed.append(str(err))
 
     count = 0
-    for line in _lines(Path(dataset)):
+    for line in badevents.read_lines(Path(dataset)):  # as Flink's raw format reads them: empty lines too
         key, ms = _key_and_time(line)
         while True:
             try:
