@@ -36,20 +36,17 @@ How to see it
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.util
 import json
 import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,11 +57,11 @@ import yaml
 
 from clicklab import settings
 from clicklab.exceptions import ClicklabError
+from clicklab.loopback import LOOPBACK, free_port, locked, port_open
 
 log = logging.getLogger(__name__)
 
 #: Every process of the cluster listens on this address only, and the processes reach each other through it.
-LOOPBACK = "127.0.0.1"
 #: ``FLINK_IDENT_STRING``: Flink names its pid and log files ``flink-<ident>-<daemon>...``.
 IDENT = "clicklab"
 _JOBMANAGER = "standalonesession"  # the daemon names of flink-daemon.sh
@@ -247,18 +244,6 @@ def _overview(port: int, timeout_s: float = 3.0) -> dict[str, Any] | None:
         return _rest(port, "/overview", timeout_s=timeout_s)
     except (OSError, ValueError):  # URLError and timeouts are OSErrors; ValueError: not JSON
         return None
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(1.0)
-        return s.connect_ex((LOOPBACK, port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -498,18 +483,6 @@ def _last_error(path: Path) -> str:
 # up, down, status
 
 
-@contextlib.contextmanager
-def _locked(d: FlinkDirs) -> Iterator[None]:
-    """One ``up`` or ``down`` at a time per build folder (two notebooks may ask at once)."""
-    d.root.mkdir(parents=True, exist_ok=True)
-    with open(d.root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def up(build: Path = settings.DEFAULT_BUILD, taskmanagers: int = 2, slots: int = 4,
        timeout_s: float = 120.0, taskmanager_memory: str = TASKMANAGER_MEMORY,
        taskmanager_java_opts: str = "") -> ClusterInfo:
@@ -525,7 +498,7 @@ def up(build: Path = settings.DEFAULT_BUILD, taskmanagers: int = 2, slots: int =
     if taskmanagers < 1 or slots < 1:
         raise ClicklabError(f"a cluster needs at least 1 TaskManager of 1 slot, not {taskmanagers} of {slots}")
     d = dirs(build)
-    with _locked(d):
+    with locked(d.root):
         return _up(d, taskmanagers, slots, timeout_s, taskmanager_memory, taskmanager_java_opts)
 
 
@@ -541,7 +514,7 @@ def _up(d: FlinkDirs, taskmanagers: int, slots: int, timeout_s: float, taskmanag
     leftovers = _down(d, timeout_s=30.0)
     if leftovers:
         log.info("cleaned up an earlier cluster: %s", ", ".join(leftovers))
-    rest_port, rpc_port = _free_port(), _free_port()
+    rest_port, rpc_port = free_port(), free_port()
     _write_conf(d, rest_port, rpc_port, slots, taskmanager_memory, taskmanager_java_opts)
     url = f"http://{LOOPBACK}:{rest_port}"
     state = {
@@ -641,7 +614,7 @@ def down(build: Path = settings.DEFAULT_BUILD, timeout_s: float = 30.0) -> list[
     ``["TaskManager (pid 4242)", ...]``; an empty list when nothing was running.
     """
     d = dirs(build)
-    with _locked(d):
+    with locked(d.root):
         return _down(d, timeout_s)
 
 
@@ -677,7 +650,7 @@ def _down(d: FlinkDirs, timeout_s: float) -> list[str]:
     if state is not None and "JobManager" in daemons.values():  # the port was ours: it must close now
         port = int(state["rest_port"])
         deadline = time.monotonic() + 10
-        while _port_open(port):
+        while port_open(port):
             if time.monotonic() > deadline:
                 raise ClicklabError(f"port {port} still accepts connections after the cluster stopped; "
                                     f"see which program listens there (e.g. `ss -ltnp | grep {port}`)")

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from clicklab import badevents, settings
-from clicklab.kafka import broker, jars, tables, topics
+from clicklab.kafka import broker, topics
+from clicklab.kafka import session as kafka_session
 
 pytestmark = [pytest.mark.server, pytest.mark.flink]
 
@@ -24,46 +24,26 @@ RESULTS = ("impressionstream", "clickstream", "ctrstream", "destinationstream", 
 
 
 @pytest.fixture(scope="module")
-def session(kafka_build: Path) -> dict[str, Any]:
-    """The broker's address and a Flink session at parallelism 2 on the topics' tables, with the lab's functions
-    and the views of 08 and 09."""
-    from clicklab import bench, flink, sqltext, udfs
-
-    bootstrap = broker.bootstrap(kafka_build)
-    topics.create(bootstrap)
-    t_env = flink.create_table_env(parallelism=2, config={"execution.checkpointing.interval": "1 s"})
-    flink.execute(t_env, f"ADD JAR '{jars.jars(settings.DEFAULT_BUILD).connector()}'")
-    for statement in sqltext.split_statements(tables.all_kafka_ddl(bootstrap, bounded=True)):
-        flink.execute(t_env, statement)
-    udfs.register(t_env, udfs.Detector())
-    variables = {"window_seconds": settings.WINDOW_SECONDS, "anomaly_threshold": settings.ANOMALY_THRESHOLD,
-                 "ctr_input": "ctr_in_time_order", "scores_input": "scores_in_time_order"}
-    for view in bench.view_statements():
-        for statement in sqltext.split_statements(sqltext.substitute(view, variables)):
-            flink.execute(t_env, statement)
-    return {"bootstrap": bootstrap, "t_env": t_env, "variables": variables}
+def session(kafka_build: Path) -> kafka_session.ReplaySession:
+    return kafka_session.open_replay_session(broker.bootstrap(kafka_build), parallelism=2)
 
 
-def run_steps(session: dict[str, Any], dataset: Path, steps: int | None = None) -> dict[str, pd.DataFrame]:
-    """Empty the topics, produce ``dataset`` into tickerstream, run the notebooks' INSERTs (the first ``steps``),
-    and read back every stream they wrote, sorted."""
-    from clicklab import bench, flink, sqltext
+def run_steps(session: kafka_session.ReplaySession, dataset: Path, steps: int | None = None
+              ) -> dict[str, pd.DataFrame]:
+    """Produce ``dataset`` into tickerstream, run the notebooks' INSERTs (the first ``steps``), and read back every
+    stream they wrote, sorted."""
+    from clicklab import bench
 
-    bootstrap = session["bootstrap"]
-    names = list(tables.PARTITIONS)
-    topics.empty(bootstrap, names)
-    assert topics.produce_replay(bootstrap, dataset) == len(badevents.read_lines(dataset))
-    for sql in bench.lab_statements()[:steps]:
-        flink.wait(flink.execute(session["t_env"], sqltext.substitute(sql, session["variables"])))
+    assert kafka_session.replay(session, dataset) == len(badevents.read_lines(dataset))
+    kafka_session.run_steps(session, bench.lab_statements()[:steps])
     out = {}
-    for name in names:
-        if name != "tickerstream":
-            frame = topics.read_topic(bootstrap, name)
-            out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    for name in kafka_session.OUTPUTS:
+        frame = topics.read_topic(session.bootstrap, name)
+        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
     return out
 
 
-def test_replay_through_kafka_gives_the_independent_ctr_at_parallelism_2(session: dict[str, Any]) -> None:
+def test_replay_through_kafka_gives_the_independent_ctr_at_parallelism_2(session: kafka_session.ReplaySession) -> None:
     from clicklab import results
 
     got = run_steps(session, settings.DEFAULT_DATASET, steps=4)  # 04 (impressions, bad events), 05, 06
@@ -73,7 +53,7 @@ def test_replay_through_kafka_gives_the_independent_ctr_at_parallelism_2(session
     assert got["badevents"].empty
 
 
-def test_fuzzed_lines_go_to_badevents_and_leave_every_good_result_unchanged(session: dict[str, Any],
+def test_fuzzed_lines_go_to_badevents_and_leave_every_good_result_unchanged(session: kafka_session.ReplaySession,
                                                                              tmp_path: Path) -> None:
     clean, fuzzed = tmp_path / "clean.jsonl.gz", tmp_path / "fuzzed.jsonl.gz"
     badevents.mix_file(settings.DEFAULT_DATASET, clean, 0, start=SLICE[0], end=SLICE[1])

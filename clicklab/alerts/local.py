@@ -19,7 +19,6 @@ import errno
 import itertools
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from clicklab.exceptions import ClicklabError
+from clicklab.loopback import LOOPBACK as HOST
+from clicklab.loopback import free_port, port_open
 
-HOST = "127.0.0.1"
 #: What the local default hands to boto3 explicitly (never through os.environ): moto accepts anything.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
                      "aws_session_token": "testing", "region_name": "us-east-1"}
@@ -41,19 +41,6 @@ START_TIMEOUT_S = 30.0
 def outbox_dir(build: Path) -> Path:
     """Where the local SMTP server stores received messages."""
     return Path(build) / "outbox"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    """True when something accepts connections on 127.0.0.1:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((HOST, port)) == 0
 
 
 def wait_port_free(name: str, port: int, timeout_s: float = 5.0) -> None:

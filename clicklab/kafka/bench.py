@@ -17,15 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from clicklab import badevents, flink, settings, sqltext, udfs
-from clicklab.kafka import broker, jars, tables, topics
+from clicklab import badevents, settings
+from clicklab.kafka import broker, tables, topics
+from clicklab.kafka import session as kafka_session
 
 log = logging.getLogger(__name__)
-
-#: The streams the five steps write (emptied before each run).
-OUTPUTS = ("impressionstream", "clickstream", "ctrstream", "destinationstream", "anomalydetectionstream",
-           "badevents")
-
 
 def broker_ceiling(bootstrap: str, dataset: Path, copies: int = 4) -> dict[str, float]:
     """Produce the replay's lines ``copies`` times to a fresh topic and read them back: records per second each
@@ -71,34 +67,15 @@ def pipeline(bootstrap: str, work: Path, sites: int, seconds: int, impressions_p
     from clicklab.generator import benchmark_scenario, generate
 
     replay = generate(benchmark_scenario(sites, seconds, impressions_per_s, 0.1), 11, work / "bench.jsonl.gz")
-    topics.create(bootstrap)
-    topics.empty(bootstrap, ["tickerstream"])
+    session = kafka_session.open_replay_session(bootstrap, parallelism)
     start = time.perf_counter()
-    produced = topics.produce_replay(bootstrap, replay.out_path)
+    produced = kafka_session.replay(session, replay.out_path)
     produce_s = time.perf_counter() - start
-    t_env = flink.create_table_env(parallelism=parallelism, config={"execution.checkpointing.interval": "1 s"})
-    flink.execute(t_env, f"ADD JAR '{jars.jars(settings.DEFAULT_BUILD).connector()}'")
-    for statement in sqltext.split_statements(tables.all_kafka_ddl(bootstrap, bounded=True)):
-        flink.execute(t_env, statement)
-    udfs.register(t_env, udfs.Detector())
-    variables = {"window_seconds": settings.WINDOW_SECONDS, "anomaly_threshold": settings.ANOMALY_THRESHOLD,
-                 "ctr_input": "ctr_in_time_order", "scores_input": "scores_in_time_order"}
-    for view in bench.view_statements():
-        for statement in sqltext.split_statements(sqltext.substitute(view, variables)):
-            flink.execute(t_env, statement)
     steps = bench.lab_statements()
-
-    def run(statements: list[str]) -> float:
-        topics.empty(bootstrap, OUTPUTS)
-        began = time.perf_counter()
-        for sql in statements:
-            flink.wait(flink.execute(t_env, sqltext.substitute(sql, variables)))
-        return time.perf_counter() - began
-
     log.info("Kafka: baseline (no keyed functions) ...")
-    baseline_s = run([bench.without_udfs(sql) for sql in steps])
+    baseline_s = kafka_session.run_steps(session, [bench.without_udfs(sql) for sql in steps])
     log.info("Kafka: the lab's pipeline ...")
-    pipeline_s = run(steps)
+    pipeline_s = kafka_session.run_steps(session, steps)
     anomalies = len(topics.read_topic(bootstrap, "anomalydetectionstream"))
     return {"events": produced, "parallelism": parallelism, "produce_s": produce_s,
             "baseline_events_per_s": produced / baseline_s, "pipeline_events_per_s": produced / pipeline_s,

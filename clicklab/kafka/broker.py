@@ -12,16 +12,13 @@ it, and nothing is started. ``tests/test_kafka_broker.py`` checks up, a round tr
 from __future__ import annotations
 
 import base64
-import contextlib
 import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +28,8 @@ from clicklab import settings
 from clicklab.exceptions import ClicklabError, JavaError
 from clicklab.java import check_java, java_command
 from clicklab.kafka import jars as kafka_jars
+from clicklab.loopback import LOOPBACK, can_bind, free_port, locked, port_open
 
-LOOPBACK = "127.0.0.1"
 BOOTSTRAP_ENV = "CLICKLAB_KAFKA_BOOTSTRAP"
 CONFIG_DIR = Path(__file__).resolve().parent
 #: The broker's heap: the lab's topics are small; Kafka's own default (1 GiB) is more than a laptop's lab needs.
@@ -98,39 +95,6 @@ def bootstrap(build: Path = settings.DEFAULT_BUILD) -> str:
     return info.bootstrap
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(1.0)
-        return s.connect_ex((LOOPBACK, port)) == 0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def _can_bind(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
-
-
-@contextlib.contextmanager
-def _locked(d: KafkaDirs) -> Iterator[None]:
-    """One ``up`` or ``down`` at a time per build folder."""
-    d.root.mkdir(parents=True, exist_ok=True)
-    with open(d.root / ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _read(path: Path) -> dict[str, int] | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -160,12 +124,12 @@ def status(build: Path = settings.DEFAULT_BUILD) -> BrokerInfo | None:
 def _ports(d: KafkaDirs) -> tuple[int, int]:
     """The last ports again if they are free (a restart keeps its address), else new free ones."""
     last = _read(d.ports)
-    if last and _can_bind(last["port"]) and _can_bind(last["controller_port"]):
+    if last and can_bind(last["port"]) and can_bind(last["controller_port"]):
         return last["port"], last["controller_port"]
-    port = _free_port()
-    controller = _free_port()
+    port = free_port()
+    controller = free_port()
     while controller == port:
-        controller = _free_port()
+        controller = free_port()
     return port, controller
 
 
@@ -218,7 +182,7 @@ def up(build: Path = settings.DEFAULT_BUILD, timeout_s: float = 120.0) -> Broker
     """Start the broker for ``build`` (if it is not running) and wait until it answers; raise :class:`KafkaError`
     with the log's last lines if it does not within ``timeout_s``."""
     d = dirs(build)
-    with _locked(d):
+    with locked(d.root):
         running = status(build)
         if running is not None:
             return running
@@ -242,7 +206,7 @@ def up(build: Path = settings.DEFAULT_BUILD, timeout_s: float = 120.0) -> Broker
                 d.state.unlink(missing_ok=True)
                 raise KafkaError(f"the Kafka broker exited ({proc.returncode}) while starting; {out}:\n"
                                  f"{_last_lines(out)}\n{d.logs / 'server.log'}:\n{_last_lines(d.logs / 'server.log')}")
-            if _port_open(port) and _answers(info.bootstrap):
+            if port_open(port) and _answers(info.bootstrap):
                 return info
             time.sleep(0.3)
         _stop(proc.pid, d, 30.0)
@@ -271,7 +235,7 @@ def leftovers(build: Path = settings.DEFAULT_BUILD) -> list[str]:
     found = [f"process {p.pid}: {' '.join(p.cmdline())[:120]}" for p in psutil.process_iter()
              if _alive(p.pid, d)]
     last = _read(d.ports) or {}
-    found += [f"port {port} still accepting" for port in last.values() if _port_open(port)]
+    found += [f"port {port} still accepting" for port in last.values() if port_open(port)]
     lock = d.data / ".lock"
     if lock.is_file():
         with open(lock, "a") as fh:
@@ -289,7 +253,7 @@ def down(build: Path = settings.DEFAULT_BUILD, timeout_s: float = 60.0) -> list[
     d = dirs(build)
     if not d.root.is_dir():
         return []
-    with _locked(d):
+    with locked(d.root):
         stopped = []
         state = _read(d.state)
         if state and _alive(state["pid"], d):
