@@ -121,3 +121,12 @@ def test_flink_writes_exactly_once_and_reads_committed_bounded(kafka_build: Path
         totals[site] = totals.get(site, 0) + clicks
     assert totals == {"s0": 20, "s1": 20, "s2": 20}, got.changes
     assert len(got.changes) == 18, f"6 windows x 3 sites, each once: {got.changes}"
+
+
+def test_cli_status_without_a_broker_says_how_to_start_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from clicklab.cli import main
+
+    assert main(["kafka", "status", "--build", str(tmp_path)]) == 1
+    assert "clicklab kafka up" in capsys.readouterr().err
+    assert main(["kafka", "down", "--build", str(tmp_path)]) == 0
+    assert "no Kafka broker was running" in capsys.readouterr().out
