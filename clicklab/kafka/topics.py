@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -62,17 +63,21 @@ def empty(bootstrap: str, names: Iterable[str], timeout_s: float = 120.0) -> Non
     and until the new one has a leader for every partition before returning (a producer started earlier would
     find no partition, or the old topic)."""
     wanted = [topic(n) for n in names]
-    present = [t for t in wanted if t in existing(bootstrap)]
+    admin = _admin(bootstrap)  # one client for the deletes and every poll below
+
+    def listed() -> set[str]:
+        return set(admin.list_topics(timeout=10).topics)
+
+    present = [t for t in wanted if t in listed()]
     deadline = time.monotonic() + timeout_s
     if present:
-        admin = _admin(bootstrap)
         for name, future in admin.delete_topics(present).items():
             try:
                 future.result(timeout_s)
             except Exception as exc:
                 if "UNKNOWN_TOPIC" not in str(exc):
                     raise TopicError(f"deleting topic {name} failed: {exc}") from exc
-        _wait(lambda: not set(present) & existing(bootstrap), f"{', '.join(present)} deleted", deadline)
+        _wait(lambda: not set(present) & listed(), f"{', '.join(present)} deleted", deadline)
     while True:
         try:
             create(bootstrap, wanted)
@@ -81,12 +86,12 @@ def empty(bootstrap: str, names: Iterable[str], timeout_s: float = 120.0) -> Non
             if "marked for deletion" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    _wait(lambda: _ready(bootstrap, wanted), f"{', '.join(wanted)} created with a leader for each partition",
+    _wait(lambda: _ready(admin, wanted), f"{', '.join(wanted)} created with a leader for each partition",
           deadline)
 
 
-def _ready(bootstrap: str, names: list[str]) -> bool:
-    listed = _admin(bootstrap).list_topics(timeout=10).topics
+def _ready(admin: Any, names: list[str]) -> bool:
+    listed = admin.list_topics(timeout=10).topics
     return all(n in listed and len(listed[n].partitions) == PARTITIONS[n]
                and all(p.leader >= 0 for p in listed[n].partitions.values()) for n in names)
 
