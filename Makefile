@@ -28,11 +28,17 @@ CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py tests/test_cluster_c
 # every notebook run from the UI, replay and live. Skipped with one line where Chromium is missing.
 BROWSER_TESTS := tests/test_browser.py tests/test_browser_live.py
 
+# The cluster tests run beside the browser tests (each waits on its own servers more than it computes; both wait
+# for conditions, not for the clock): their output follows the browser tests', from build/test-cluster.log.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(foreach t,$(JAVA_TESTS) $(CLUSTER_TESTS) $(BROWSER_TESTS),--ignore=$(t))
 	$(BIN)/python -m pytest $(JAVA_TESTS)
-	$(BIN)/python -m pytest $(CLUSTER_TESTS)
-	$(BIN)/python -m pytest $(BROWSER_TESTS)
+	@mkdir -p build
+	@$(BIN)/python -m pytest $(CLUSTER_TESTS) > build/test-cluster.log 2>&1 & cluster=$$!; \
+	$(BIN)/python -m pytest $(BROWSER_TESTS); browser=$$?; \
+	wait $$cluster; status=$$?; \
+	echo "--- the cluster tests (they ran beside the browser tests): $(CLUSTER_TESTS)"; cat build/test-cluster.log; \
+	test $$browser -eq 0 -a $$status -eq 0
 
 # Screenshots of every notebook as a learner sees it go to build/screenshots/{replay,live}/.
 test-browser: $(STAMP)

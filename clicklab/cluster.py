@@ -213,20 +213,6 @@ def checkpoint_details(build: Path, job_id: str, checkpoint_id: int) -> dict[str
     return dict(rest_get(build, f"/jobs/{job_id}/checkpoints/details/{checkpoint_id}"))
 
 
-def sources_settled(build: Path, job_id: str) -> bool:
-    """Whether every subtask of a job's sources has either ended or runs with records read: none is still
-    starting, and none is about to end for want of input (a bounded source task with no split waits for one
-    more checkpoint before it ends, and refuses a savepoint meanwhile: :func:`stop_with_savepoint`)."""
-    for vertex in job_details(build, job_id).get("vertices", []):
-        if not str(vertex.get("name", "")).startswith("Source:"):
-            continue
-        for subtask in rest_get(build, f"/jobs/{job_id}/vertices/{vertex['id']}").get("subtasks", []):
-            status = subtask.get("status")
-            if status != "FINISHED" and (status != "RUNNING" or not subtask.get("metrics", {}).get("write-records")):
-                return False
-    return True
-
-
 def job_parallelism(build: Path, job_id: str) -> int:
     """The highest parallelism of a job's tasks (REST ``/jobs/<id>``)."""
     return max(int(v["parallelism"]) for v in job_details(build, job_id).get("vertices", []))

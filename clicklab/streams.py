@@ -357,6 +357,11 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
     statements, the raw table and the view of its good events (see :func:`ticker_view_sql`); the others
     live in ``<build>/streams/<name>/``.
     """
+    return table_ddl(name, local_options(name, build, dataset))
+
+
+def local_options(name: str, build: Path, dataset: Path) -> dict[str, str]:
+    """The filesystem options of a replay stream (:func:`local_ddl`): ``dataset`` for tickerstream, else its folder."""
     path = Path(dataset) if name == "tickerstream" else stream_path(build, name)
     options = {
         "connector": "filesystem",
@@ -366,7 +371,7 @@ def local_ddl(name: str, build: Path, dataset: Path) -> str:
         "json.fail-on-missing-field": "true" if name == "tickerstream" else "false",
         "json.ignore-parse-errors": "false",
     }
-    return table_ddl(name, raw_format(name, options))
+    return raw_format(name, options)
 
 
 def live_options(name: str, build: Path, exclude: list[str] | None = None) -> dict[str, str]:

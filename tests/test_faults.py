@@ -1,8 +1,9 @@
 """Faults survived, nothing lost, nothing twice: the keyed steps on the standalone cluster.
 
 A replay of 100 sites x 4 hours runs through the lab's steps on the cluster of ``clicklab cluster up`` (two
-TaskManagers). Scoring (08) runs at parallelism 2, checkpointing every second: uninterrupted; with ``kill -9``
-of a TaskManager once a checkpoint has completed; and stopped with a savepoint, then resumed from it. Each
+TaskManagers). Scoring (08) runs at parallelism 2, checkpointing every second, fed its input in two halves
+(:mod:`clicklab.feed`): uninterrupted; with ``kill -9`` of a TaskManager between the halves; and stopped with a
+savepoint between them, then resumed from it. Each
 time 09 decides the anomalies after it. The faulty runs' destinationstream and anomalydetectionstream must
 equal the uninterrupted run's, row for row and score for score, and the alerts sent for them must be the same
 alerts, none twice.
@@ -63,9 +64,9 @@ def _alerts(build: Path, anomalies: pd.DataFrame, where: Path) -> pd.DataFrame:
 def uninterrupted(lab):
     run, scores, anomalies = _run(lab, None)
     assert run.checkpoints.completed >= 1 and len(scores) > 50_000
-    # every CTR row is scored: none fell behind ctrstream's watermark in 08's ordering view (a run that drops
-    # some drops a different number each time, and no faulty run could equal it)
-    assert len(scores) == len(lab.stream("ctrstream"))
+    # every CTR row is scored (and the feed's end row of its first half): none fell behind ctrstream's watermark in
+    # 08's ordering view (a run that drops some drops a different number each time, and no faulty run could equal it)
+    assert len(scores) == faults.fed_rows(lab.build)
     return scores, anomalies
 
 
