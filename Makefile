@@ -22,22 +22,25 @@ run: $(STAMP)
 # functions, and the tests that submit to a standalone cluster, each run in a pytest process of their own.
 JAVA_TESTS := tests/test_java_udf.py tests/test_keyed.py tests/test_score.py tests/test_sql_app.py \
 	tests/test_zeppelin_params_java.py tests/test_kafka_broker.py tests/test_kafka_pipeline.py \
-	tests/test_kafka_alerts.py
+	tests/test_kafka_alerts.py tests/test_kafka_lab.py
 CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py tests/test_cluster_cancel.py
 # The learner's path in a real browser (JupyterLab, Playwright, Debian's Chromium; `.ci/run` installs it):
 # every notebook run from the UI, replay and live. Skipped with one line where Chromium is missing.
 BROWSER_TESTS := tests/test_browser.py tests/test_browser_live.py
 
-# The cluster tests run beside the browser tests (each waits on its own servers more than it computes; both wait
-# for conditions, not for the clock): their output follows the browser tests', from build/test-cluster.log.
+# The Java and cluster tests run, one process after the other, beside the browser tests (these wait on JupyterLab
+# and on live events in real time more than they compute; every test waits for conditions, not for the clock):
+# their output follows the browser tests', from build/test-java.log and build/test-cluster.log.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(foreach t,$(JAVA_TESTS) $(CLUSTER_TESTS) $(BROWSER_TESTS),--ignore=$(t))
-	$(BIN)/python -m pytest $(JAVA_TESTS)
 	@mkdir -p build
-	@$(BIN)/python -m pytest $(CLUSTER_TESTS) > build/test-cluster.log 2>&1 & cluster=$$!; \
+	@( $(BIN)/python -m pytest $(JAVA_TESTS) > build/test-java.log 2>&1; java=$$?; \
+	   $(BIN)/python -m pytest $(CLUSTER_TESTS) > build/test-cluster.log 2>&1; \
+	   test $$java -eq 0 -a $$? -eq 0 ) & beside=$$!; \
 	$(BIN)/python -m pytest $(BROWSER_TESTS); browser=$$?; \
-	wait $$cluster; status=$$?; \
-	echo "--- the cluster tests (they ran beside the browser tests): $(CLUSTER_TESTS)"; cat build/test-cluster.log; \
+	wait $$beside; status=$$?; \
+	echo "--- the Java tests (they ran beside the browser tests): $(JAVA_TESTS)"; cat build/test-java.log; \
+	echo "--- the cluster tests (after the Java tests): $(CLUSTER_TESTS)"; cat build/test-cluster.log; \
 	test $$browser -eq 0 -a $$status -eq 0
 
 # Screenshots of every notebook as a learner sees it go to build/screenshots/{replay,live}/.

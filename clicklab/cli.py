@@ -19,7 +19,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
     flink.check_java()
     report = runner.run(dataset=args.dataset, build=args.build, only=args.only, live=args.live,
-                        linger_s=args.duration, forest_preset=args.params)
+                        linger_s=args.duration, forest_preset=args.params, backend=args.streams)
     print(f"\n{len(report.executed)} notebooks executed in {report.seconds:.0f} s into {args.build / 'executed'}")
     print(report.summary.render())
     if not args.live:
@@ -333,6 +333,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--params", choices=PARAMETER_SETS, default=None,
                      help="the forest's parameter set the notebooks score with (their forest_preset): default "
                           "(256 samples) or lab (the SQL lab's 12); default: lab live, default on a replay")
+    run.add_argument("--streams", choices=("files", "kafka"), default=None,
+                     help="where the Studio lab's streams are kept: files (folders under build/streams/) or kafka "
+                          "(topics on the lab's broker, or $CLICKLAB_KAFKA_BOOTSTRAP); default: $CLICKLAB_STREAMS, "
+                          "else files. Replay only, for now")
     run.set_defaults(func=_cmd_run)
 
     gen = sub.add_parser("generate", help="generate a replay dataset from a scenario, or (--live) a live tickerstream",

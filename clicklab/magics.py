@@ -26,7 +26,7 @@ from clicklab import cells, sqltext
 
 
 class Session(Protocol):
-    """What the magic needs of a session (:class:`clicklab.notebook.Lab` is one)."""
+    """What the magic needs of a session (:class:`clicklab.lab.Lab` is one)."""
 
     live: bool
 

@@ -12,9 +12,11 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pandas as pd
 
 from clicklab import cells, checks, settings
 from clicklab.exceptions import ClicklabError, NotebookError
@@ -109,6 +111,7 @@ def run(
     live: bool = False,
     linger_s: float = 0.0,
     forest_preset: str | None = None,
+    backend: str | None = None,
 ) -> RunReport:
     """Execute the notebooks in order into ``<build>/executed/``, logging progress; then
     :func:`clicklab.summary.summarize` (just before the cleanup notebook, if it is chosen).
@@ -122,6 +125,8 @@ def run(
     ``forest_preset``: the forest's named parameter set (``default`` or ``lab``, see
     :data:`clicklab_udf.forest.PRESETS`), passed to the notebooks whose parameters have ``forest_preset``
     (``None``: each notebook's own choice, ``lab`` live and ``default`` on a replay).
+    ``backend``: where the Studio lab's streams are kept, ``files`` or ``kafka`` (``None``: ``$CLICKLAB_STREAMS``
+    decides, :func:`clicklab.notebook.stream_backend`); the kernels inherit the choice.
 
     The SQL application's notebooks (``20_`` on) run after the Studio lab's, cleanup included (they keep their
     streams in ``<build>/sqlapp/``, which the cleanup leaves); their figures and check join the summary.
@@ -141,9 +146,15 @@ def run(
         if forest_preset not in PRESETS:
             raise ClicklabError(f"forest parameter set {forest_preset!r}: choose one of {', '.join(PRESETS)}")
         params["forest_preset"] = forest_preset
-    if not live:
-        return _execute(chosen, dataset, build, params)
     from clicklab import cluster, livegen, notebook
+
+    store = notebook.stream_backend(backend)
+    if not live:
+        if store == "files":
+            return _execute(chosen, dataset, build, params)
+        return _on_kafka(chosen, dataset, build, params)
+    if store != "files":
+        raise ClicklabError("the live lab runs on files for now: run --live without --streams kafka")
 
     cap = os.environ.get(notebook.QUERY_SECONDS_VARIABLE)
     os.environ[notebook.QUERY_SECONDS_VARIABLE] = str(LIVE_QUERY_SECONDS)  # the kernels inherit it
@@ -161,8 +172,26 @@ def run(
             os.environ[notebook.QUERY_SECONDS_VARIABLE] = cap
 
 
+def _on_kafka(chosen: list[Path], dataset: Path, build: Path, params: dict[str, object]) -> RunReport:
+    """A replay whose streams are topics: the kernels see ``$CLICKLAB_STREAMS=kafka``, the summary reads the topics."""
+    from clicklab import notebook
+    from clicklab.kafka import broker, topics
+
+    before = os.environ.get(notebook.BACKEND_VARIABLE)
+    os.environ[notebook.BACKEND_VARIABLE] = "kafka"
+    try:
+        return _execute(chosen, dataset, build, params,
+                        read=lambda name: topics.read_topic(broker.bootstrap(build), name))
+    finally:
+        if before is None:
+            os.environ.pop(notebook.BACKEND_VARIABLE, None)
+        else:
+            os.environ[notebook.BACKEND_VARIABLE] = before
+
+
 def _execute(chosen: list[Path], dataset: Path, build: Path, params: dict[str, object],
-             live: bool = False, linger_s: float = 0.0) -> RunReport:
+             live: bool = False, linger_s: float = 0.0,
+             read: Callable[[str], pd.DataFrame] | None = None) -> RunReport:
     out_dir = build / "executed"
     report = RunReport()
     start = time.monotonic()
@@ -172,7 +201,7 @@ def _execute(chosen: list[Path], dataset: Path, build: Path, params: dict[str, o
                 log.info("live: everything keeps running for %.0f s (the Flink web UI: clicklab cluster status)",
                          linger_s)
                 time.sleep(linger_s)
-            report.summary = summarize(dataset, build, live=live)
+            report.summary = summarize(dataset, build, live=live, read=read)
         log.info("[%d/%d] %s ...", k, len(chosen), notebook.name)
         t0 = time.monotonic()
         output = out_dir / notebook.name
@@ -182,7 +211,7 @@ def _execute(chosen: list[Path], dataset: Path, build: Path, params: dict[str, o
         log.info("[%d/%d] %s done in %.1f s (elapsed %.0f s)", k, len(chosen), notebook.name, now - t0, now - start)
     report.seconds = time.monotonic() - start
     if report.summary is None:
-        report.summary = summarize(dataset, build, live=live)
+        report.summary = summarize(dataset, build, live=live, read=read)
     if any(settings.is_sql_app_notebook(p) for p in chosen):
         add_sql_app(report.summary, build)
     return report

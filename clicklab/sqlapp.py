@@ -9,7 +9,7 @@ SQL_APP_STREAMS` on the filesystem connector under ``<build>/sqlapp/``, and each
 Its traffic is the SQL lab's (``data/scenarios/sql_lab.yaml``: 1 impression/s and 1 click/s, then three extra
 click senders for 20 s), generated on first use into ``<build>/sqlapp/sql_lab.jsonl`` (:func:`ensure_dataset`).
 
-``start`` gives a notebook its session (:class:`SqlApp`, a :class:`clicklab.notebook.Lab` whose tables are the SQL
+``start`` gives a notebook its session (:class:`SqlApp`, a :class:`clicklab.lab.Lab` whose tables are the SQL
 application's); :func:`explain` turns an ``ANOMALY_EXPLANATION`` into the words of an alert; :func:`summarize` is
 what ``clicklab run`` prints of the application. Live (``start(..., live=True)``, :mod:`clicklab.sqlapp_live`) the
 source is the live generator's SQL-lab traffic and every pump a job on the cluster that keeps running.

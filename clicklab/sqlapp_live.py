@@ -3,7 +3,7 @@
 The SQL lab's Kinesis Data Generator sends one impression and one click a second, continuously: the live
 generator (:mod:`clicklab.livegen`) plays the ``sql_lab`` scenario into ``<build>/streams/tickerstream/``, which
 ``SOURCE_SQL_STREAM_001`` watches. Every pump (``INSERT INTO``) is then a job on the standalone cluster that keeps
-running, as :class:`clicklab.notebook.Lab` submits the Studio lab's; a query refreshes its table as rows arrive.
+running, as :class:`clicklab.lab.Lab` submits the Studio lab's; a query refreshes its table as rows arrive.
 "Open three more KDG windows" is ``clicklab send --session sql-lab-extra-clicks`` (the scenario's session), or
 :func:`send_extra_clicks`, which ``22`` calls once the forest has seen :data:`WINDOWS_BEFORE_EXTRA_CLICKS` windows.
 

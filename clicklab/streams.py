@@ -409,7 +409,7 @@ def live_ddl(name: str, build: Path, exclude: list[str] | None = None) -> str:
     Kinesis consumer at ``LATEST``: Flink's file source reads the files it finds at once in no particular
     order, and its watermark follows the newest event read, so older ones would be dropped as late and
     the first windows be partial. The session re-creates its tables with the files of the moment before
-    each job (:meth:`clicklab.notebook.Lab.run`).
+    each job (:meth:`clicklab.lab.Lab.run`).
     """
     return table_ddl(name, live_options(name, build, exclude), live=True)
 
@@ -476,12 +476,23 @@ def _create_raw_table(name: str, options: dict[str, str], arrival_time: str | No
     return f"CREATE TABLE {stream.raw_table} (\n{body}\n) WITH (\n{with_clause}\n);\n\n{ticker_view_sql(name, fields)}"
 
 
-def table_ddl(name: str, options: dict[str, str], arrival_time: str | None = None, live: bool = False) -> str:
+def interval_seconds(seconds: int) -> str:
+    """A SQL interval of ``seconds``: ``INTERVAL '60' SECOND``, or whole days (``INTERVAL '99' DAY``). Flink takes
+    two digits a field (a longer one needs a precision its planner refuses: "DAY_INTERVAL_TYPES precision")."""
+    if 0 <= seconds <= 99:
+        return f"INTERVAL '{seconds}' SECOND"
+    if seconds % 86_400 == 0 and seconds // 86_400 <= 99:
+        return f"INTERVAL '{seconds // 86_400}' DAY"
+    raise ValueError(f"a watermark delay of {seconds} s: give 0-99 seconds or 1-99 whole days")
+
+
+def table_ddl(name: str, options: dict[str, str], arrival_time: str | None = None, live: bool = False,
+              delay_s: int | None = None) -> str:
     """``CREATE TABLE`` of a stream from :data:`STREAMS` with connector ``options``.
 
     ``arrival_time`` names a computed column read instead from the record's arrival time (Kinesis metadata);
-    ``live`` takes the live watermark. A stream with a :attr:`Stream.raw_table` gives two statements (see
-    :func:`ticker_view_sql`).
+    ``live`` takes the live watermark; ``delay_s`` another delay (not for a stream read as text). A stream with a
+    :attr:`Stream.raw_table` gives two statements (see :func:`ticker_view_sql`).
     """
     stream = STREAMS[name]
     if stream.raw_table:
@@ -493,10 +504,10 @@ def table_ddl(name: str, options: dict[str, str], arrival_time: str | None = Non
         else:
             lines.append(f"  {_quote(col)} AS {expr}")
     if stream.watermark:
-        delay = stream.live_watermark_s if live else stream.watermark_delay_s
+        delay = delay_s if delay_s is not None else stream.live_watermark_s if live else stream.watermark_delay_s
         lines.append(
             f"  WATERMARK FOR {_quote(stream.watermark)} AS {_quote(stream.watermark)}"
-            f" - INTERVAL '{delay}' SECOND"
+            f" - {interval_seconds(delay)}"
         )
     with_clause = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())
     body = ",\n".join(lines)

@@ -10,9 +10,12 @@ everything else; ``clicklab run`` then exits non-zero. Plain pandas: no Flink.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from clicklab import settings
 from clicklab.results import compare_ctr, read_events, read_labels, read_stream, reference_ctr
@@ -113,19 +116,22 @@ def ctr_check(dataset: Path, ctr: Any) -> Check:
 
 
 def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_THRESHOLD,
-              live: bool = False) -> RunSummary:
+              live: bool = False, read: Callable[[str], pd.DataFrame] | None = None) -> RunSummary:
     """The :class:`RunSummary` of the streams under ``build``, replayed from ``dataset`` (or ``live``).
 
     Live there is no replay file to recompute the CTR from (and a job's first window is partial: it
     starts mid-stream), so the CTR check is left out; the labels are the sessions the live generator
     played, and ``latency`` says how long after its window ended the last one showed as an anomaly row
-    and as an e-mail.
+    and as an e-mail. ``read(name)`` reads a stream (default: its folder under ``build``; on Kafka, its topic).
     """
     from clicklab.alerts import report as alerts_report
 
     dataset, build = Path(dataset), Path(build)
-    streams = {name: read_stream(build, name) for name in WINDOW_STREAMS}
-    events = len(read_stream(build, "tickerstream")) if live else len(read_events(dataset))
+    if read is None:
+        def read(name: str) -> pd.DataFrame:
+            return read_stream(build, name)
+    streams = {name: read(name) for name in WINDOW_STREAMS}
+    events = len(read("tickerstream")) if live else len(read_events(dataset))
     out = RunSummary(dataset=dataset, events=events, live=live,
                      windows={name: len(frame) for name, frame in streams.items()})
     ctr = streams["ctrstream"]
@@ -134,17 +140,16 @@ def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_TH
         out.ctr_per_site = {str(site): (row["min"], row["median"], row["max"]) for site, row in stats.iterrows()}
         if not live:
             out.checks.append(ctr_check(dataset, ctr))
-    out.bad_events = bad_event_counts(build)
-    _add_anomalies(out, dataset, build, threshold)
+    out.bad_events = bad_event_counts(read("badevents"))
+    _add_anomalies(out, dataset, build, threshold, read("destinationstream"), read("anomalydetectionstream"))
     out.alerts = alerts_report.read(build)
     if live:
         out.latency = burst_latency(build)
     return out
 
 
-def bad_event_counts(build: Path) -> dict[str, int]:
-    """Lines in ``badevents`` per reason, the most frequent first (empty: none, or ``04`` did not run)."""
-    bad = read_stream(build, "badevents")
+def bad_event_counts(bad: pd.DataFrame) -> dict[str, int]:
+    """Lines in ``badevents`` (its rows) per reason, the most frequent first (empty: none, or ``04`` did not run)."""
     if bad.empty:
         return {}
     counts = bad.groupby("reason").size().sort_values(ascending=False, kind="stable")
@@ -171,14 +176,14 @@ def burst_latency(build: Path) -> dict[str, float]:
     return out
 
 
-def _add_anomalies(out: RunSummary, dataset: Path, build: Path, threshold: float) -> None:
-    """Anomalies per site, and against the replay's labels: detected, missed, false alarms per hour."""
+def _add_anomalies(out: RunSummary, dataset: Path, build: Path, threshold: float, scored: pd.DataFrame,
+                   flagged: pd.DataFrame) -> None:
+    """Anomalies per site (``scored``: destinationstream, ``flagged``: anomalydetectionstream), and against the
+    replay's labels: detected, missed, false alarms per hour."""
     from clicklab.evaluation import compare_modes
 
-    scored = read_stream(build, "destinationstream")
     if scored.empty:
         return
-    flagged = read_stream(build, "anomalydetectionstream")
     counts = flagged.groupby("site").size() if len(flagged) else {}
     out.anomalies_per_site = {str(site): int(counts.get(site, 0)) for site in sorted(scored["site"].unique())}
     if out.live:

@@ -14,6 +14,7 @@ from pathlib import Path
 from clicklab import settings
 from clicklab.alerts import local, report
 from clicklab.alerts.destination import recorded_ports
+from clicklab.kafka import broker, notes
 
 #: What the AWS lab created, in the order to delete it (the console page, and what to look for).
 AWS_RESOURCES: tuple[tuple[str, str], ...] = (
@@ -78,7 +79,8 @@ _KEPT = {
 
 def clean_up(build: Path = settings.DEFAULT_BUILD, remove_streams: bool = True,
              dataset: Path | None = None) -> Cleanup:
-    """Remove ``build/streams``; check that nothing listens on the local servers' ports any more.
+    """Remove ``build/streams`` (and the lab broker's topics, once it is stopped); check that nothing listens on the
+    local servers' ports any more.
 
     The servers ran in notebook 11's kernel and ended with it; nothing is stopped here. The alert state and
     report, the outbox, the executed notebooks, the live generator's labels and the replay file (``dataset``)
@@ -94,6 +96,8 @@ def clean_up(build: Path = settings.DEFAULT_BUILD, remove_streams: bool = True,
     if remove_streams and streams.exists():
         shutil.rmtree(streams)
         done.removed.append(streams)
+    if remove_streams and broker.status(build) is None:
+        done.removed += notes.remove_topics(build)
     old_run = build / "alerts" / "run"
     if old_run.is_dir():
         shutil.rmtree(old_run)

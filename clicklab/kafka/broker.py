@@ -83,9 +83,14 @@ def dirs(build: Path = settings.DEFAULT_BUILD) -> KafkaDirs:
     return KafkaDirs(build / "kafka")
 
 
+def own_bootstrap() -> str | None:
+    """``$CLICKLAB_KAFKA_BOOTSTRAP`` (a Kafka of one's own), or ``None``: the lab starts its broker."""
+    return os.environ.get(BOOTSTRAP_ENV, "").strip() or None
+
+
 def bootstrap(build: Path = settings.DEFAULT_BUILD) -> str:
     """Where the lab's Kafka is: ``$CLICKLAB_KAFKA_BOOTSTRAP`` if set, else the broker ``up`` started for ``build``."""
-    own = os.environ.get(BOOTSTRAP_ENV, "").strip()
+    own = own_bootstrap()
     if own:
         return own
     info = status(build)

@@ -11,7 +11,9 @@ Columns, watermarks and tickerstream's raw table with its view of the good event
   replay reads bounded (``scan.bounded.mode = latest-offset``: up to the end the topic had when the job
   started), so its job ends;
 * watermarks are per partition: Flink's Kafka source tracks each partition's event time and emits the
-  smallest; a partition with no records for :data:`IDLE_TIMEOUT` stops holding it back;
+  smallest; live, a partition with no records for :data:`IDLE_TIMEOUT` stops holding it back (a replay reads
+  bounded, and a partition that ends stops holding it back then: an idle timeout, in processing time, would
+  make a replay's results depend on the machine's speed);
 * writing is exactly-once: each stream's records are committed in a Kafka transaction at the job's
   checkpoint, and every reader reads ``read_committed``.
 """
@@ -34,8 +36,16 @@ PARTITIONS: dict[str, int] = {name: (1 if name in SINGLE_PARTITION else 4) for n
 #: Topic settings: retention by size, never by time (a replay's records are stamped with their event time, years
 #: ago, and time-based retention would delete them as they arrive); 256 MiB per partition bounds a long live run.
 TOPIC_CONFIG: dict[str, str] = {"retention.ms": "-1", "retention.bytes": str(256 * 2**20)}
-#: A partition with no new records for this long no longer holds the watermark back.
+#: A partition with no new records for this long no longer holds the watermark back (live).
 IDLE_TIMEOUT = "5 s"
+#: A replay's watermark delay on the streams the lab's jobs write: longer than a replay, so a job's windows,
+#: joins and ordering views fire when its bounded read ends (the end of input moves the watermark to the end),
+#: all in event-time order, and a record can never fall behind the watermark. With the streams' own delays the
+#: watermark moves while the read goes on, every 200 ms of processing time and per partition, and a replay is
+#: read in well under a second: 06's one-sided windows then came hours late, and 08's ordering view dropped
+#: some of them, how many depending on the machine's speed. tickerstream keeps its delay (its late lines go to
+#: badevents, a watermark after every line: deterministic).
+REPLAY_WATERMARK_S = 99 * 86_400  # the longest interval Flink's planner takes (two digits of days)
 #: Kafka's default transaction timeout (1 h) is over many brokers' maximum (15 min): a sink's transactions
 #: time out after this (longer than any checkpoint interval of the lab).
 TRANSACTION_TIMEOUT_MS = 600_000
@@ -72,7 +82,6 @@ def kafka_options(name: str, bootstrap: str, start: StartPosition = "earliest",
         "properties.bootstrap.servers": bootstrap,
         "properties.isolation.level": "read_committed",
         "scan.startup.mode": _START[start],
-        "scan.watermark.idle-timeout": IDLE_TIMEOUT,
         "format": "json",
         "json.timestamp-format.standard": "SQL",
         "json.fail-on-missing-field": "false",
@@ -83,6 +92,8 @@ def kafka_options(name: str, bootstrap: str, start: StartPosition = "earliest",
     }
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"
+    else:
+        options["scan.watermark.idle-timeout"] = IDLE_TIMEOUT
     if streams.STREAMS[name].raw_table:
         # a watermark after every line, not every 200 ms of processing time: a line is late against the lines
         # before it, whatever the speed of the read (a replay is read in well under a second, and a periodic
@@ -95,8 +106,12 @@ def kafka_options(name: str, bootstrap: str, start: StartPosition = "earliest",
 
 
 def kafka_ddl(name: str, bootstrap: str, start: StartPosition = "earliest", bounded: bool = False) -> str:
-    """``CREATE TABLE`` of one stream on its topic (tickerstream: its raw table and the view of its good events)."""
-    return streams.table_ddl(name, kafka_options(name, bootstrap, start, bounded))
+    """``CREATE TABLE`` of one stream on its topic (tickerstream: its raw table and the view of its good events).
+
+    Bounded (a replay), the streams the lab's jobs write take the watermark delay :data:`REPLAY_WATERMARK_S`:
+    see its comment."""
+    delay = REPLAY_WATERMARK_S if bounded and not streams.STREAMS[name].raw_table else None
+    return streams.table_ddl(name, kafka_options(name, bootstrap, start, bounded), delay_s=delay)
 
 
 def all_kafka_ddl(bootstrap: str, start: StartPosition = "earliest", bounded: bool = False) -> str:

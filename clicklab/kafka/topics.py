@@ -151,15 +151,31 @@ def produce_replay(bootstrap: str, dataset: Path, name: str = "tickerstream") ->
     return count
 
 
-def read_topic(bootstrap: str, name: str, timeout_s: float = 120.0) -> pd.DataFrame:
-    """A stream's committed records, up to the end its topic has now, as a DataFrame of the stream's columns."""
+def count(bootstrap: str, name: str) -> int:
+    """How many records a stream's topic holds (end less start offsets, all partitions; 0 if it is missing)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    stream = streams.STREAMS[name]
-    if stream.raw_table:
-        raise TopicError(f"{name} holds raw lines, not rows of columns: read its view with Flink SQL")
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"clicklab-count-{uuid.uuid4()}"})
+    try:
+        meta = consumer.list_topics(topic(name), timeout=30).topics[topic(name)]
+        if meta.error is not None:
+            return 0
+        total = 0
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic(name), p), timeout=30)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def read_values(bootstrap: str, name: str, timeout_s: float = 120.0) -> list[bytes]:
+    """A stream's committed record values, up to the end its topic has now (partition by partition)."""
+    from confluent_kafka import Consumer, TopicPartition
+
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"clicklab-read-{uuid.uuid4()}",
                          "enable.auto.commit": False, "isolation.level": "read_committed"})
+    values: list[bytes] = []
     try:
         meta = consumer.list_topics(topic(name), timeout=30).topics[topic(name)]
         if meta.error is not None:
@@ -170,16 +186,15 @@ def read_topic(bootstrap: str, name: str, timeout_s: float = 120.0) -> pd.DataFr
             if high > low:
                 ends[p] = high
         consumer.assign([TopicPartition(topic(name), p, 0) for p in ends])
-        rows: list[dict] = []
         done: set[int] = set()
         deadline = time.monotonic() + timeout_s
         while len(done) < len(ends):
             if time.monotonic() > deadline:
-                raise TopicError(f"{name}: read {len(rows)} records in {timeout_s:.0f} s and not yet its end")
+                raise TopicError(f"{name}: read {len(values)} records in {timeout_s:.0f} s and not yet its end")
             for msg in consumer.consume(10_000, 0.5):
                 if msg.error() is not None:
                     continue
-                rows.append(json.loads(msg.value()))
+                values.append(msg.value())
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     done.add(msg.partition())
             for p, end in ends.items():  # read_committed stops before aborted or control records at the end
@@ -187,9 +202,28 @@ def read_topic(bootstrap: str, name: str, timeout_s: float = 120.0) -> pd.DataFr
                     done.add(p)
     finally:
         consumer.close()
+    return values
+
+
+def read_topic(bootstrap: str, name: str, timeout_s: float = 120.0) -> pd.DataFrame:
+    """A stream's committed records, up to the end its topic has now, as a DataFrame of the stream's columns.
+
+    tickerstream (lines as they came): its lines that are JSON objects, with the fields of its columns."""
+    stream = streams.STREAMS[name]
     columns = [c.name for c in stream.columns]
+    rows: list[dict] = []
+    for value in read_values(bootstrap, name, timeout_s):
+        if not stream.raw_table:
+            rows.append(json.loads(value))
+            continue
+        try:
+            row = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     df = pd.DataFrame(rows, columns=columns)
     for c in stream.columns:
-        if c.type.startswith("TIMESTAMP"):
+        if c.type.startswith("TIMESTAMP") and not stream.raw_table:
             df[c.name] = pd.to_datetime(df[c.name], utc=True, format="ISO8601")
     return df

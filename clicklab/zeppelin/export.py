@@ -125,7 +125,7 @@ def lab_note_name(options: ExportOptions) -> str:
 
 
 def variables(options: ExportOptions) -> dict[str, Any]:
-    """The ``{name}`` values of the export: the lab's (from :class:`clicklab.notebook.Lab`) for the target."""
+    """The ``{name}`` values of the export: the lab's (from :class:`clicklab.lab.Lab`) for the target."""
     from clicklab.notebook import Lab
 
     values = Lab(options.dataset, options.build, t_env=None).variables()  # no Flink needed for these

@@ -1,0 +1,94 @@
+"""The lab's session on Kafka topics, for a replay: what ``clicklab.notebook.start`` returns when the streams are
+topics (``streams="kafka"``, or ``$CLICKLAB_STREAMS=kafka``).
+
+The notebooks do not change: their SQL reads and writes the same seven tables, now on Flink's Kafka connector
+(:mod:`clicklab.kafka.tables`), read bounded from the earliest offset so each ``INSERT`` ends as on files.
+
+* :func:`open_topics` makes sure of the broker (``clicklab kafka up``, or ``$CLICKLAB_KAFKA_BOOTSTRAP``), the
+  connector's jar and the topics, and produces the replay into ``tickerstream`` once per replay file: each
+  notebook's kernel calls it, and only the first one produces (``<build>/kafka/replay.json`` remembers what the
+  topic holds).
+* Running an ``INSERT`` again empties its topic first (a step replaces what it wrote, as on files); a stream
+  counts as written once its step's job has ended (``<build>/kafka/written/<stream>``), so "run 04 first" is
+  still said before a step reads a stream nothing has filled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from clicklab.kafka import broker, jars, tables, topics
+from clicklab.kafka.notes import replay_marker, written_marker
+from clicklab.lab import Lab
+
+#: What the session's jobs need: checkpoints (an exactly-once Kafka sink commits its transaction at each one, and
+#: at the end of a bounded job).
+CONFIG = {"execution.checkpointing.interval": "1 s", "execution.checkpointing.mode": "EXACTLY_ONCE"}
+
+
+def _replay_id(dataset: Path, bootstrap: str) -> dict[str, Any]:
+    stat = Path(dataset).stat()
+    return {"dataset": str(Path(dataset).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "bootstrap": bootstrap}
+
+
+def open_topics(dataset: Path, build: Path) -> str:
+    """The broker up (or yours), the jars resolved, the seven topics there and ``dataset`` in ``tickerstream``;
+    the bootstrap address. Produces the replay only when the topic does not hold this file yet."""
+    jars.resolve(build)
+    address = broker.bootstrap(build) if broker.own_bootstrap() else broker.up(build).bootstrap
+    topics.create(address)
+    marker = replay_marker(build)
+    wanted = _replay_id(dataset, address)
+    try:
+        held = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        held = None
+    if held is None or {k: held.get(k) for k in wanted} != wanted or topics.count(address, "tickerstream") != held.get(
+            "lines"):
+        marker.unlink(missing_ok=True)
+        topics.empty(address, ["tickerstream"])
+        lines = topics.produce_replay(address, dataset)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({**wanted, "lines": lines}), encoding="utf-8")
+    return address
+
+
+class TopicLab(Lab):
+    """A replay session whose streams are the topics at ``bootstrap`` (see the module's docstring)."""
+
+    def __init__(self, dataset: Path, build: Path, t_env: Any, bootstrap: str) -> None:
+        super().__init__(dataset, build, t_env, live=False)
+        self.bootstrap = bootstrap
+        if t_env is not None:
+            from clicklab import flink
+
+            flink.execute(t_env, f"ADD JAR '{jars.jars(self.build).connector()}'")
+
+    @property
+    def ddl(self) -> str:
+        return tables.all_kafka_ddl(self.bootstrap, bounded=True)
+
+    def where(self, name: str) -> str:
+        return f"topic {tables.topic(name)} ({self.bootstrap})"
+
+    def reset_stream(self, name: str) -> Path:
+        written_marker(self.build, name).unlink(missing_ok=True)
+        topics.empty(self.bootstrap, [name])
+        return written_marker(self.build, name)
+
+    def wrote(self, name: str) -> None:
+        marker = written_marker(self.build, name)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+    def is_written(self, name: str) -> bool:
+        return written_marker(self.build, name).is_file()
+
+    def stream(self, name: str) -> pd.DataFrame:
+        return topics.read_topic(self.bootstrap, name)
+
