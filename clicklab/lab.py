@@ -168,8 +168,8 @@ class Lab:
             outcomes.append(self._run_one(statement, max_rows, timeout_s, max_changes, on_rows))
         return outcomes
 
-    def _from_now_on(self) -> None:
-        """Live: re-create the tables so that the next job reads only files that appear from now on."""
+    def _from_now_on(self, st: sqltext.Statement) -> None:
+        """Live, before job ``st`` starts: re-create the tables so that it reads only files that appear from now on."""
         from clicklab import live
 
         for name in streams.STREAM_NAMES:
@@ -253,7 +253,7 @@ class Lab:
         elif (view := sqltext.view_name(st.sql)) is not None:
             self._view_inputs[view] = self.inputs(st.sql, view)
         if self.live and st.kind in (sqltext.INSERT, sqltext.QUERY):
-            self._from_now_on()
+            self._from_now_on(st)
         if st.kind == sqltext.INSERT and self.live:
             return self._submit(st)
         if st.kind == sqltext.INSERT and st.target in streams.STREAMS:

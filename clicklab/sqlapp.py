@@ -120,7 +120,7 @@ class SqlApp(Lab):
         return (f"{name} is not being filled: run {stream.filled_by} first (its job "
                 f"'{sqlapp_live.job_name(name)}' is not running on the cluster), then this cell again")
 
-    def _from_now_on(self) -> None:
+    def _from_now_on(self, st: sqltext.Statement) -> None:
         """Live: re-create the tables so that the next job reads only files that appear from now on."""
         from clicklab import sqlapp_live
 

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clicklab.alerts import kinesis
+from clicklab.alerts.feed import Followed
 
 log = logging.getLogger(__name__)
 
@@ -151,3 +152,20 @@ def _arrival(msg: Any) -> float:
     """The record's timestamp in epoch seconds (Kinesis' ``approximateArrivalTimestamp``)."""
     kind, ms = msg.timestamp()
     return ms / 1000 if kind and ms > 0 else datetime.now(UTC).timestamp()
+
+
+def follow(destination: Any, bootstrap: str, batch_size: int = 100, timeout_s: float = 120.0,
+           until: Callable[[], bool] | None = None, group: str = GROUP) -> Followed:
+    """Live ``11_alerts`` on topics: the alert group reads ``anomalydetectionstream`` from where it committed (the
+    first time: the earliest offset) and invokes ``destination`` on each batch, until ``until()`` holds or
+    ``timeout_s`` passed (what :func:`clicklab.alerts.feed.follow` does on files)."""
+    started = time.monotonic()
+    stopped = f"time limit of {timeout_s:g} s"
+    with AlertConsumer(bootstrap, destination.invoke, group=group, batch_size=batch_size) as consumer:
+        while time.monotonic() - started < timeout_s:
+            consumer.poll(0.25)
+            if until is not None and until():
+                stopped = "the awaited alert went out"
+                break
+        batches = consumer.batches
+    return Followed(len(batches), sum(len(b.offsets) for b in batches), time.monotonic() - started, stopped, TOPIC)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from clicklab import flink, sqltext
 from clicklab.kafka import broker, jars, tables, topics
 from clicklab.kafka.notes import replay_marker, written_marker
 from clicklab.lab import Lab
@@ -58,20 +59,42 @@ def open_topics(dataset: Path, build: Path) -> str:
     return address
 
 
+def job_group(target: str) -> str:
+    """The consumer group of the live job that fills stream ``target`` (its offsets are committed at checkpoints)."""
+    return f"{tables.TRANSACTIONAL_PREFIX}-job-{target}"
+
+
 class TopicLab(Lab):
-    """A replay session whose streams are the topics at ``bootstrap`` (see the module's docstring)."""
+    """A session whose streams are the topics at ``bootstrap`` (see the module's docstring).
 
-    def __init__(self, dataset: Path, build: Path, t_env: Any, bootstrap: str) -> None:
-        super().__init__(dataset, build, t_env, live=False)
+    Live, every job reads its topics unbounded, from the earliest offset the first time; the job that fills a
+    stream reads in the consumer group :func:`job_group`, so running its cell again continues where the job it
+    replaces committed (no event read twice, none missed), while a query reads from the earliest offset each time.
+    """
+
+    def __init__(self, dataset: Path, build: Path, t_env: Any, bootstrap: str, live: bool = False,
+                 start: tables.StartPosition = "earliest") -> None:
+        super().__init__(dataset, build, t_env, live=live)
         self.bootstrap = bootstrap
+        self.start_position = start
         if t_env is not None:
-            from clicklab import flink
-
             flink.execute(t_env, f"ADD JAR '{jars.jars(self.build).connector()}'")
+
+    def _ddl(self, group: str | None = None) -> str:
+        if self.live:
+            return tables.all_kafka_ddl(self.bootstrap, self.start_position, live=True, group=group)
+        return tables.all_kafka_ddl(self.bootstrap, bounded=True)
 
     @property
     def ddl(self) -> str:
-        return tables.all_kafka_ddl(self.bootstrap, bounded=True)
+        return self._ddl()
+
+    def _from_now_on(self, st: sqltext.Statement) -> None:
+        """Live, before job ``st`` starts: the tables it reads in its own consumer group (an ``INSERT``), or from
+        the start position (a query)."""
+        group = job_group(st.target) if st.kind == sqltext.INSERT and st.target else None
+        for statement in sqltext.split_statements(self._ddl(group)):
+            flink.execute(self.t_env, statement)
 
     def where(self, name: str) -> str:
         return f"topic {tables.topic(name)} ({self.bootstrap})"

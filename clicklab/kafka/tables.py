@@ -72,8 +72,13 @@ def key_field(name: str) -> str | None:
 
 
 def kafka_options(name: str, bootstrap: str, start: StartPosition = "earliest",
-                  bounded: bool = False) -> dict[str, str]:
-    """The ``WITH`` options of a stream's table: read from ``start`` (bounded on a replay), written exactly-once."""
+                  bounded: bool = False, group: str | None = None) -> dict[str, str]:
+    """The ``WITH`` options of a stream's table: read from ``start`` (bounded on a replay), written exactly-once.
+
+    ``group``: a live job's consumer group. The job then starts where the group's offsets are, which its
+    checkpoints commit, and from ``start`` only when the group has none: the first run of a step reads from the
+    earliest offset (``TRIM_HORIZON``), and running the step again continues where the job it replaces stopped,
+    neither reading an event twice nor missing one (its sink's uncommitted transaction is aborted)."""
     if start not in _START:
         raise ValueError(f"start position must be 'earliest' (TRIM_HORIZON) or 'latest' (LATEST), got {start!r}")
     options = {
@@ -90,6 +95,9 @@ def kafka_options(name: str, bootstrap: str, start: StartPosition = "earliest",
         "sink.transactional-id-prefix": f"{TRANSACTIONAL_PREFIX}-{name}",
         "properties.transaction.timeout.ms": str(TRANSACTION_TIMEOUT_MS),
     }
+    if group is not None:
+        options.update({"scan.startup.mode": "group-offsets", "properties.group.id": group,
+                        "properties.auto.offset.reset": start})
     if bounded:
         options["scan.bounded.mode"] = "latest-offset"
     else:
@@ -105,16 +113,20 @@ def kafka_options(name: str, bootstrap: str, start: StartPosition = "earliest",
     return streams.raw_format(name, options)
 
 
-def kafka_ddl(name: str, bootstrap: str, start: StartPosition = "earliest", bounded: bool = False) -> str:
+def kafka_ddl(name: str, bootstrap: str, start: StartPosition = "earliest", bounded: bool = False,
+              live: bool = False, group: str | None = None) -> str:
     """``CREATE TABLE`` of one stream on its topic (tickerstream: its raw table and the view of its good events).
 
     Bounded (a replay), the streams the lab's jobs write take the watermark delay :data:`REPLAY_WATERMARK_S`:
-    see its comment."""
+    see its comment. ``live``: the streams' live delays (events arrive in time order, a second late at most).
+    ``group``: see :func:`kafka_options`."""
     delay = REPLAY_WATERMARK_S if bounded and not streams.STREAMS[name].raw_table else None
-    return streams.table_ddl(name, kafka_options(name, bootstrap, start, bounded), delay_s=delay)
+    return streams.table_ddl(name, kafka_options(name, bootstrap, start, bounded, group), live=live, delay_s=delay)
 
 
-def all_kafka_ddl(bootstrap: str, start: StartPosition = "earliest", bounded: bool = False) -> str:
+def all_kafka_ddl(bootstrap: str, start: StartPosition = "earliest", bounded: bool = False, live: bool = False,
+                  group: str | None = None) -> str:
     """The seven streams' tables, each dropped first (so the script can run again), as one script."""
     return "\n\n".join("".join(f"{drop};\n" for drop in streams.drop_statements(name))
-                       + kafka_ddl(name, bootstrap, start, bounded) + ";" for name in streams.STREAM_NAMES)
+                       + kafka_ddl(name, bootstrap, start, bounded, live, group) + ";"
+                       for name in streams.STREAM_NAMES)
