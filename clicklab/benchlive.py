@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clicklab import live, livegen, settings, sqltext, streams
+from clicklab import settings, sqltext, streams
+from clicklab.live import process
+from clicklab.live.folders import ARCHIVE, committed_files
+from clicklab.live.options import KEEP_S
+from clicklab.live.send import send
+from clicklab.live.watch import rows_committed, window_start_s
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +69,11 @@ def window_latencies(build: Path, since_s: float) -> dict[str, pd.DataFrame]:
     """Per stream: window start and ``latency_s`` (commit time minus window end) of the windows after ``since_s``."""
     out = {}
     for name in HOPS:
-        rows = live.rows_committed(build, name)
+        rows = rows_committed(build, name)
         if not len(rows):
             out[name] = pd.DataFrame(columns=["window", "latency_s", "committed_at", "site"])
             continue
-        start = live.window_start_s(rows)
+        start = window_start_s(rows)
         frame = pd.DataFrame({"window": start, "latency_s": rows["committed_at"] - (start + settings.WINDOW_SECONDS),
                               "committed_at": rows["committed_at"], "site": rows["site"]})
         out[name] = frame[frame["window"] >= since_s]
@@ -81,8 +86,8 @@ def _health(build: Path, started: float) -> dict[str, Any]:
 
     from clicklab import cluster
 
-    files = {name: len(live.committed_files(streams.stream_path(build, name)))
-             + len(live.committed_files(streams.stream_path(build, name) / live.ARCHIVE)) for name in HOPS}
+    files = {name: len(committed_files(streams.stream_path(build, name)))
+             + len(committed_files(streams.stream_path(build, name) / ARCHIVE)) for name in HOPS}
     rss = 0
     for pid in cluster.processes(build):
         try:
@@ -122,7 +127,7 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
         submit_pipeline(build)
         log.info("live bench: generator at %g x the lab's rates for %.0f s ...", scale, duration_s)
         # the run's history for the figures, but never more than the lab's retention: files stay bounded
-        livegen.start_background(build, scenario="lab", scale=scale, keep_s=min(duration_s + 300, livegen.KEEP_S))
+        process.start_background(build, scenario="lab", scale=scale, keep_s=min(duration_s + 300, KEEP_S))
         started = time.time()
         dest = destination.open_destination(build, cooldown_s=0)
         follower = threading.Thread(
@@ -135,7 +140,7 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
         next_burst, next_sample = started + warmup_s, started + 30
         while time.time() < started + duration_s:
             if bursts and time.time() >= next_burst and time.time() + 40 < started + duration_s:
-                sessions.append(livegen.send(build, **bursts.pop(0)))
+                sessions.append(send(build, **bursts.pop(0)))
                 log.info("live bench: burst %d sent (%s)", len(sessions), sessions[-1])
                 next_burst = time.time() + burst_every_s
             if time.time() >= next_sample:
@@ -146,13 +151,13 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
         time.sleep(15)  # let the last windows through
         stop.set()
         follower.join(30)
-        info = livegen.status(build)
+        info = process.status(build)
         figures = _figures(build, started, time.time(), sessions, info, health)
         dest.close()
         return figures
     finally:
         stop.set()
-        livegen.stop(build)
+        process.stop(build)
         cluster.down(build)
 
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from clicklab import live, results, settings, streams
+from clicklab import results, settings, streams
+from clicklab.live.watch import session_rows, window_start_s
 from clicklab.settings import labels_path_for
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def _wait_rows(lab: Lab, name: str, wait_s: float, after_s: float,
     deadline = time.monotonic() + wait_s
     while True:
         frame = lab.stream(name)
-        frame = frame[live.window_start_s(frame) >= after_s] if len(frame) else frame
+        frame = frame[window_start_s(frame) >= after_s] if len(frame) else frame
         if (len(frame) and enough(frame)) or time.monotonic() >= deadline:
             return frame
         time.sleep(1.0)
@@ -129,18 +130,18 @@ def _rows_tick(lab: Lab, name: str, wait_s: float, enough: Callable[[pd.DataFram
 
 def _labels(lab: Lab) -> pd.DataFrame:
     if lab.live:
-        from clicklab import livegen
+        from clicklab.live.send import labels
 
-        return livegen.labels(lab.build)
+        return labels(lab.build)
     return results.read_labels(labels_path_for(lab.dataset))
 
 
 def _burst(lab: Lab) -> Any:
     """The Studio lab's burst: the live generator's last ``studio-lab-burst`` session, or the replay's label."""
     if lab.live:
-        from clicklab import livegen
+        from clicklab.live.send import last_session
 
-        return livegen.last_session(lab.build, "studio-lab-burst")
+        return last_session(lab.build, "studio-lab-burst")
     labels = _labels(lab)
     rows = labels[labels["kind"] == "studio-lab-burst"]
     return rows.iloc[0] if len(rows) else None
@@ -311,7 +312,7 @@ def _flagged(lab: Lab, wait_s: float) -> list[Tick]:
     if start < _scored_from(lab).get(burst["site"], float("inf")):
         return [*ticks, Tick(True, f"the burst ({burst['site']}, {burst['start']:%H:%M:%S}) falls in the site's "
                                    "warm-up, before its forest scores: a longer replay shows it flagged")]
-    t = live.window_start_s(flagged)
+    t = window_start_s(flagged)
     hit = flagged[(flagged["site"] == burst["site"]) & (t + W > start - W) & (t < end)]
     return [*ticks, Tick(len(hit) > 0, f"the burst ({burst['site']}, {burst['start']:%H:%M:%S}) is flagged: "
                         + (f"CTR {hit['ctrpercent'].iloc[0]:.0f} %, score {hit['anomaly_score'].iloc[0]:.2f}"
@@ -336,7 +337,7 @@ def _anomalies(lab: Lab, wait_s: float) -> list[Tick]:
     burst = _burst(lab)
     if burst is None:
         return [Tick(False, "no burst sent yet: run the burst cell above")]
-    rows = live.session_rows(lab.build, "anomalydetectionstream", burst)
+    rows = session_rows(lab.build, "anomalydetectionstream", burst)
     if not len(rows):
         return [Tick(False, f"the burst ({burst}) is not in anomalydetectionstream yet: wait, or send it again")]
     first = rows.iloc[0]

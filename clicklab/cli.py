@@ -67,7 +67,9 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate_live(args: argparse.Namespace) -> None:
-    from clicklab import livegen
+    from clicklab.live import process
+    from clicklab.live.generator import run_live
+    from clicklab.live.options import FLUSH_S, KEEP_S, LiveOptions, parse_duration, tickerstream_dir
 
     for flag, value in (("--out", args.out), ("--labels", args.labels), ("--progress", args.progress)):
         if value not in (None, False):
@@ -77,38 +79,39 @@ def _cmd_generate_live(args: argparse.Namespace) -> None:
     if args.stop or args.status:
         if args.stop and args.status:
             raise ClicklabError("give --stop or --status, not both")
-        info = livegen.status(build)
+        info = process.status(build)
         if args.status:
             print(info if info is not None else f"no live generator is registered for {build}")
-        elif livegen.stop(build):
+        elif process.stop(build):
             print(f"stopped the live generator (pid {info.pid if info else '?'}) of {build}")
         else:
             print(f"no live generator was running for {build}")
         return
-    options = livegen.LiveOptions(
+    options = LiveOptions(
         seed=args.seed,
-        backfill_s=livegen.parse_duration(args.backfill or 0, "--backfill"),
+        backfill_s=parse_duration(args.backfill or 0, "--backfill"),
         scale=args.scale if args.scale is not None else 1.0,
-        flush_s=args.flush if args.flush is not None else livegen.FLUSH_S,
-        duration_s=None if args.duration is None else livegen.parse_duration(args.duration, "--duration"),
-        keep_s=livegen.KEEP_S if args.keep is None else livegen.parse_duration(args.keep, "--keep"),
+        flush_s=args.flush if args.flush is not None else FLUSH_S,
+        duration_s=None if args.duration is None else parse_duration(args.duration, "--duration"),
+        keep_s=KEEP_S if args.keep is None else parse_duration(args.keep, "--keep"),
     )
     if args.background:
-        info = livegen.start_background(build, args.scenario, **vars(options))
+        info = process.start_background(build, args.scenario, **vars(options))
         print(f"live generator started in the background: pid {info.pid}; log {info.log}; "
               f"stop it with: clicklab generate --live --stop --build {build}")
         return
-    result = livegen.run_live(args.scenario, build, options)
+    result = run_live(args.scenario, build, options)
     print(f"{result.events:,} events in {result.files:,} files ({result.backfill_events:,} backfilled), "
-          f"{len(result.sessions)} sessions -> {livegen.tickerstream_dir(build)}")
+          f"{len(result.sessions)} sessions -> {tickerstream_dir(build)}")
 
 
 def _cmd_send(args: argparse.Namespace) -> None:
-    from clicklab import livegen
+    from clicklab.live.options import live_dir
+    from clicklab.live.send import send
 
-    session = livegen.send(args.build, args.session, template=args.template, rate=args.rate, duration=args.duration,
-                           arrivals=args.arrivals, kind=args.kind)
-    print(f"{session} (label in {livegen.live_dir(args.build) / 'labels.csv'})")
+    session = send(args.build, args.session, template=args.template, rate=args.rate, duration=args.duration,
+                   arrivals=args.arrivals, kind=args.kind)
+    print(f"{session} (label in {live_dir(args.build) / 'labels.csv'})")
 
 
 def _detector(args: argparse.Namespace):

@@ -84,7 +84,7 @@ def _key(line: str) -> tuple[int, str]:
 
 def _sorted_lines(folder: Path) -> list[str]:
     """The committed rows of a stream folder, sorted by time and site, their text unchanged."""
-    from clicklab.live import committed_files
+    from clicklab.live.folders import committed_files
 
     lines = [line for path in sorted(committed_files(folder))
              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -93,7 +93,7 @@ def _sorted_lines(folder: Path) -> list[str]:
 
 def consolidate(build: Path, stream: str) -> Path:
     """Rewrite the committed files of ``stream``'s folder as one file, its rows sorted by time and site; the file."""
-    from clicklab.live import committed_files
+    from clicklab.live.folders import committed_files
 
     folder = streams.stream_path(build, stream)
     old = committed_files(folder)
@@ -164,7 +164,7 @@ def write(build: Path, name: str, lines: list[str], stream: str = STREAM) -> Pat
 
 def committed_rows(build: Path, stream: str) -> int:
     """How many rows a stream's committed files hold (lines counted, not parsed: cheap to poll)."""
-    from clicklab.live import committed_files
+    from clicklab.live.folders import committed_files
 
     total = 0
     for path in committed_files(streams.stream_path(build, stream)):

@@ -471,7 +471,7 @@ def _merge_window(live: list[_Plan], fmt: _Formatter, w_lo: int, w_hi: int) -> t
 
     Records are in time order; ties keep plan order (``plan.index``). Each plan's bins must cover
     the window (:func:`_start_block`). Shared by the replay and the live generator
-    (:mod:`clicklab.livegen`).
+    (:mod:`clicklab.live.timeline`).
     """
     parts = [_window_times(p, w_lo, w_hi) for p in live]
     if not parts:

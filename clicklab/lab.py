@@ -170,10 +170,10 @@ class Lab:
 
     def _from_now_on(self, st: sqltext.Statement) -> None:
         """Live, before job ``st`` starts: re-create the tables so that it reads only files that appear from now on."""
-        from clicklab import live
+        from clicklab.live.folders import committed_files
 
         for name in streams.STREAM_NAMES:
-            existing = [p.name for p in live.committed_files(streams.stream_path(self.build, name))]
+            existing = [p.name for p in committed_files(streams.stream_path(self.build, name))]
             for statement in [*streams.drop_statements(name),
                               *sqltext.split_statements(streams.live_ddl(name, self.build, exclude=existing))]:
                 flink.execute(self.t_env, statement)

@@ -66,13 +66,14 @@ def start_live(build: Path, scenario: str = "lab") -> None:
 
     Each is started only if it is not running yet, so every live notebook can call this.
     """
-    from clicklab import cluster, livegen
+    from clicklab import cluster
+    from clicklab.live import process
 
     cluster.up(build)
     for name in streams.STREAM_NAMES:
         streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
-    if livegen.status(build) is None:
-        livegen.start_background(build, scenario=scenario)
+    if process.status(build) is None:
+        process.start_background(build, scenario=scenario)
 
 
 def start(

@@ -70,9 +70,9 @@ def read_labels(path: Path) -> pd.DataFrame:
 def read_stream(build: Path, name: str) -> pd.DataFrame:
     """All rows Flink has committed to a local stream (in-progress files are skipped).
 
-    Live, that includes the files the stream's folder has archived (``.archive/``, see :mod:`clicklab.live`).
+    Live, that includes the files the stream's folder has archived (``.archive/``, see :mod:`clicklab.live.folders`).
     """
-    from clicklab.live import ARCHIVE, committed_files
+    from clicklab.live.folders import ARCHIVE, committed_files
 
     stream = STREAMS[name]
     folder = stream_path(build, name)

@@ -146,7 +146,8 @@ def run(
         if forest_preset not in PRESETS:
             raise ClicklabError(f"forest parameter set {forest_preset!r}: choose one of {', '.join(PRESETS)}")
         params["forest_preset"] = forest_preset
-    from clicklab import cluster, livegen, notebook
+    from clicklab import cluster, notebook
+    from clicklab.live import process
 
     store = notebook.stream_backend(backend)
     if not live:
@@ -164,7 +165,7 @@ def run(
         return _execute(chosen, dataset, build, {**params, "live": True, **LIVE_PARAMETERS}, live=True,
                         linger_s=linger_s)
     finally:
-        livegen.stop(build)
+        process.stop(build)
         cluster.down(build)
         if cap is None:
             os.environ.pop(notebook.QUERY_SECONDS_VARIABLE, None)

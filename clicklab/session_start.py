@@ -5,7 +5,7 @@ on multiples of the window length (epoch time). A session sent at an arbitrary m
 fills that window only partly: the Studio lab's burst (1 impression and 5 clicks a second for 30 s, CTR 500 %)
 would then span four windows, the first a mix of normal traffic and burst (CTR 112.9 %, say), and with the
 alert threshold's refractory period (one alert per burst, for its first flagged window) the e-mail would quote
-that mixed window. :func:`clicklab.livegen.send` therefore asks the generator to start a session at
+that mixed window. :func:`clicklab.live.send.send` therefore asks the generator to start a session at
 :func:`next_window_start_ms`: the burst's 30 seconds are then exactly three whole windows of CTR 500 %.
 """
 

@@ -57,7 +57,7 @@ def ensure_dataset(build: Path, dataset: Path | str | None = None) -> Path:
 
 def read_app_stream(build: Path, name: str) -> pd.DataFrame:
     """A SQL-application stream's committed rows (``ROWTIME`` as UTC timestamps), in time order."""
-    from clicklab.live import committed_files
+    from clicklab.live.folders import committed_files
 
     stream = streams.SQL_APP_STREAMS[name]
     columns = [c.name for c in stream.columns]

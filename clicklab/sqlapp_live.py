@@ -1,7 +1,7 @@
 """The SQL application live: notebooks ``20``-``23`` with ``live = True`` (or ``$CLICKLAB_LIVE``), as on AWS.
 
 The SQL lab's Kinesis Data Generator sends one impression and one click a second, continuously: the live
-generator (:mod:`clicklab.livegen`) plays the ``sql_lab`` scenario into ``<build>/streams/tickerstream/``, which
+generator (:mod:`clicklab.live.generator`) plays the ``sql_lab`` scenario into ``<build>/streams/tickerstream/``, which
 ``SOURCE_SQL_STREAM_001`` watches. Every pump (``INSERT INTO``) is then a job on the standalone cluster that keeps
 running, as :class:`clicklab.lab.Lab` submits the Studio lab's; a query refreshes its table as rows arrive.
 "Open three more KDG windows" is ``clicklab send --session sql-lab-extra-clicks`` (the scenario's session), or
@@ -27,8 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from clicklab import live, livegen, settings, streams
+from clicklab import settings, streams
 from clicklab.exceptions import ClicklabError
+from clicklab.live import process
+from clicklab.live import send as live_send
+from clicklab.live.folders import ARCHIVE, committed_files
+from clicklab.live.options import live_dir, tickerstream_dir
+from clicklab.live.sessions import ScheduledSession
+from clicklab.live.watch import wait_for
 
 if TYPE_CHECKING:
     from clicklab.notebook import Lab
@@ -94,7 +100,7 @@ def job_name(name: str) -> str:
 def folder(build: Path, name: str) -> Path:
     """Where a SQL-application stream's files are, live: the source watches the live generator's folder."""
     if name == streams.SQL_APP_SOURCE:
-        return livegen.tickerstream_dir(build)
+        return tickerstream_dir(build)
     return streams.sql_app_path(build, name)
 
 
@@ -133,7 +139,7 @@ def from_now_on(build: Path) -> list[str]:
     """The statements that re-create every SQL-application table so that a job started next reads only new files."""
     out = []
     for name in streams.SQL_APP_STREAMS:
-        existing = [p.name for p in live.committed_files(folder(build, name))]
+        existing = [p.name for p in committed_files(folder(build, name))]
         out += [f"DROP TABLE IF EXISTS {name}", live_ddl(name, build, exclude=existing)]
     return out
 
@@ -153,7 +159,7 @@ def start_live(build: Path) -> list[str]:
     done: list[str] = []
     build = Path(build)
     cluster.up(build)
-    info = livegen.status(build)
+    info = process.status(build)
     wanted = load_scenario(SCENARIO).source
     if info is not None and (not info.running or info.scenario != wanted):
         if info.running:
@@ -164,11 +170,11 @@ def start_live(build: Path) -> list[str]:
                 cluster.cancel_named(build, name)
             done.append(f"stopped the live generator of scenario {info.scenario} (the SQL lab plays {wanted})"
                         + (f" and cancelled the Studio lab's jobs: {', '.join(cancelled)}" if cancelled else ""))
-        livegen.stop(build)
+        process.stop(build)
     notebook.start_live(build, scenario=SCENARIO)  # the cluster is up; starts the generator if none runs
-    info = livegen.status(build)
+    info = process.status(build)
     if info is None or not info.running:
-        raise ClicklabError(f"the live generator of {build} did not start: see {livegen.live_dir(build)}")
+        raise ClicklabError(f"the live generator of {build} did not start: see {live_dir(build)}")
     run = f"pid {info.pid} since {info.started}"
     recorded = _read_marker(build)
     if recorded.get("generator") != run:
@@ -200,7 +206,7 @@ def rows_since(build: Path, name: str, since_s: float = 0.0) -> pd.DataFrame:
 
     columns = [c.name for c in streams.SQL_APP_STREAMS[name].columns]
     frames = []
-    for path in live.committed_files(folder(build, name)):
+    for path in committed_files(folder(build, name)):
         try:
             if path.stat().st_mtime >= since_s and path.stat().st_size:
                 frames.append(pd.read_json(path, lines=True, dtype=False))
@@ -222,33 +228,33 @@ def job_started(build: Path, name: str) -> float | None:
 def labels(build: Path) -> pd.DataFrame:
     """The extra-click sessions sent during this live run (``site, start, end, kind``, as replay labels)."""
     since = live_since(build)
-    rows = livegen.labels(build)
+    rows = live_send.labels(build)
     if since is None or not len(rows):
         return rows.iloc[0:0]
     return rows[(rows["kind"] == extra_clicks_kind()) & (rows["start"] >= pd.Timestamp(since))].reset_index(drop=True)
 
 
-def last_extra_clicks(build: Path) -> livegen.ScheduledSession | None:
+def last_extra_clicks(build: Path) -> ScheduledSession | None:
     """The last extra-click session of this live run, or ``None``."""
     rows = labels(build)
     if not len(rows):
         return None
     row = rows.iloc[-1]
-    return livegen.ScheduledSession(id="", site=row["site"], kind=row["kind"], start=row["start"].to_pydatetime(),
-                                    end=row["end"].to_pydatetime())
+    return ScheduledSession(id="", site=row["site"], kind=row["kind"], start=row["start"].to_pydatetime(),
+                            end=row["end"].to_pydatetime())
 
 
 def send_extra_clicks(app: Lab, timeout_s: float = 240.0,
-                      windows: int = WINDOWS_BEFORE_EXTRA_CLICKS) -> livegen.ScheduledSession:
+                      windows: int = WINDOWS_BEFORE_EXTRA_CLICKS) -> ScheduledSession:
     """Live: once the output pump's forest has seen ``windows`` CTR windows, "open three more KDG windows" (the
     extra-click session, from the next window boundary); what the generator scheduled."""
-    started = live.wait_for("the output pump's job (run the INSERT INTO DESTINATION_SQL_STREAM cell)",
-                            lambda: job_started(app.build, "DESTINATION_SQL_STREAM"), 30.0)
-    seen = live.wait_for(f"{windows} CTR windows for the output pump's forest (are the pumps of 21 running?)",
-                         lambda: (n := len(rows_since(app.build, "CTRSTREAM", started))) >= windows and n,
-                         timeout_s, poll_s=1.0)
+    started = wait_for("the output pump's job (run the INSERT INTO DESTINATION_SQL_STREAM cell)",
+                       lambda: job_started(app.build, "DESTINATION_SQL_STREAM"), 30.0)
+    seen = wait_for(f"{windows} CTR windows for the output pump's forest (are the pumps of 21 running?)",
+                    lambda: (n := len(rows_since(app.build, "CTRSTREAM", started))) >= windows and n,
+                    timeout_s, poll_s=1.0)
     log.info("the output pump's forest has seen %d windows: the extra clicks go out", seen)
-    return livegen.send(app.build, session=extra_clicks_kind())
+    return live_send.send(app.build, session=extra_clicks_kind())
 
 
 def source_events(app: Lab, minutes: float = 10.0) -> pd.DataFrame:
@@ -260,7 +266,7 @@ def source_events(app: Lab, minutes: float = 10.0) -> pd.DataFrame:
         return results.read_events(app.dataset)
     where = folder(app.build, streams.SQL_APP_SOURCE)
     since = time.time() - minutes * 60
-    paths = [p for p in live.committed_files(where) + live.committed_files(where / live.ARCHIVE)
+    paths = [p for p in committed_files(where) + committed_files(where / ARCHIVE)
              if p.exists() and p.stat().st_mtime >= since]
     frames = [pd.read_json(p, lines=True, dtype=False) for p in sorted(paths) if p.stat().st_size]
     events = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["browseraction", "site",
@@ -290,8 +296,8 @@ def scores_to_plot(app: Lab, scores: pd.DataFrame) -> pd.DataFrame:
 def wait_for_rows(app: Lab, name: str, rows: int = 1, timeout_s: float = 60.0) -> pd.DataFrame:
     """A stream's rows once it holds at least ``rows`` (live, its jobs have just started); ``ClicklabError`` if it
     does not within ``timeout_s`` seconds."""
-    return live.wait_for(f"{rows} row(s) in {name} (is the live generator running? the job that fills it?)",
-                         lambda: (frame := app.stream(name)) is not None and len(frame) >= rows and frame, timeout_s)
+    return wait_for(f"{rows} row(s) in {name} (is the live generator running? the job that fills it?)",
+                    lambda: (frame := app.stream(name)) is not None and len(frame) >= rows and frame, timeout_s)
 
 
 def stop_live(build: Path) -> list[str]:
@@ -308,8 +314,8 @@ def stop_live(build: Path) -> list[str]:
             if job.state not in cluster.TERMINAL_STATES:
                 cluster.cancel(build, job.id)
                 done.append(f"cancelled {job.name}")
-    done.append("live generator stopped" if livegen.stop(build) else "no live generator was running")
+    done.append("live generator stopped" if process.stop(build) else "no live generator was running")
     done += [f"stopped {what}" for what in cluster.down(build)] or ["no Flink cluster was running"]
-    if cluster.status(build) is not None or livegen.status(build) is not None:
+    if cluster.status(build) is not None or process.status(build) is not None:
         raise ClicklabError(f"something of the live run is still there: see `clicklab cluster status --build {build}`")
     return done

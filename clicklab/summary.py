@@ -158,17 +158,18 @@ def bad_event_counts(bad: pd.DataFrame) -> dict[str, int]:
 
 def burst_latency(build: Path) -> dict[str, float]:
     """Live: seconds from the end of the last session's first anomalous window to its anomaly row and e-mail."""
-    from clicklab import live, livegen
     from clicklab.alerts import local
+    from clicklab.live.send import last_session
+    from clicklab.live.watch import session_rows, window_start_s
 
-    session = livegen.last_session(build)
+    session = last_session(build)
     if session is None:
         return {}
-    rows = live.session_rows(build, "anomalydetectionstream", session)
+    rows = session_rows(build, "anomalydetectionstream", session)
     if not len(rows):
         return {}
     first = rows.sort_values("rowtime").iloc[0]
-    window_end = float(live.window_start_s(rows.loc[[first.name]]).iloc[0]) + settings.WINDOW_SECONDS
+    window_end = float(window_start_s(rows.loc[[first.name]]).iloc[0]) + settings.WINDOW_SECONDS
     out = {"anomaly row": float(first["committed_at"]) - window_end}
     mails = [p.stat().st_mtime for p in local.outbox_dir(build).glob("*.eml") if p.stat().st_mtime >= window_end]
     if mails:
@@ -187,9 +188,9 @@ def _add_anomalies(out: RunSummary, dataset: Path, build: Path, threshold: float
     counts = flagged.groupby("site").size() if len(flagged) else {}
     out.anomalies_per_site = {str(site): int(counts.get(site, 0)) for site in sorted(scored["site"].unique())}
     if out.live:
-        from clicklab import livegen
+        from clicklab.live import send
 
-        labels = livegen.labels(build)
+        labels = send.labels(build)
     else:
         labels = read_labels(settings.labels_path_for(dataset))
     if labels.empty:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clicklab.live import wait_for as wait_until  # poll a condition until it holds, or fail saying what
+from clicklab.live.watch import wait_for as wait_until  # poll a condition until it holds, or fail saying what
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: As the machine's own probe starts it: no sandbox (root), and no background networking (the network is closed).

@@ -243,7 +243,7 @@ def test_live_the_burst_sent_again_gets_its_email_while_following_the_stream(tmp
     from datetime import UTC, datetime, timedelta
 
     from clicklab import streams
-    from clicklab.livegen import ScheduledSession
+    from clicklab.live.sessions import ScheduledSession
     from tests.test_live import write_rows
 
     t0 = datetime(2026, 12, 1, 18, 0, 0, tzinfo=UTC)

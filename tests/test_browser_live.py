@@ -76,9 +76,10 @@ def live_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[jupyterlab.Br
     try:
         yield from open_lab(root, env, "live")
     finally:
-        from clicklab import cluster, livegen
+        from clicklab import cluster
+        from clicklab.live import process
 
-        livegen.stop(root / "build")  # only if a test failed half-way: 12 stops them
+        process.stop(root / "build")  # only if a test failed half-way: 12 stops them
         cluster.down(root / "build")
 
 
@@ -96,13 +97,14 @@ def leftovers(build: Path) -> list[str]:
 
 def burst_window_end(build: Path) -> float:
     """Epoch seconds at which the burst's first flagged window ended."""
-    from clicklab import live, livegen
+    from clicklab.live.send import last_session
+    from clicklab.live.watch import session_rows, window_start_s
 
-    session = livegen.last_session(build, "studio-lab-burst")
+    session = last_session(build, "studio-lab-burst")
     assert session is not None, "no burst was sent"
-    rows = live.session_rows(build, "anomalydetectionstream", session)
+    rows = session_rows(build, "anomalydetectionstream", session)
     assert len(rows), f"the burst {session} is not in anomalydetectionstream"
-    return float(live.window_start_s(rows.iloc[[0]]).iloc[0]) + settings.WINDOW_SECONDS
+    return float(window_start_s(rows.iloc[[0]]).iloc[0]) + settings.WINDOW_SECONDS
 
 
 def run_live_pass(browser: jupyterlab.Browser, notebooks: list[str]) -> dict[str, object]:

@@ -13,7 +13,7 @@ import pytest
 
 from clicklab import cluster
 from clicklab.exceptions import ClicklabError
-from clicklab.live import wait_for
+from clicklab.live.watch import wait_for
 
 pytestmark = pytest.mark.flink
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from clicklab import cells, live, notebook, results, settings, streams
+from clicklab import cells, notebook, results, settings, streams
+from clicklab.live import folders
 from tests.conftest import client_env
 
 SITE = "https://www.mysite.com"
@@ -38,10 +39,10 @@ def test_tidy_archives_old_files_keeps_new_and_hidden_ones_and_deletes_after_ret
     old = write_rows(folder, "part-old", [row], mtime=now - 60)
     new = write_rows(folder, "part-new", [row], mtime=now - 1)
     hidden = write_rows(folder, ".part-inprogress", [row], mtime=now - 60)
-    gone = write_rows(folder / live.ARCHIVE, "part-ancient", [row], mtime=now - 10_000)
-    done = live.tidy(tmp_path, now=now, keep_s=15, retention_s=600)
+    gone = write_rows(folder / folders.ARCHIVE, "part-ancient", [row], mtime=now - 10_000)
+    done = folders.tidy(tmp_path, now=now, keep_s=15, retention_s=600)
     assert (done.archived, done.deleted) == (1, 1)
-    assert not old.exists() and (folder / live.ARCHIVE / "part-old").exists()
+    assert not old.exists() and (folder / folders.ARCHIVE / "part-old").exists()
     assert new.exists() and hidden.exists() and not gone.exists()
     # the history stays readable: the stream holds both rows, archived and recent
     assert len(results.read_stream(tmp_path, "ctrstream")) == 2
@@ -89,7 +90,7 @@ def test_follow_invokes_the_handler_on_rows_as_they_arrive_until_the_awaited_ema
     from datetime import UTC, datetime, timedelta
 
     from clicklab.alerts import destination
-    from clicklab.livegen import ScheduledSession
+    from clicklab.live.sessions import ScheduledSession
 
     folder = streams.stream_path(tmp_path, "anomalydetectionstream")
     start = datetime(2026, 12, 1, 18, 0, 0, tzinfo=UTC)
@@ -125,7 +126,8 @@ def test_follow_invokes_the_handler_on_rows_as_they_arrive_until_the_awaited_ema
 @pytest.mark.server
 def test_clicklab_run_live_sends_the_burst_and_its_email_arrives_then_nothing_is_left(tmp_path: Path):
     """The headless live lab: cluster, live generator, five jobs side by side, the burst, its anomaly, its e-mail."""
-    from clicklab import cluster, livegen
+    from clicklab import cluster
+    from clicklab.live import process
 
     build = tmp_path / "build"
     # no timed assert (speed is `clicklab bench --live`'s to measure): only a timeout against a hang
@@ -145,5 +147,5 @@ def test_clicklab_run_live_sends_the_burst_and_its_email_arrives_then_nothing_is
              for r in re.findall(r"Anomaly detected with a click through rate of ([\d.]+)%", m.read_text())]
     assert rates and max(rates) >= 50, [m.read_text()[:300] for m in mails]
     # torn down: no cluster, no generator, no process of ours, no job
-    assert cluster.status(build) is None and livegen.status(build) is None
+    assert cluster.status(build) is None and process.status(build) is None
     assert cluster.processes(build) == {}

@@ -1,4 +1,5 @@
-"""Tests for clicklab.livegen: the live tickerstream, its sessions, labels, background process and rotation.
+"""Tests for clicklab.live (generator, sink, sessions, send, process, folders): the live tickerstream, its sessions,
+labels, background process and rotation.
 
 Most runs use a fake clock (minutes of traffic in a moment); a few run seconds in real time: the
 reader that polls the folder, ``send`` against a running generator, and the background process.
@@ -21,10 +22,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from clicklab import live, livegen, settings
+from clicklab import settings
 from clicklab.cli import parser
 from clicklab.exceptions import ClicklabError
-from clicklab.livegen import FILE_RE, LiveGenerator, LiveOptions
+from clicklab.live import folders, options, process, sink
+from clicklab.live import generator as live_generator
+from clicklab.live import send as live_send
+from clicklab.live import sessions as live_sessions
+from clicklab.live.generator import LiveGenerator
+from clicklab.live.options import LiveOptions
+from clicklab.live.sink import FILE_RE
 from clicklab.scenario import Scenario, load_scenario, parse_scenario
 from clicklab.session_start import next_window_start_ms
 from tests.conftest import client_env
@@ -57,7 +64,7 @@ def sender(name: str, action: str = "Impression", site: str = MYSITE, rate: floa
     return {"name": name, "template": {"browseraction": action, "site": site}, "rate": rate, **extra}
 
 
-def run(build: Path, sc: Scenario, start: float = T0, **options: Any) -> livegen.LiveResult:
+def run(build: Path, sc: Scenario, start: float = T0, **options: Any) -> live_generator.LiveResult:
     """Run the generator on a fake clock from ``start`` (epoch s) with ``options`` (LiveOptions fields)."""
     clock = FakeClock(start)
     return LiveGenerator(sc, build, LiveOptions(**options), clock=clock.time, wait=clock.wait).run()
@@ -68,7 +75,7 @@ def ms(event_time: str) -> int:
 
 
 def stream_files(build: Path) -> list[Path]:
-    return sorted(p for p in livegen.tickerstream_dir(build).iterdir())
+    return sorted(p for p in options.tickerstream_dir(build).iterdir())
 
 
 def records(build: Path) -> list[dict[str, Any]]:
@@ -80,7 +87,7 @@ def times(recs: list[dict[str, Any]], **match: Any) -> np.ndarray:
 
 
 def labels(build: Path) -> list[list[str]]:
-    with (livegen.live_dir(build) / "labels.csv").open(newline="") as fh:
+    with (options.live_dir(build) / "labels.csv").open(newline="") as fh:
         return list(csv.reader(fh))
 
 
@@ -130,16 +137,16 @@ def test_files_hold_their_flush_interval_in_time_order(tmp_path: Path) -> None:
         previous = t[-1]
         assert json.loads(lines[0]).keys() == {"browseraction", "site", "event_time"}
     assert result.live_start_ms == T0_MS and result.end_ms == T0_MS + 20_000
-    assert not list(livegen.tickerstream_dir(tmp_path).glob(".*"))
+    assert not list(options.tickerstream_dir(tmp_path).glob(".*"))
 
 
 def test_a_reader_polling_the_folder_only_sees_complete_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(livegen, "ROTATE_EVERY_S", 0.2)
+    monkeypatch.setattr(live_generator, "ROTATE_EVERY_S", 0.2)
     monkeypatch.setattr(settings, "LIVE_FOLDER_SECONDS", 1.0)  # files older than a second move to the archive
     sc = scenario(sender("imp", rate=4000), sender("clk", "Click", rate=400))
     gen = LiveGenerator(sc, tmp_path, LiveOptions(flush_s=0.1, duration_s=3, keep_s=1))
     thread = Running(gen)
-    folder = livegen.tickerstream_dir(tmp_path)
+    folder = options.tickerstream_dir(tmp_path)
     seen: dict[str, tuple[int, int, int]] = {}
     while True:
         alive = thread.is_alive()
@@ -210,7 +217,7 @@ def test_same_seed_and_start_give_the_same_files(tmp_path: Path) -> None:
 
 def test_backfill_covers_exactly_the_past_and_joins_the_live_part(tmp_path: Path) -> None:
     sc = scenario(sender("c", rate=10, arrivals="constant"), sender("p", "Click", rate=20))
-    result = run(tmp_path, sc, backfill_s=livegen.parse_duration("90s"), duration_s=10)
+    result = run(tmp_path, sc, backfill_s=options.parse_duration("90s"), duration_s=10)
     recs = records(tmp_path)
     const = times(recs, browseraction="Impression")
     assert const.size == 1000 and const[0] == T0_MS - 90_000 and const[-1] == T0_MS + 10_000 - 100
@@ -246,7 +253,7 @@ def test_a_late_generator_catches_up_in_one_file_and_keeps_files_apart(
         if FILE_RE.match(Path(dst).name):
             clock.commits.append(round(clock.t * 1000))
 
-    monkeypatch.setattr(livegen.os, "replace", commit)
+    monkeypatch.setattr(sink.os, "replace", commit)
     sc = scenario(sender("c", rate=10, arrivals="constant"))
     LiveGenerator(sc, tmp_path, LiveOptions(duration_s=12), clock=clock.time, wait=clock.wait).run()
     files = stream_files(tmp_path)
@@ -274,21 +281,21 @@ def test_a_restart_continues_after_the_newest_record(tmp_path: Path) -> None:
 
 
 def request(build: Path, definition: dict[str, Any], at: float, scaled: bool = True) -> str:
-    (livegen.live_dir(build) / "sessions").mkdir(parents=True, exist_ok=True)
-    return livegen._submit(build, definition, round(at * 1000), scaled)
+    (options.live_dir(build) / "sessions").mkdir(parents=True, exist_ok=True)
+    return live_send._submit(build, definition, round(at * 1000), scaled)
 
 
 def test_studio_lab_burst_replaces_the_site_traffic_and_writes_its_label(tmp_path: Path, lab: Scenario) -> None:
-    burst = livegen.session_definition(lab, "studio-lab-burst")
+    burst = live_sessions.session_definition(lab, "studio-lab-burst")
     run(tmp_path / "plain", lab, duration_s=70)
     rid = request(tmp_path / "burst", burst, T0 + 20.25)
     result = run(tmp_path / "burst", lab, duration_s=70)
     start, end = T0_MS + 20_250, T0_MS + 50_250
     assert [(s.site, s.kind) for s in result.sessions] == [(MYSITE, "studio-lab-burst")]
     assert labels(tmp_path / "burst") == [["site", "start", "end", "kind"],
-                                          [MYSITE, livegen._iso(start), livegen._iso(end), "studio-lab-burst"]]
-    answer = json.loads((livegen.live_dir(tmp_path / "burst") / "sessions" / f"{rid}.scheduled.json").read_text())
-    assert (answer["start"], answer["end"]) == (livegen._iso(start), livegen._iso(end))
+                                          [MYSITE, options._iso(start), options._iso(end), "studio-lab-burst"]]
+    answer = json.loads((options.live_dir(tmp_path / "burst") / "sessions" / f"{rid}.scheduled.json").read_text())
+    assert (answer["start"], answer["end"]) == (options._iso(start), options._iso(end))
     recs, plain = records(tmp_path / "burst"), records(tmp_path / "plain")
     imp, clk = times(recs, site=MYSITE, browseraction="Impression"), times(recs, site=MYSITE, browseraction="Click")
     inside = lambda t: t[(t >= start) & (t < end)]  # noqa: E731
@@ -303,7 +310,7 @@ def test_studio_lab_burst_replaces_the_site_traffic_and_writes_its_label(tmp_pat
 
 
 def test_sql_lab_session_adds_three_clicks_per_second_on_top(tmp_path: Path, lab: Scenario) -> None:
-    extra = livegen.session_definition(lab, "sql-lab-extra-clicks")
+    extra = live_sessions.session_definition(lab, "sql-lab-extra-clicks")
     run(tmp_path / "plain", lab, duration_s=40)
     request(tmp_path / "sql", extra, T0 + 10)
     run(tmp_path / "sql", lab, duration_s=40)
@@ -312,13 +319,13 @@ def test_sql_lab_session_adds_three_clicks_per_second_on_top(tmp_path: Path, lab
     assert len(recs) - len(plain) == 60 == len(added)
     t = times(added, site=MYSITE, browseraction="Click")
     assert np.array_equal(t, np.repeat(np.arange(T0_MS + 10_000, T0_MS + 30_000, 1000), 3))
-    assert labels(tmp_path / "sql")[1] == [MYSITE, livegen._iso(T0_MS + 10_000), livegen._iso(T0_MS + 30_000),
+    assert labels(tmp_path / "sql")[1] == [MYSITE, options._iso(T0_MS + 10_000), options._iso(T0_MS + 30_000),
                                            "sql-lab-extra-clicks"]
 
 
 def test_scale_applies_to_scenario_sessions_not_to_templates(tmp_path: Path, lab: Scenario) -> None:
-    request(tmp_path, livegen.session_definition(lab, "sql-lab-extra-clicks"), T0 + 1)
-    bot = livegen.template_session({"browseraction": "Click", "site": SHOP, "bot": 1}, 4, "5s", "constant", "bot")
+    request(tmp_path, live_sessions.session_definition(lab, "sql-lab-extra-clicks"), T0 + 1)
+    bot = live_sessions.template_session({"browseraction": "Click", "site": SHOP, "bot": 1}, 4, "5s", "constant", "bot")
     request(tmp_path, bot, T0 + 2, scaled=False)
     run(tmp_path, lab, duration_s=25, scale=2)
     recs = records(tmp_path)
@@ -328,20 +335,20 @@ def test_scale_applies_to_scenario_sessions_not_to_templates(tmp_path: Path, lab
 
 
 def test_a_session_cut_short_by_a_stop_ends_its_label_there(tmp_path: Path, lab: Scenario) -> None:
-    request(tmp_path, livegen.session_definition(lab, "studio-lab-burst"), T0 + 5)
+    request(tmp_path, live_sessions.session_definition(lab, "studio-lab-burst"), T0 + 5)
     result = run(tmp_path, lab, duration_s=15)
-    assert labels(tmp_path)[1] == [MYSITE, livegen._iso(T0_MS + 5000), livegen._iso(T0_MS + 15_000),
+    assert labels(tmp_path)[1] == [MYSITE, options._iso(T0_MS + 5000), options._iso(T0_MS + 15_000),
                                    "studio-lab-burst"]
     assert result.sessions[0].end == datetime.fromtimestamp(T0 + 15, UTC)
 
 
 def test_a_session_with_an_unknown_rate_factor_is_refused_by_the_generator(tmp_path: Path, lab: Scenario) -> None:
-    bad = {**livegen.session_definition(lab, "click-drop"), "rate_factor": {"Scroll": 0}}
+    bad = {**live_sessions.session_definition(lab, "click-drop"), "rate_factor": {"Scroll": 0}}
     rid = request(tmp_path, bad, T0 + 1)
     run(tmp_path, lab, duration_s=3)
-    error = json.loads((livegen.live_dir(tmp_path) / "sessions" / f"{rid}.error.json").read_text())["error"]
+    error = json.loads((options.live_dir(tmp_path) / "sessions" / f"{rid}.error.json").read_text())["error"]
     assert "rate_factor.Scroll" in error and "\n" not in error
-    assert not (livegen.live_dir(tmp_path) / "labels.csv").exists()
+    assert not (options.live_dir(tmp_path) / "labels.csv").exists()
 
 
 def test_send_plays_a_session_in_the_running_generator(tmp_path: Path) -> None:
@@ -349,27 +356,27 @@ def test_send_plays_a_session_in_the_running_generator(tmp_path: Path) -> None:
     thread = Running(LiveGenerator(tiny, tmp_path, LiveOptions(flush_s=0.1, duration_s=2.5)))
     try:
         deadline = time.monotonic() + 5
-        while (livegen.status(tmp_path) is None or livegen.status(tmp_path).phase != "live") and \
+        while (process.status(tmp_path) is None or process.status(tmp_path).phase != "live") and \
                 time.monotonic() < deadline:
             time.sleep(0.02)
         before = time.time()
-        session = livegen.send(tmp_path, template='{"browseraction": "Click", "site": "https://www.mysite.com", '
+        session = live_send.send(tmp_path, template='{"browseraction": "Click", "site": "https://www.mysite.com", '
                                '"bot": true}', rate=20, duration=1, arrivals="constant", kind="bot", align_s=0.5)
         after = time.time()
         assert after - before < 2.5, "picked up within a flush interval of its start (or a little more when busy)"
         assert before <= session.start.timestamp() <= after and round(session.start.timestamp() * 1000) % 500 == 0
         assert (session.end - session.start).total_seconds() == 1 and session.kind == "bot"
         with pytest.raises(ClicklabError, match=r"no session 'nope' \(its sessions: studio-lab-burst, click-drop\)"):
-            livegen.send(tmp_path, session="nope")
-        info = livegen.status(tmp_path)
+            live_send.send(tmp_path, session="nope")
+        info = process.status(tmp_path)
         assert info is not None and info.running and info.pid == os.getpid() and info.phase == "live"
     finally:
         thread.join()
     t = times(records(tmp_path), bot=True)
     start = round(session.start.timestamp() * 1000)
     assert np.array_equal(t, np.arange(start, start + 1000, 50))
-    assert labels(tmp_path)[1] == [MYSITE, livegen._iso(start), livegen._iso(start + 1000), "bot"]
-    assert livegen.status(tmp_path) is None, "a stopped generator unregisters"
+    assert labels(tmp_path)[1] == [MYSITE, options._iso(start), options._iso(start + 1000), "bot"]
+    assert process.status(tmp_path) is None, "a stopped generator unregisters"
 
 
 @pytest.mark.parametrize("now_ms", [T0_MS, T0_MS + 1, T0_MS + 3_600, T0_MS + 9_999, T0_MS + 10_000, 1_796_000_123_456])
@@ -385,11 +392,11 @@ def test_send_schedules_a_session_from_the_next_window_boundary_and_says_so(
     """``send`` against a stand-in generator that starts a session when asked (as the real one does, see
     test_studio_lab_burst_...): the scheduled start is a window boundary, not in the past, and the printed
     description says its windows are whole."""
-    sessions = livegen.live_dir(tmp_path) / "sessions"
+    sessions = options.live_dir(tmp_path) / "sessions"
     sessions.mkdir(parents=True)
-    monkeypatch.setattr(livegen, "status", lambda build: type("Info", (), {"running": True})())
-    monkeypatch.setattr(livegen, "session_of", lambda build, kind: {"site": MYSITE, "kind": kind, "duration": 30})
-    submit, asked = livegen._submit, []
+    monkeypatch.setattr(process, "status", lambda build: type("Info", (), {"running": True})())
+    monkeypatch.setattr(live_send, "session_of", lambda build, kind: {"site": MYSITE, "kind": kind, "duration": 30})
+    submit, asked = live_send._submit, []
 
     def generator(build: Path, definition: dict[str, Any], requested_ms: int, scaled: bool) -> str:
         request_id = submit(build, definition, requested_ms, scaled)
@@ -397,34 +404,35 @@ def test_send_schedules_a_session_from_the_next_window_boundary_and_says_so(
         start = max(requested_ms, round(time.time() * 1000))  # the generator: at the request's time, never before now
         (sessions / f"{request_id}.request.json").unlink()
         (sessions / f"{request_id}.scheduled.json").write_text(json.dumps(
-            {"id": request_id, "site": MYSITE, "kind": definition["kind"], "start": livegen._iso(start),
-             "end": livegen._iso(start + 30_000)}))
+            {"id": request_id, "site": MYSITE, "kind": definition["kind"], "start": options._iso(start),
+             "end": options._iso(start + 30_000)}))
         return request_id
 
-    monkeypatch.setattr(livegen, "_submit", generator)
+    monkeypatch.setattr(live_send, "_submit", generator)
     before = time.time()
-    session = livegen.send(tmp_path, session="studio-lab-burst")
+    session = live_send.send(tmp_path, session="studio-lab-burst")
     start_ms = round(session.start.timestamp() * 1000)
     assert asked == [start_ms], "the generator was asked for the boundary, and started there"
     assert start_ms % (settings.WINDOW_SECONDS * 1000) == 0 and start_ms >= before * 1000
     assert start_ms < (before + settings.WINDOW_SECONDS) * 1000
     says = f"(starts on a {settings.WINDOW_SECONDS}-second window boundary: its windows are whole)"
     assert str(session).endswith(says)
-    off = livegen.ScheduledSession("x", MYSITE, "custom", session.start + timedelta(milliseconds=250), session.end)
+    off = live_sessions.ScheduledSession("x", MYSITE, "custom", session.start + timedelta(milliseconds=250),
+                                         session.end)
     assert "boundary" not in str(off)
 
 
 def test_send_without_a_running_generator_fails_in_one_line(tmp_path: Path) -> None:
     for _ in range(2):  # nothing registered; then a stale registration of a process that is gone
         with pytest.raises(ClicklabError) as info:
-            livegen.send(tmp_path, session="studio-lab-burst")
+            live_send.send(tmp_path, session="studio-lab-burst")
         message = str(info.value)
         assert "no live generator is running" in message and "clicklab generate --live" in message
         assert "\n" not in message
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        livegen.live_dir(tmp_path).mkdir(parents=True, exist_ok=True)
-        (livegen.live_dir(tmp_path) / "generator.json").write_text(json.dumps({"pid": dead.pid, "token": "x"}))
+        options.live_dir(tmp_path).mkdir(parents=True, exist_ok=True)
+        (options.live_dir(tmp_path) / "generator.json").write_text(json.dumps({"pid": dead.pid, "token": "x"}))
     proc = subprocess.run([sys.executable, "-m", "clicklab", "send", "--build", str(tmp_path), "--session", "x"],
                           capture_output=True, text=True, timeout=60, env=client_env())
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
@@ -432,13 +440,13 @@ def test_send_without_a_running_generator_fails_in_one_line(tmp_path: Path) -> N
 
 
 def test_a_second_generator_for_the_same_build_is_refused(tmp_path: Path) -> None:
-    livegen.live_dir(tmp_path).mkdir(parents=True)
-    me = {"pid": os.getpid(), "proc_start": livegen._proc_start(os.getpid()), "token": "other"}
-    (livegen.live_dir(tmp_path) / "generator.json").write_text(json.dumps(me))
+    options.live_dir(tmp_path).mkdir(parents=True)
+    me = {"pid": os.getpid(), "proc_start": process._proc_start(os.getpid()), "token": "other"}
+    (options.live_dir(tmp_path) / "generator.json").write_text(json.dumps(me))
     with pytest.raises(ClicklabError, match=f"pid {os.getpid()}.* already running"):
         run(tmp_path, scenario(sender("c")), duration_s=1)
     with pytest.raises(ClicklabError, match="runs in this process"):
-        livegen.stop(tmp_path)
+        process.stop(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,22 +455,22 @@ def test_a_second_generator_for_the_same_build_is_refused(tmp_path: Path) -> Non
 
 @pytest.mark.server  # a detached process that runs until stopped; about 2 s, more on a busy machine
 def test_start_background_status_and_stop_leave_no_process_and_no_tmp(tmp_path: Path) -> None:
-    info = livegen.start_background(tmp_path, scenario="tiny", flush_s=0.1, backfill_s=30, scale=20)
+    info = process.start_background(tmp_path, scenario="tiny", flush_s=0.1, backfill_s=30, scale=20)
     pid = info.pid
     try:
-        assert info.running and info.log == livegen.live_dir(tmp_path) / "generator.log"
+        assert info.running and info.log == options.live_dir(tmp_path) / "generator.log"
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert b"generate" in cmdline and b"--live" in cmdline
         deadline = time.monotonic() + 10
-        while (now := livegen.status(tmp_path)) is not None and now.phase != "live" and time.monotonic() < deadline:
+        while (now := process.status(tmp_path)) is not None and now.phase != "live" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert now is not None and now.events > 0 and now.files > 0 and now.last_event_time
         with pytest.raises(ClicklabError, match="already running"):
-            livegen.start_background(tmp_path, scenario="tiny")
+            process.start_background(tmp_path, scenario="tiny")
     finally:
-        assert livegen.stop(tmp_path) is True
+        assert process.stop(tmp_path) is True
     assert not Path(f"/proc/{pid}").exists(), "stopped and reaped"
-    assert livegen.status(tmp_path) is None and livegen.stop(tmp_path) is False
+    assert process.status(tmp_path) is None and process.stop(tmp_path) is False
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     for path in stream_files(tmp_path):
         assert path.read_bytes().endswith(b"\n")
@@ -472,13 +480,13 @@ def test_start_background_status_and_stop_leave_no_process_and_no_tmp(tmp_path: 
 def test_stop_does_not_signal_a_process_that_is_not_a_live_generator(tmp_path: Path) -> None:
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        livegen.live_dir(tmp_path).mkdir(parents=True)
-        record = {"pid": other.pid, "proc_start": livegen._proc_start(other.pid), "token": "t"}
-        (livegen.live_dir(tmp_path) / "generator.json").write_text(json.dumps(record))
-        assert livegen.status(tmp_path).running  # type: ignore[union-attr]
-        assert livegen.stop(tmp_path) is False
+        options.live_dir(tmp_path).mkdir(parents=True)
+        record = {"pid": other.pid, "proc_start": process._proc_start(other.pid), "token": "t"}
+        (options.live_dir(tmp_path) / "generator.json").write_text(json.dumps(record))
+        assert process.status(tmp_path).running  # type: ignore[union-attr]
+        assert process.stop(tmp_path) is False
         assert other.poll() is None, "left alone"
-        assert livegen.status(tmp_path) is None
+        assert process.status(tmp_path) is None
     finally:
         other.kill()
         other.wait()
@@ -496,10 +504,10 @@ def test_rotate_deletes_only_old_committed_files(tmp_path: Path) -> None:
         os.utime(tmp_path / name, (now - age, now - age))
     (tmp_path / "sub").mkdir()
     os.utime(tmp_path / "sub", (now - 700, now - 700))
-    assert live.rotate(tmp_path, 600) == 2
+    assert folders.rotate(tmp_path, 600) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [".old.jsonl.tmp", "_SUCCESS", "new.jsonl", "sub"]
-    assert live.rotate(tmp_path, 5, now=now + 100) == 1
-    assert live.rotate(tmp_path / "missing") == 0
+    assert folders.rotate(tmp_path, 5, now=now + 100) == 1
+    assert folders.rotate(tmp_path / "missing") == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,17 +521,18 @@ def test_rotate_deletes_only_old_committed_files(tmp_path: Path) -> None:
     (lambda: LiveOptions(duration_s=0), "--duration"),
     (lambda: LiveOptions(seed=-1), "--seed"),
     (lambda: LiveOptions(keep_s=0.5), "--keep"),
-    (lambda: livegen.parse_duration("3x", "--backfill"), "--backfill: '3x'"),
-    (lambda: livegen.parse_duration("-5", "--duration"), "--duration: '-5'"),
-    (lambda: livegen.template_session("{", 1, 1), "--template: not valid JSON"),
-    (lambda: livegen.template_session({"browseraction": "Click"}, 1, 1), "--template: needs a 'site'"),
-    (lambda: livegen.template_session({"site": "s", "event_time": "x"}, 1, 1), "event_time"),
-    (lambda: livegen.template_session({"site": "s"}, -1, 1), "--rate"),
-    (lambda: livegen.template_session({"site": "s"}, 1, "0"), "--duration"),
-    (lambda: livegen.template_session({"site": "s"}, 1, 1, "bursty"), "--arrivals"),
-    (lambda: livegen.send(Path("nowhere"), "x", template={"site": "s"}), "either --session"),
-    (lambda: livegen.send(Path("nowhere"), template={"site": "s"}, rate=1), "--rate"),
-    (lambda: livegen.session_definition(load_scenario("tiny"), "sql-lab-extra-clicks"), "studio-lab-burst, click"),
+    (lambda: options.parse_duration("3x", "--backfill"), "--backfill: '3x'"),
+    (lambda: options.parse_duration("-5", "--duration"), "--duration: '-5'"),
+    (lambda: live_sessions.template_session("{", 1, 1), "--template: not valid JSON"),
+    (lambda: live_sessions.template_session({"browseraction": "Click"}, 1, 1), "--template: needs a 'site'"),
+    (lambda: live_sessions.template_session({"site": "s", "event_time": "x"}, 1, 1), "event_time"),
+    (lambda: live_sessions.template_session({"site": "s"}, -1, 1), "--rate"),
+    (lambda: live_sessions.template_session({"site": "s"}, 1, "0"), "--duration"),
+    (lambda: live_sessions.template_session({"site": "s"}, 1, 1, "bursty"), "--arrivals"),
+    (lambda: live_send.send(Path("nowhere"), "x", template={"site": "s"}), "either --session"),
+    (lambda: live_send.send(Path("nowhere"), template={"site": "s"}, rate=1), "--rate"),
+    (lambda: live_sessions.session_definition(load_scenario("tiny"), "sql-lab-extra-clicks"),
+     "studio-lab-burst, click"),
 ])
 def test_bad_options_name_themselves(call: Any, names: str) -> None:
     with pytest.raises(ClicklabError, match=names.replace("(", r"\(")) as info:

@@ -21,7 +21,7 @@ import pytest
 
 from clicklab import cells, results, settings, sqlapp, sqlapp_alerts, sqlapp_checks, sqlapp_explain, streams
 from clicklab.alerts import destination, handler
-from clicklab.livegen import ScheduledSession
+from clicklab.live.sessions import ScheduledSession
 
 W = settings.WINDOW_SECONDS
 SQL_APP = [p for p in cells.lab_notebooks() if settings.is_sql_app_notebook(p)]

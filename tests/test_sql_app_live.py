@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from clicklab import cells, livegen, settings, sqlapp, sqlapp_live, sqltext, streams
+from clicklab import cells, settings, sqlapp, sqlapp_live, sqltext, streams
+from clicklab.live import options, process
 
 SQL_APP = [p for p in cells.lab_notebooks() if settings.is_sql_app_notebook(p)]
 
@@ -56,14 +57,14 @@ def test_every_sql_notebook_takes_live_from_its_parameters_or_the_environment(pa
 
 
 def test_the_live_run_counts_the_extra_clicks_sent_since_it_began(tmp_path: Path):
-    live_dir = livegen.live_dir(tmp_path)
+    live_dir = options.live_dir(tmp_path)
     live_dir.mkdir(parents=True)
     begin = datetime(2026, 12, 1, 18, 0, 0, tzinfo=UTC)
     rows = [("https://www.mysite.com", begin - timedelta(minutes=5), "sql-lab-extra-clicks"),  # an earlier run
             ("https://www.mysite.com", begin + timedelta(minutes=1), "studio-lab-burst"),
             ("https://www.mysite.com", begin + timedelta(minutes=3), "sql-lab-extra-clicks")]
     (live_dir / "labels.csv").write_text("site,start,end,kind\n" + "".join(
-        f"{s},{livegen._iso_dt(t)},{livegen._iso_dt(t + timedelta(seconds=20))},{k}\n" for s, t, k in rows))
+        f"{s},{options._iso_dt(t)},{options._iso_dt(t + timedelta(seconds=20))},{k}\n" for s, t, k in rows))
     assert sqlapp_live.live_since(tmp_path) is None and len(sqlapp_live.labels(tmp_path)) == 0
     sqlapp_live.marker_path(tmp_path).parent.mkdir(parents=True)
     sqlapp_live.marker_path(tmp_path).write_text(json.dumps({"generator": "g", "since": begin.isoformat()}))
@@ -93,8 +94,8 @@ class FakeCluster:
         monkeypatch.setattr(cluster, "jobs", lambda build: self.jobs)
         monkeypatch.setattr(cluster, "cancel_named", lambda build, name: self.cancelled.append(name) or [])
         monkeypatch.setattr(notebook, "job_name", lambda stream: "#5: Generate the Click Stream")
-        monkeypatch.setattr(livegen, "status", lambda build: self.info)
-        monkeypatch.setattr(livegen, "stop", lambda build: setattr(self, "info", None) or True)
+        monkeypatch.setattr(process, "status", lambda build: self.info)
+        monkeypatch.setattr(process, "stop", lambda build: setattr(self, "info", None) or True)
 
         def start_live(build: Path, scenario: str) -> None:
             if self.info is None:
@@ -181,4 +182,4 @@ def test_live_the_pumps_run_on_the_cluster_the_extra_clicks_are_flagged_and_emai
     finally:
         done = sqlapp_live.stop_live(build)
     assert any(line.startswith("cancelled INSERT INTO DESTINATION_SQL_STREAM") for line in done)
-    assert cluster.status(build) is None and livegen.status(build) is None and not cluster.processes(build)
+    assert cluster.status(build) is None and process.status(build) is None and not cluster.processes(build)

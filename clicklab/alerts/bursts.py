@@ -35,9 +35,9 @@ SQL_APPLICATION = "SQL application "
 
 def labels_path(build: Path) -> Path:
     """The live generator's record of the sessions it played (``site,start,end,kind``)."""
-    from clicklab import livegen
+    from clicklab.live.options import live_dir
 
-    return livegen.live_dir(build) / "labels.csv"
+    return live_dir(build) / "labels.csv"
 
 
 class BurstCooldown:

@@ -27,8 +27,9 @@ from typing import Any, Protocol
 
 import pandas as pd
 
-from clicklab import live, streams
+from clicklab import streams
 from clicklab.alerts import handler
+from clicklab.live.folders import ARCHIVE, committed_files
 
 APPLICATION_ARN = "arn:aws:kinesisanalytics:us-east-1:123456789012:application/clickstream-anomaly-lab"
 _NAMESPACE = uuid.UUID("6f1c3b52-8a4e-4f0c-9a57-3d1f3f6b0a11")
@@ -125,7 +126,7 @@ def follow(destination: Destination, build: Path, batch_size: int = 100, timeout
     """Read ``feed``'s stream under ``build`` as it grows and invoke the handler on each new batch (live).
 
     That is what the Lambda's event source mapping (Studio) or destination (SQL application) does. Each
-    committed file is read once (the archived ones too, see :mod:`clicklab.live`); rows whose anomaly this
+    committed file is read once (the archived ones too, see :mod:`clicklab.live.folders`); rows whose anomaly this
     destination already handled are skipped. Stops after ``timeout_s`` seconds, or as soon as ``until()`` is true.
     """
     folder = feed.folder(build)
@@ -136,7 +137,7 @@ def follow(destination: Destination, build: Path, batch_size: int = 100, timeout
     started = time.monotonic()
     stopped = f"time limit of {timeout_s:g} s"
     while time.monotonic() - started < timeout_s:
-        new = [p for p in live.committed_files(folder) + live.committed_files(folder / live.ARCHIVE)
+        new = [p for p in committed_files(folder) + committed_files(folder / ARCHIVE)
                if p.name not in seen]
         for path in sorted(new, key=lambda p: p.stat().st_mtime if p.exists() else 0):
             try:
