@@ -35,7 +35,7 @@ from clicklab.live import process
 from clicklab.live.folders import ARCHIVE, committed_files
 from clicklab.live.options import KEEP_S
 from clicklab.live.send import send
-from clicklab.live.watch import rows_committed, window_start_s
+from clicklab.live.watch import ReadCommitted, rows_committed, window_start_s
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,19 @@ def _percentiles(values: Any) -> dict[str, float | int | None]:
             "n": len(values)}
 
 
-def submit_pipeline(build: Path) -> Any:
-    """A live session with the lab's functions (``lab`` forest parameters) and the five INSERT jobs submitted."""
+def submit_pipeline(build: Path, bootstrap: str | None = None) -> Any:
+    """A live session with the lab's functions (``lab`` forest parameters) and the five INSERT jobs submitted; on
+    the topics at ``bootstrap`` when given, else on the stream folders."""
     from clicklab import bench, flink, notebook, udfs
     from clicklab_udf.forest import ForestParams
 
     t_env = flink.create_table_env(config=notebook.live_config(), target="cluster", build=build)
-    lab = notebook.Lab(settings.DEFAULT_DATASET, build, t_env, live=True)
+    if bootstrap is not None:
+        from clicklab.kafka.lab import TopicLab
+
+        lab: Any = TopicLab(settings.DEFAULT_DATASET, build, t_env, bootstrap, live=True)
+    else:
+        lab = notebook.Lab(settings.DEFAULT_DATASET, build, t_env, live=True)
     lab.create_tables()
     lab.register_functions(udfs.Detector(forest=ForestParams.preset("lab")))
     for statement in bench.lab_statements():
@@ -65,11 +71,12 @@ def submit_pipeline(build: Path) -> Any:
     return lab
 
 
-def window_latencies(build: Path, since_s: float) -> dict[str, pd.DataFrame]:
-    """Per stream: window start and ``latency_s`` (commit time minus window end) of the windows after ``since_s``."""
+def window_latencies(read: ReadCommitted, since_s: float) -> dict[str, pd.DataFrame]:
+    """Per stream: window start and ``latency_s`` (commit time minus window end) of the windows after ``since_s``;
+    ``read`` gives a stream's rows with ``committed_at`` (files: their commit; topics: when a reader got them)."""
     out = {}
     for name in HOPS:
-        rows = rows_committed(build, name)
+        rows = read(name)
         if not len(rows):
             out[name] = pd.DataFrame(columns=["window", "latency_s", "committed_at", "site"])
             continue
@@ -80,22 +87,23 @@ def window_latencies(build: Path, since_s: float) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _health(build: Path, started: float) -> dict[str, Any]:
-    """One sample of the live lab's health: files per stream (folder + archive), the cluster's memory, lag."""
+def _health(build: Path, started: float, read: ReadCommitted, kafka: bool) -> dict[str, Any]:
+    """One sample of the live lab's health: files per stream (folder + archive; topics: none), the cluster's
+    memory, the first hop's latency over the last minute."""
     import psutil
 
     from clicklab import cluster
 
-    files = {name: len(committed_files(streams.stream_path(build, name)))
-             + len(committed_files(streams.stream_path(build, name) / ARCHIVE)) for name in HOPS}
+    files = 0 if kafka else sum(len(committed_files(streams.stream_path(build, name)))
+                                + len(committed_files(streams.stream_path(build, name) / ARCHIVE)) for name in HOPS)
     rss = 0
     for pid in cluster.processes(build):
         try:
             rss += psutil.Process(pid).memory_info().rss
         except psutil.Error:
             continue
-    recent = window_latencies(build, since_s=time.time() - 60)["impressionstream"]["latency_s"]
-    return {"at_s": round(time.time() - started), "files": sum(files.values()), "cluster_rss_mb": round(rss / 2**20),
+    recent = window_latencies(read, since_s=time.time() - 60)["impressionstream"]["latency_s"]
+    return {"at_s": round(time.time() - started), "files": files, "cluster_rss_mb": round(rss / 2**20),
             "first_hop_latency_s": _median(recent)}
 
 
@@ -112,27 +120,57 @@ def _bursts(scale: float) -> list[dict[str, Any]]:
 
 
 def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_every_s: float = 60.0,
-        warmup_s: float = 60.0, sample_every_s: float = 60.0) -> dict[str, Any]:
-    """Run the live lab for ``duration_s`` seconds at ``scale`` x the lab's rates; return the figures."""
+        warmup_s: float = 60.0, sample_every_s: float = 60.0, backend: str = "files") -> dict[str, Any]:
+    """Run the live lab for ``duration_s`` seconds at ``scale`` x the lab's rates; return the figures.
+
+    ``backend``: the streams as folders (``files``) or topics (``kafka``: the lab's broker, or
+    ``$CLICKLAB_KAFKA_BOOTSTRAP``); on topics a hop's time is when a ``read_committed`` reader got the row
+    (:class:`clicklab.kafka.watch.TopicWatcher`), on files when its file was committed."""
     from clicklab import cluster
     from clicklab.alerts import destination
 
     build = Path(build)
+    kafka = backend == "kafka"
+    bootstrap, watcher = None, None
     log.info("live bench: cluster up ...")
+    if kafka:
+        from clicklab.kafka import alert_consumer, topics
+        from clicklab.kafka import lab as kafka_lab
+        from clicklab.kafka.watch import TopicWatcher
+
+        bootstrap = kafka_lab.open_live(build)
+        topics.empty(bootstrap, list(streams.STREAM_NAMES))  # a run of its own, from empty topics
+        watcher = TopicWatcher(bootstrap, HOPS).start()
+
+        def read(name: str) -> pd.DataFrame:
+            rows = watcher.rows(name)
+            if not len(rows):
+                return pd.DataFrame(columns=["rowtime", "site", "committed_at"])
+            return rows.rename(columns={"seen_at": "committed_at"})
+    else:
+        def read(name: str) -> pd.DataFrame:
+            return rows_committed(build, name)
+
+        for name in streams.STREAM_NAMES:
+            streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
     cluster.up(build)
-    for name in streams.STREAM_NAMES:
-        streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     try:
-        submit_pipeline(build)
+        submit_pipeline(build, bootstrap)
         log.info("live bench: generator at %g x the lab's rates for %.0f s ...", scale, duration_s)
         # the run's history for the figures, but never more than the lab's retention: files stay bounded
-        process.start_background(build, scenario="lab", scale=scale, keep_s=min(duration_s + 300, KEEP_S))
+        process.start_background(build, scenario="lab", scale=scale, keep_s=min(duration_s + 300, KEEP_S),
+                                 bootstrap=bootstrap)
         started = time.time()
         dest = destination.open_destination(build, cooldown_s=0)
-        follower = threading.Thread(
-            target=lambda: destination.follow(dest, build, timeout_s=duration_s + 60, until=stop.is_set),
-            name="alert-follower", daemon=True)
+        if kafka:
+            def follow() -> Any:
+                return alert_consumer.follow(dest, bootstrap, timeout_s=duration_s + 60, until=stop.is_set,
+                                             group=f"clicklab-bench-{started:.0f}")
+        else:
+            def follow() -> Any:
+                return destination.follow(dest, build, timeout_s=duration_s + 60, until=stop.is_set)
+        follower = threading.Thread(target=follow, name="alert-follower", daemon=True)
         follower.start()
         sessions = []
         bursts = _bursts(scale)
@@ -144,7 +182,7 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
                 log.info("live bench: burst %d sent (%s)", len(sessions), sessions[-1])
                 next_burst = time.time() + burst_every_s
             if time.time() >= next_sample:
-                health.append(_health(build, started))
+                health.append(_health(build, started, read, kafka))
                 log.info("live bench: %s", health[-1])
                 next_sample = time.time() + sample_every_s
             time.sleep(1.0)
@@ -152,22 +190,28 @@ def run(build: Path, duration_s: float = 240.0, scale: float = 1200.0, burst_eve
         stop.set()
         follower.join(30)
         info = process.status(build)
-        figures = _figures(build, started, time.time(), sessions, info, health)
+        figures = _figures(build, read, started, time.time(), sessions, info, health)
+        figures["streams"] = f"topics ({bootstrap})" if kafka else "files"
         dest.close()
         return figures
     finally:
         stop.set()
         process.stop(build)
         cluster.down(build)
+        if watcher is not None:
+            watcher.stop()
+            from clicklab.kafka import broker
+
+            broker.down(build)  # the bench's own broker (none is started for $CLICKLAB_KAFKA_BOOTSTRAP)
 
 
-def _figures(build: Path, started: float, ended: float, sessions: list[Any], info: Any,
+def _figures(build: Path, read: ReadCommitted, started: float, ended: float, sessions: list[Any], info: Any,
              health: list[dict[str, Any]]) -> dict[str, Any]:
     """The figures of one run. A run longer than the retention has lost its first files: whether it kept up is
     then read from the health samples (the first hop's latency, minute by minute)."""
     from clicklab.alerts import local
 
-    lat = window_latencies(build, since_s=started + 20)  # after the jobs' first, partial windows
+    lat = window_latencies(read, since_s=started + 20)  # after the jobs' first, partial windows
     first = pd.concat([lat["impressionstream"], lat["clickstream"]])
     third = (ended - started) / 3
     early = first[first["committed_at"] < started + third]["latency_s"]

@@ -337,7 +337,7 @@ def _anomalies(lab: Lab, wait_s: float) -> list[Tick]:
     burst = _burst(lab)
     if burst is None:
         return [Tick(False, "no burst sent yet: run the burst cell above")]
-    rows = session_rows(lab.build, "anomalydetectionstream", burst)
+    rows = session_rows(lab.committed("anomalydetectionstream"), burst)
     if not len(rows):
         return [Tick(False, f"the burst ({burst}) is not in anomalydetectionstream yet: wait, or send it again")]
     first = rows.iloc[0]

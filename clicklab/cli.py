@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 #: ``clicklab generate`` options of the live generator only (dest, flag), default None/False without --live.
 _LIVE_ONLY = (("build", "--build"), ("backfill", "--backfill"), ("scale", "--scale"), ("flush", "--flush"),
               ("duration", "--duration"), ("keep", "--keep"), ("background", "--background"), ("stop", "--stop"),
-              ("status", "--status"))
+              ("status", "--status"), ("bootstrap", "--bootstrap"))
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -94,6 +94,7 @@ def _cmd_generate_live(args: argparse.Namespace) -> None:
         flush_s=args.flush if args.flush is not None else FLUSH_S,
         duration_s=None if args.duration is None else parse_duration(args.duration, "--duration"),
         keep_s=KEEP_S if args.keep is None else parse_duration(args.keep, "--keep"),
+        bootstrap=args.bootstrap,
     )
     if args.background:
         info = process.start_background(build, args.scenario, **vars(options))
@@ -218,7 +219,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         from clicklab import benchlive, flink
 
         flink.check_java()
-        figures = benchlive.run(args.build / "bench-live", duration_s=args.duration, scale=args.scale)
+        figures = benchlive.run(args.build / "bench-live", duration_s=args.duration, scale=args.scale,
+                                backend="kafka" if args.kafka else "files")
         print(json.dumps(figures, indent=2) if args.json else benchlive.format_figures(figures))
         return
     if args.kafka:
@@ -365,6 +367,8 @@ def parser() -> argparse.ArgumentParser:
                     help="delete tickerstream files older than this (default 600 s)")
     lv.add_argument("--background", action="store_true",
                     help="run detached (log: <build>/live/generator.log) and return")
+    lv.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
+                    help="send to the tickerstream topic of this Kafka instead of <build>/streams/tickerstream/")
     lv.add_argument("--stop", action="store_true", help="stop the running live generator of --build")
     lv.add_argument("--status", action="store_true", help="show the live generator of --build")
     gen.set_defaults(func=_cmd_generate)
@@ -426,7 +430,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--live", action="store_true",
                    help="the live lab on the cluster: sustained events/s, latency to the anomaly row and the e-mail")
     b.add_argument("--kafka", action="store_true",
-                   help="the replay pipeline through Kafka topics next to its baseline, and the broker's own rates")
+                   help="the replay pipeline through Kafka topics next to its baseline, and the broker's own rates; "
+                        "with --live: the live lab on topics")
     b.add_argument("--duration", type=float, default=240.0, metavar="S", help="--live: seconds of live traffic")
     b.add_argument("--scale", type=float, default=1200.0,
                    help="--live: times the lab scenario's rates (1200: about 20,000 events/s)")

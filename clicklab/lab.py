@@ -121,6 +121,20 @@ class Lab:
         """A stream's committed rows, read with pandas (for plots and checks; live: the retained history)."""
         return read_stream(self.build, name)
 
+    def committed(self, name: str) -> pd.DataFrame:
+        """A stream's rows with ``committed_at``, when each was committed (epoch s): live, when it showed."""
+        from clicklab.live.watch import rows_committed
+
+        return rows_committed(self.build, name)
+
+    def follow_alerts(self, dest: Any, batch_size: int = 100, timeout_s: float = 120.0,
+                      until: Callable[[], bool] | None = None) -> Any:
+        """Live ``11_alerts``: invoke the alert handler ``dest`` on anomalydetectionstream's new rows as they come,
+        as the Lambda's event source does, until ``until()`` holds or ``timeout_s`` passed; what it did."""
+        from clicklab.alerts import destination
+
+        return destination.follow(dest, self.build, batch_size=batch_size, timeout_s=timeout_s, until=until)
+
     def where(self, name: str) -> str:
         """Where a stream's records are kept, for messages: its folder, relative to the build's parent."""
         return str(streams.stream_path(self.build, name).relative_to(self.build.parent))

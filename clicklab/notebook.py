@@ -61,19 +61,29 @@ def live_config() -> dict[str, str]:
     }
 
 
-def start_live(build: Path, scenario: str = "lab") -> None:
-    """Make sure the live lab runs: the standalone cluster, the stream folders and the live generator.
+def start_live(build: Path, scenario: str = "lab", backend: str | None = None) -> str | None:
+    """Make sure the live lab runs: the standalone cluster, the streams (folders, or the broker and its topics)
+    and the live generator sending into tickerstream; the Kafka bootstrap address when the streams are topics.
 
-    Each is started only if it is not running yet, so every live notebook can call this.
+    Each is started only if it is not running yet, so every live notebook can call this. On topics the
+    generator may run before any job: the jobs read tickerstream from the earliest offset, as the lab's
+    paragraphs read their Kinesis stream from ``TRIM_HORIZON``.
     """
     from clicklab import cluster
     from clicklab.live import process
 
+    address = None
+    if stream_backend(backend) == "kafka":
+        from clicklab.kafka import lab as kafka_lab
+
+        address = kafka_lab.open_live(build)
     cluster.up(build)
-    for name in streams.STREAM_NAMES:
-        streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
+    if address is None:
+        for name in streams.STREAM_NAMES:
+            streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
     if process.status(build) is None:
-        process.start_background(build, scenario=scenario)
+        process.start_background(build, scenario=scenario, bootstrap=address)
+    return address
 
 
 def start(
@@ -110,13 +120,16 @@ def start(
     live = is_live(live)
     store = stream_backend(backend)
     if store == "kafka":
-        if live:
-            raise ClicklabError("the live lab runs on files for now: start it without $CLICKLAB_STREAMS=kafka")
         from clicklab.kafka import lab as kafka_lab
 
-        address = kafka_lab.open_topics(dataset, build)
-        t_env = flink.create_table_env(config=kafka_lab.CONFIG) if flink_session else None
-        lab = kafka_lab.TopicLab(dataset, build, t_env, address)
+        if live:
+            address = start_live(build, backend=store)
+            t_env = flink.create_table_env(config=live_config(), target="cluster", build=build) \
+                if flink_session else None
+        else:
+            address = kafka_lab.open_topics(dataset, build)
+            t_env = flink.create_table_env(config=kafka_lab.CONFIG) if flink_session else None
+        lab = kafka_lab.TopicLab(dataset, build, t_env, address, live=live)
         if not flink_session:
             return lab
     elif not flink_session:

@@ -150,44 +150,47 @@ def run(
     from clicklab.live import process
 
     store = notebook.stream_backend(backend)
-    if not live:
-        if store == "files":
-            return _execute(chosen, dataset, build, params)
-        return _on_kafka(chosen, dataset, build, params)
-    if store != "files":
-        raise ClicklabError("the live lab runs on files for now: run --live without --streams kafka")
+    read = _topic_reader(build, with_time=live) if store == "kafka" else None
+    saved = {notebook.BACKEND_VARIABLE: store}  # the kernels inherit the choice
+    if live:
+        saved[notebook.QUERY_SECONDS_VARIABLE] = str(LIVE_QUERY_SECONDS)
+    with _environment(saved):
+        if not live:
+            return _execute(chosen, dataset, build, params, read=read)
+        try:
+            log.info("live: starting the cluster, the streams and the live generator ...")
+            notebook.start_live(build, backend=store)
+            return _execute(chosen, dataset, build, {**params, "live": True, **LIVE_PARAMETERS}, live=True,
+                            linger_s=linger_s, read=read)
+        finally:
+            process.stop(build)
+            cluster.down(build)
+            if store == "kafka":
+                from clicklab.kafka import broker
 
-    cap = os.environ.get(notebook.QUERY_SECONDS_VARIABLE)
-    os.environ[notebook.QUERY_SECONDS_VARIABLE] = str(LIVE_QUERY_SECONDS)  # the kernels inherit it
-    try:
-        log.info("live: starting the cluster and the live generator ...")
-        notebook.start_live(build)
-        return _execute(chosen, dataset, build, {**params, "live": True, **LIVE_PARAMETERS}, live=True,
-                        linger_s=linger_s)
-    finally:
-        process.stop(build)
-        cluster.down(build)
-        if cap is None:
-            os.environ.pop(notebook.QUERY_SECONDS_VARIABLE, None)
-        else:
-            os.environ[notebook.QUERY_SECONDS_VARIABLE] = cap
+                broker.down(build)
 
 
-def _on_kafka(chosen: list[Path], dataset: Path, build: Path, params: dict[str, object]) -> RunReport:
-    """A replay whose streams are topics: the kernels see ``$CLICKLAB_STREAMS=kafka``, the summary reads the topics."""
-    from clicklab import notebook
+def _topic_reader(build: Path, with_time: bool) -> Callable[[str], pd.DataFrame]:
+    """The summary's reader of the streams when they are topics (live: with when each row was committed)."""
     from clicklab.kafka import broker, topics
 
-    before = os.environ.get(notebook.BACKEND_VARIABLE)
-    os.environ[notebook.BACKEND_VARIABLE] = "kafka"
+    return lambda name: topics.read_topic(broker.bootstrap(build), name, with_time=with_time)
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the run (the notebooks' kernels inherit them), and put them back after."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
     try:
-        return _execute(chosen, dataset, build, params,
-                        read=lambda name: topics.read_topic(broker.bootstrap(build), name))
+        yield
     finally:
-        if before is None:
-            os.environ.pop(notebook.BACKEND_VARIABLE, None)
-        else:
-            os.environ[notebook.BACKEND_VARIABLE] = before
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _execute(chosen: list[Path], dataset: Path, build: Path, params: dict[str, object],

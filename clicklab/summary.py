@@ -144,7 +144,7 @@ def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_TH
     _add_anomalies(out, dataset, build, threshold, read("destinationstream"), read("anomalydetectionstream"))
     out.alerts = alerts_report.read(build)
     if live:
-        out.latency = burst_latency(build)
+        out.latency = burst_latency(build, read)
     return out
 
 
@@ -156,16 +156,17 @@ def bad_event_counts(bad: pd.DataFrame) -> dict[str, int]:
     return {str(reason): int(n) for reason, n in counts.items()}
 
 
-def burst_latency(build: Path) -> dict[str, float]:
+def burst_latency(build: Path, read: Callable[[str], pd.DataFrame] | None = None) -> dict[str, float]:
     """Live: seconds from the end of the last session's first anomalous window to its anomaly row and e-mail."""
     from clicklab.alerts import local
     from clicklab.live.send import last_session
-    from clicklab.live.watch import session_rows, window_start_s
+    from clicklab.live.watch import rows_committed, session_rows, window_start_s
 
     session = last_session(build)
     if session is None:
         return {}
-    rows = session_rows(build, "anomalydetectionstream", session)
+    name = "anomalydetectionstream"
+    rows = session_rows(read(name) if read is not None else rows_committed(build, name), session)
     if not len(rows):
         return {}
     first = rows.sort_values("rowtime").iloc[0]

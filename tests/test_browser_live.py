@@ -98,11 +98,11 @@ def leftovers(build: Path) -> list[str]:
 def burst_window_end(build: Path) -> float:
     """Epoch seconds at which the burst's first flagged window ended."""
     from clicklab.live.send import last_session
-    from clicklab.live.watch import session_rows, window_start_s
+    from clicklab.live.watch import rows_committed, session_rows, window_start_s
 
     session = last_session(build, "studio-lab-burst")
     assert session is not None, "no burst was sent"
-    rows = session_rows(build, "anomalydetectionstream", session)
+    rows = session_rows(rows_committed(build, "anomalydetectionstream"), session)
     assert len(rows), f"the burst {session} is not in anomalydetectionstream"
     return float(window_start_s(rows.iloc[[0]]).iloc[0]) + settings.WINDOW_SECONDS
 

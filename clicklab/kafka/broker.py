@@ -12,6 +12,7 @@ it, and nothing is started. ``tests/test_kafka_broker.py`` checks up, a round tr
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -219,16 +220,32 @@ def up(build: Path = settings.DEFAULT_BUILD, timeout_s: float = 120.0) -> Broker
                          f"{d.logs / 'server.log'}:\n{_last_lines(d.logs / 'server.log')}")
 
 
+def _ended(proc: psutil.Process, timeout_s: float) -> bool:
+    """Wait until ``proc`` has ended; a zombie has (this process started it and has not reaped it yet: reaped here,
+    where it is our child)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(proc.pid, os.WNOHANG)
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
 def _stop(pid: int, d: KafkaDirs, timeout_s: float) -> None:
     """SIGTERM (a controlled shutdown), then SIGKILL after ``timeout_s``."""
     try:
         proc = psutil.Process(pid)
         os.killpg(os.getpgid(pid), signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except psutil.TimeoutExpired:
+        if not _ended(proc, timeout_s):
             os.killpg(os.getpgid(pid), signal.SIGKILL)
-            proc.wait(30)
+            if not _ended(proc, 30):
+                raise KafkaError(f"the Kafka broker (pid {pid}) did not end after SIGKILL")
     except (psutil.NoSuchProcess, ProcessLookupError):
         pass
     d.state.unlink(missing_ok=True)

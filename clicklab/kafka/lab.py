@@ -16,6 +16,7 @@ The notebooks do not change: their SQL reads and writes the same seven tables, n
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,7 @@ def _replay_id(dataset: Path, bootstrap: str) -> dict[str, Any]:
 def open_topics(dataset: Path, build: Path) -> str:
     """The broker up (or yours), the jars resolved, the seven topics there and ``dataset`` in ``tickerstream``;
     the bootstrap address. Produces the replay only when the topic does not hold this file yet."""
-    jars.resolve(build)
-    address = broker.bootstrap(build) if broker.own_bootstrap() else broker.up(build).bootstrap
-    topics.create(address)
+    address = open_live(build)
     marker = replay_marker(build)
     wanted = _replay_id(dataset, address)
     try:
@@ -62,6 +61,15 @@ def open_topics(dataset: Path, build: Path) -> str:
 def job_group(target: str) -> str:
     """The consumer group of the live job that fills stream ``target`` (its offsets are committed at checkpoints)."""
     return f"{tables.TRANSACTIONAL_PREFIX}-job-{target}"
+
+
+def open_live(build: Path) -> str:
+    """The broker up (or yours), the jars resolved and the seven topics there, for the live lab; the bootstrap
+    address. Nothing is produced: the live generator sends into tickerstream."""
+    jars.resolve(build)
+    address = broker.bootstrap(build) if broker.own_bootstrap() else broker.up(build).bootstrap
+    topics.create(address)
+    return address
 
 
 class TopicLab(Lab):
@@ -114,4 +122,15 @@ class TopicLab(Lab):
 
     def stream(self, name: str) -> pd.DataFrame:
         return topics.read_topic(self.bootstrap, name)
+
+    def committed(self, name: str) -> pd.DataFrame:
+        return topics.read_topic(self.bootstrap, name, with_time=True)
+
+    def follow_alerts(self, dest: Any, batch_size: int = 100, timeout_s: float = 120.0,
+                      until: Callable[[], bool] | None = None) -> Any:
+        """Live ``11_alerts`` on topics: the alert consumer group (the Lambda's event source mapping) invokes
+        ``dest`` with Kinesis-style batches, committing its offsets once the handler answered."""
+        from clicklab.kafka import alert_consumer
+
+        return alert_consumer.follow(dest, self.bootstrap, batch_size=batch_size, timeout_s=timeout_s, until=until)
 

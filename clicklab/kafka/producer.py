@@ -15,6 +15,7 @@ does after the newest file. Old events are the topic's retention's business
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from clicklab.kafka.tables import topic
@@ -25,10 +26,11 @@ FLUSH_TIMEOUT_S = 30.0
 
 
 class TopicSink:
-    """Sends the live generator's events to stream ``name``'s topic at ``bootstrap`` (see the module's docstring)."""
+    """Sends the live generator's events to stream ``name``'s topic at ``bootstrap``: a
+    :class:`clicklab.live.sink.Sink` (see the module's docstring)."""
 
     #: Batches need no spacing (files do: Flink's file source reads the files one scan finds in any order).
-    needs_spacing = False
+    min_spacing = 0.0
 
     def __init__(self, bootstrap: str, name: str = "tickerstream") -> None:
         self.bootstrap = bootstrap
@@ -55,25 +57,33 @@ class TopicSink:
         if err is not None:
             self._failed.append(str(err))
 
-    def write(self, data: bytes, count: int, first_ms: int) -> None:
-        """Send one batch (``count`` lines of JSON, in time order) and wait until the broker has every line."""
+    def write(self, first_ms: int, chunks: Iterable[bytes]) -> bool:
+        """Send one batch (chunks of JSON lines, in time order) and wait until the broker has every line; False
+        when it had none."""
         if self._producer is None:
             self.open()
         producer = self._producer
-        for line in data.splitlines():
-            key, ms = key_and_time(line.decode())
-            while True:
-                try:
-                    producer.produce(self.name, value=line, key=key.encode() if key else None,
-                                     timestamp=ms or first_ms, on_delivery=self._delivered)
-                    break
-                except BufferError:  # the local queue is full: let it drain
-                    producer.poll(0.05)
+        count = 0
+        for chunk in chunks:
+            for line in chunk.splitlines():
+                key, ms = key_and_time(line.decode())
+                while True:
+                    try:
+                        producer.produce(self.name, value=line, key=key.encode() if key else None,
+                                         timestamp=ms or first_ms, on_delivery=self._delivered)
+                        break
+                    except BufferError:  # the local queue is full: let it drain
+                        producer.poll(0.05)
+                count += 1
+            producer.poll(0)
+        if not count:
+            return False
         left = producer.flush(FLUSH_TIMEOUT_S)
         if left or self._failed:
             failed, self._failed = self._failed, []
             raise TopicError(f"{self.describe()}: {left} of {count} events unacknowledged after "
                              f"{FLUSH_TIMEOUT_S:g} s, {len(failed)} refused ({failed[:1]}): is the broker running?")
+        return True
 
     def last_event_ms(self) -> int | None:
         """The event time (epoch ms) of the newest record in the topic, or None when it is empty."""

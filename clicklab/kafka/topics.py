@@ -170,8 +170,10 @@ def count(bootstrap: str, name: str) -> int:
         consumer.close()
 
 
-def read_values(bootstrap: str, name: str, timeout_s: float = 120.0) -> list[bytes]:
-    """A stream's committed record values, up to the end its topic has now (partition by partition)."""
+def read_values(bootstrap: str, name: str, timeout_s: float = 120.0,
+                times: list[float] | None = None) -> list[bytes]:
+    """A stream's committed record values, up to the end its topic has now (partition by partition); ``times``,
+    when given, gets each record's timestamp (epoch s) in the same order."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"clicklab-read-{uuid.uuid4()}",
@@ -196,6 +198,8 @@ def read_values(bootstrap: str, name: str, timeout_s: float = 120.0) -> list[byt
                 if msg.error() is not None:
                     continue
                 values.append(msg.value())
+                if times is not None:
+                    times.append(msg.timestamp()[1] / 1000)
                 if msg.offset() + 1 >= ends[msg.partition()]:
                     done.add(msg.partition())
             for p, end in ends.items():  # read_committed stops before aborted or control records at the end
@@ -206,23 +210,25 @@ def read_values(bootstrap: str, name: str, timeout_s: float = 120.0) -> list[byt
     return values
 
 
-def read_topic(bootstrap: str, name: str, timeout_s: float = 120.0) -> pd.DataFrame:
+def read_topic(bootstrap: str, name: str, timeout_s: float = 120.0, with_time: bool = False) -> pd.DataFrame:
     """A stream's committed records, up to the end its topic has now, as a DataFrame of the stream's columns.
 
-    tickerstream (lines as they came): its lines that are JSON objects, with the fields of its columns."""
+    tickerstream (lines as they came): its lines that are JSON objects, with the fields of its columns.
+    ``with_time``: also ``committed_at``, each record's timestamp (epoch s): when a job's sink wrote it (its
+    transaction commits at the job's next checkpoint, a fraction of a second later)."""
     stream = streams.STREAMS[name]
-    columns = [c.name for c in stream.columns]
+    columns = [c.name for c in stream.columns] + (["committed_at"] if with_time else [])
     rows: list[dict] = []
-    for value in read_values(bootstrap, name, timeout_s):
-        if not stream.raw_table:
-            rows.append(json.loads(value))
-            continue
+    times: list[float] = []
+    for value, at in zip(read_values(bootstrap, name, timeout_s, times), times, strict=True):
         try:
             row = json.loads(value)
         except ValueError:
+            if not stream.raw_table:
+                raise
             continue
         if isinstance(row, dict):
-            rows.append(row)
+            rows.append({**row, "committed_at": at} if with_time else row)
     df = pd.DataFrame(rows, columns=columns)
     for c in stream.columns:
         if c.type.startswith("TIMESTAMP") and not stream.raw_table:

@@ -372,7 +372,12 @@ def run_live(scenario: str | Path = "lab", build: str | Path = settings.DEFAULT_
     What ``clicklab generate --live`` does in the foreground (and in the background process started by
     :func:`clicklab.live.process.start_background`).
     """
-    generator = LiveGenerator(load_scenario(scenario), build, options)
+    sink = None
+    if options is not None and options.bootstrap is not None:
+        from clicklab.kafka.producer import TopicSink
+
+        sink = TopicSink(options.bootstrap)
+    generator = LiveGenerator(load_scenario(scenario), build, options, sink=sink)
     handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

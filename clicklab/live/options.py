@@ -86,7 +86,8 @@ class LiveOptions:
 
     ``seed``: random streams; ``backfill_s``: seconds of past traffic written first at full
     speed; ``scale``: factor on every rate; ``flush_s``: seconds per file; ``duration_s``: stop
-    after this much real-time traffic (None: until stopped); ``keep_s``: rotation age.
+    after this much real-time traffic (None: until stopped); ``keep_s``: rotation age; ``bootstrap``: send to
+    the ``tickerstream`` topic of the Kafka at this address (``host:port``) instead of the folder.
     """
 
     seed: int = 42
@@ -95,6 +96,7 @@ class LiveOptions:
     flush_s: float = FLUSH_S
     duration_s: float | None = None
     keep_s: float = KEEP_S
+    bootstrap: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -115,6 +117,8 @@ class LiveOptions:
                 "--flush", repr(self.flush_s), "--keep", repr(float(self.keep_s))]
         if self.duration_s is not None:
             args += ["--duration", repr(float(self.duration_s))]
+        if self.bootstrap is not None:
+            args += ["--bootstrap", self.bootstrap]
         return args
 
 

@@ -73,7 +73,7 @@ class GeneratorInfo:
 
 def start_background(build: str | Path = settings.DEFAULT_BUILD, scenario: str | Path = "lab", seed: int = 42,
                      backfill_s: float = 0.0, scale: float = 1.0, flush_s: float = FLUSH_S,
-                     duration_s: float | None = None, keep_s: float = KEEP_S,
+                     duration_s: float | None = None, keep_s: float = KEEP_S, bootstrap: str | None = None,
                      timeout_s: float = 60.0) -> GeneratorInfo:
     """Start ``python -m clicklab generate --live ...`` as a detached process and return once it has registered.
 
@@ -85,7 +85,7 @@ def start_background(build: str | Path = settings.DEFAULT_BUILD, scenario: str |
             process exited or did not register within ``timeout_s`` (the message has its last log line).
     """
     options = LiveOptions(seed=seed, backfill_s=backfill_s, scale=scale, flush_s=flush_s, duration_s=duration_s,
-                          keep_s=keep_s)
+                          keep_s=keep_s, bootstrap=bootstrap)
     load_scenario(scenario)  # a bad name or file fails here, in one line
     build = Path(build)
     current = status(build)

@@ -28,7 +28,7 @@ from clicklab.exceptions import ClicklabError
 from clicklab.live import process
 from clicklab.live.options import _iso_dt, _parse_iso, _read_json, _write_json, live_dir
 from clicklab.live.sessions import ScheduledSession, template_session
-from clicklab.live.watch import rows_committed, wait_for
+from clicklab.live.watch import ReadCommitted, rows_committed, wait_for
 from clicklab.session_start import next_window_start_ms
 
 __all__ = ["SCORED_BEFORE_SENDING", "labels", "last_session", "send", "send_when_warm", "session_of"]
@@ -193,13 +193,13 @@ SCORED_BEFORE_SENDING = 6
 
 
 def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",
-                   timeout_s: float = 180.0) -> ScheduledSession:
+                   timeout_s: float = 180.0, read: ReadCommitted | None = None) -> ScheduledSession:
     """Play a session once its site's forest has emitted :data:`SCORED_BEFORE_SENDING` scores (its warm-up is
     over in ``destinationstream`` and the threshold has seen a few ordinary windows)."""
     site = session_of(build, session)["site"]
 
     def warm() -> bool:
-        scored = rows_committed(Path(build), "destinationstream")
+        scored = read("destinationstream") if read is not None else rows_committed(Path(build), "destinationstream")
         return bool(len(scored)) and int(((scored["site"] == site) & (scored["score"] > 0)).sum()) >= \
             SCORED_BEFORE_SENDING
 

@@ -21,7 +21,7 @@ from clicklab.live.folders import ARCHIVE, committed_files
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["rows_committed", "session_rows", "wait_for", "wait_for_anomaly", "window_start_s"]
+__all__ = ["ReadCommitted", "rows_committed", "session_rows", "wait_for", "wait_for_anomaly", "window_start_s"]
 
 T = TypeVar("T")
 
@@ -69,10 +69,14 @@ def window_start_s(frame: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(frame["rowtime"], utc=True).astype("int64") / 1e9
 
 
-def session_rows(build: Path, name: str, session: Any, window_s: int = settings.WINDOW_SECONDS) -> pd.DataFrame:
-    """The rows of ``name`` for the session's site whose window overlaps the session, with ``shown_after_s``:
-    seconds from the end of the row's window until its file appeared."""
-    frame = rows_committed(build, name)
+#: Reads a stream's rows with ``committed_at`` (epoch s): :func:`rows_committed` on files,
+#: ``clicklab.lab.Lab.committed`` for the session's own streams (folders or topics).
+ReadCommitted = Callable[[str], "pd.DataFrame"]
+
+
+def session_rows(frame: pd.DataFrame, session: Any, window_s: int = settings.WINDOW_SECONDS) -> pd.DataFrame:
+    """The rows of ``frame`` (a stream's rows with ``committed_at``) for the session's site whose window overlaps
+    the session, with ``shown_after_s``: seconds from the end of the row's window until it was committed."""
     if not len(frame):
         return frame.assign(shown_after_s=[])
     start = window_start_s(frame)
@@ -82,11 +86,12 @@ def session_rows(build: Path, name: str, session: Any, window_s: int = settings.
     return mine.sort_values("committed_at")
 
 
-def wait_for_anomaly(build: Path, session: Any, timeout_s: float = 120.0) -> pd.DataFrame:
-    """Wait until ``anomalydetectionstream`` holds a row of the session's site and windows; those rows."""
+def wait_for_anomaly(read: ReadCommitted, session: Any, timeout_s: float = 120.0) -> pd.DataFrame:
+    """Wait until ``anomalydetectionstream`` (as ``read`` gives it) holds a row of the session's site and windows;
+    those rows."""
 
     def found() -> pd.DataFrame | None:
-        rows = session_rows(build, "anomalydetectionstream", session)
+        rows = session_rows(read("anomalydetectionstream"), session)
         return rows if len(rows) else None
 
     return wait_for(f"an anomaly row for {session}", found, timeout_s)
