@@ -23,7 +23,8 @@ run: $(STAMP)
 JAVA_TESTS := tests/test_java_udf.py tests/test_keyed.py tests/test_score.py tests/test_sql_app.py \
 	tests/test_zeppelin_params_java.py tests/test_kafka_broker.py tests/test_kafka_pipeline.py \
 	tests/test_kafka_alerts.py tests/test_kafka_lab.py
-CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py tests/test_cluster_cancel.py
+CLUSTER_TESTS := tests/test_cluster.py tests/test_faults.py tests/test_cluster_cancel.py tests/test_kafka_live.py \
+	tests/test_kafka_faults.py
 # The learner's path in a real browser (JupyterLab, Playwright, Debian's Chromium; `.ci/run` installs it):
 # every notebook run from the UI, replay and live. Skipped with one line where Chromium is missing.
 BROWSER_TESTS := tests/test_browser.py tests/test_browser_live.py

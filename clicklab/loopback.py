@@ -30,8 +30,11 @@ def free_port() -> int:
 
 
 def can_bind(port: int) -> bool:
-    """``port`` can be listened on now (a restarted server may take its old port again)."""
+    """``port`` can be listened on now (a restarted server may take its old port again). As a server binds it
+    (``SO_REUSEADDR``, Java's default): the connections of a server just stopped, in ``TIME_WAIT`` for a minute,
+    do not hold the port; only a socket listening on it does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((LOOPBACK, port))
         except OSError:

@@ -149,3 +149,30 @@ def test_clicklab_run_live_sends_the_burst_and_its_email_arrives_then_nothing_is
     # torn down: no cluster, no generator, no process of ours, no job
     assert cluster.status(build) is None and process.status(build) is None
     assert cluster.processes(build) == {}
+
+
+def test_the_burst_waits_for_the_end_of_the_refractory_period_of_an_earlier_false_alarm(monkeypatch, capsys):
+    """A false alarm just before the burst would keep the burst's windows from being anomalies (the adaptive
+    threshold reports one change once): the burst is sent once the site has had `refractory` quiet windows."""
+    import pandas as pd
+
+    from clicklab.live import send as live_send
+    from clicklab_udf.threshold import AdaptiveThreshold
+
+    refractory = AdaptiveThreshold().refractory
+    windows = {"n": 10}  # scored windows so far: each read is one window later
+    sent = []
+
+    def read(name: str) -> pd.DataFrame:
+        if name == "anomalydetectionstream":  # a false alarm at window 8
+            return pd.DataFrame({"site": [SITE], "rowtime": [pd.Timestamp(80, unit="s", tz="UTC").isoformat()]})
+        windows["n"] += 1
+        return pd.DataFrame({"site": SITE, "time": [10 * i for i in range(windows["n"])], "score": 1.0})
+
+    fast = live_send.wait_for
+    monkeypatch.setattr(live_send, "wait_for", lambda what, check, timeout_s: fast(what, check, timeout_s, poll_s=0))
+    monkeypatch.setattr(live_send, "session_of", lambda build, session: {"site": SITE})
+    monkeypatch.setattr(live_send, "send", lambda build, session: sent.append(windows["n"]) or "sent")
+    assert live_send.send_when_warm(Path("unused"), read=read) == "sent"
+    assert sent and sent[0] - 9 >= refractory  # windows 9 .. n-1 came after the alarm's window 8
+    assert "refractory period" in capsys.readouterr().out

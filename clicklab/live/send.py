@@ -21,15 +21,18 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clicklab import settings
 from clicklab.exceptions import ClicklabError
 from clicklab.live import process
 from clicklab.live.options import _iso_dt, _parse_iso, _read_json, _write_json, live_dir
 from clicklab.live.sessions import ScheduledSession, template_session
-from clicklab.live.watch import ReadCommitted, rows_committed, wait_for
+from clicklab.live.watch import ReadCommitted, rows_committed, wait_for, window_start_s
 from clicklab.session_start import next_window_start_ms
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["SCORED_BEFORE_SENDING", "labels", "last_session", "send", "send_when_warm", "session_of"]
 
@@ -195,14 +198,38 @@ SCORED_BEFORE_SENDING = 6
 def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",
                    timeout_s: float = 180.0, read: ReadCommitted | None = None) -> ScheduledSession:
     """Play a session once its site's forest has emitted :data:`SCORED_BEFORE_SENDING` scores (its warm-up is
-    over in ``destinationstream`` and the threshold has seen a few ordinary windows)."""
-    site = session_of(build, session)["site"]
+    over in ``destinationstream`` and the threshold has seen a few ordinary windows), and once the site is out of
+    the refractory period of an earlier anomaly (a false alarm before the burst would otherwise keep the burst's
+    windows from being anomalies: the adaptive threshold reports one change once). Says what it waits for."""
+    from clicklab_udf.threshold import AdaptiveThreshold
 
-    def warm() -> bool:
-        scored = read("destinationstream") if read is not None else rows_committed(Path(build), "destinationstream")
-        return bool(len(scored)) and int(((scored["site"] == site) & (scored["score"] > 0)).sum()) >= \
-            SCORED_BEFORE_SENDING
+    site = session_of(build, session)["site"]
+    refractory = AdaptiveThreshold().refractory
+
+    def rows(name: str) -> pd.DataFrame:
+        return read(name) if read is not None else rows_committed(Path(build), name)
+
+    def scored() -> pd.DataFrame:
+        frame = rows("destinationstream")
+        return frame[(frame["site"] == site) & (frame["score"] > 0)] if len(frame) else frame
 
     wait_for(f"{SCORED_BEFORE_SENDING} scores for {site} in destinationstream (the forest's warm-up, then a "
-             "few ordinary windows)", warm, timeout_s)
+             "few ordinary windows)", lambda: len(scored()) >= SCORED_BEFORE_SENDING, timeout_s)
+
+    def quiet_windows() -> int | None:
+        """Scored windows of the site since its last anomaly (None: no anomaly yet)."""
+        flagged = rows("anomalydetectionstream")
+        flagged = flagged[flagged["site"] == site] if len(flagged) else flagged
+        if not len(flagged):
+            return None
+        mine = scored()
+        return int((window_start_s(mine) > window_start_s(flagged).max()).sum())
+
+    quiet = quiet_windows()
+    if quiet is not None and quiet < refractory:
+        print(f"{site} had an anomaly {quiet} window(s) ago: its next {refractory} windows are not reported "
+              f"(the refractory period), so the session waits about {(refractory - quiet) * settings.WINDOW_SECONDS} s",
+              flush=True)
+        wait_for(f"{site} out of the refractory period of its last anomaly", lambda: (
+            (q := quiet_windows()) is None or q >= refractory), (refractory + 6) * settings.WINDOW_SECONDS)
     return send(build, session=session)
