@@ -124,16 +124,20 @@ def fixed_threshold(score: float, floor: float) -> bool:
 def spike_ratio_for(sub_sample_size: int, ratio_at_256: float = 6.0) -> float:
     """``spike_ratio`` for a forest of another sample size than the default 256.
 
-    On the AWS scale ordinary scores stay near 0.8 whatever the sample size, but the highest score
-    (a value cut off at the root of every tree) is about ``log2(sub_sample_size)``: 8 for 256, 6 for
-    64, 5 for 32. So the spike ratio is scaled by ``log2(sub_sample_size) / 8``, never below 1.
+    On the AWS scale the highest score (a value cut off at the root of every tree) is about
+    ``log2(sub_sample_size)``: 8 for 256, 6 for 64, 3.6 for the lab's 12. What a spike must clear is
+    the room *above* the mean, ``spike_ratio - 1`` means, so that room is scaled by
+    ``log2(sub_sample_size) / 8``: ``1 + (ratio_at_256 - 1) * log2(sub_sample_size) / 8``, never below 1.
+    (Until issue 23 the whole ratio was scaled, 2.7 for 12 samples: with the ``lab`` preset a small
+    forest's ordinary scores sit near 1, not 0.8, and that level let lone CTR jumps through as spikes,
+    whose refractory periods then hid the replay's click drop for 140 s.)
 
-    >>> spike_ratio_for(256), spike_ratio_for(64), spike_ratio_for(1024)
-    (6.0, 4.5, 7.5)
+    >>> spike_ratio_for(256), spike_ratio_for(64), spike_ratio_for(1024), round(spike_ratio_for(12), 2)
+    (6.0, 4.75, 7.25, 3.24)
     """
     if isinstance(sub_sample_size, bool) or not isinstance(sub_sample_size, numbers.Integral) or sub_sample_size < 2:
         raise ValueError(f"sub_sample_size must be an integer >= 2, got {sub_sample_size!r}")
-    return max(1.0, ratio_at_256 * math.log2(sub_sample_size) / 8)
+    return max(1.0, 1.0 + (ratio_at_256 - 1.0) * math.log2(sub_sample_size) / 8)
 
 
 class _KeyState:
