@@ -274,9 +274,10 @@ def _parse_map(text: str) -> dict[str, str]:
 
 def threshold_parameters(floor: float, adaptive: bool, options: dict[str, Any] | None = None) -> dict[str, str]:
     """The job parameters that carry the threshold (:class:`clicklab_udf.threshold.AdaptiveThreshold`'s
-    ``z``, ``spike_ratio``, ``alpha``, ``smoothing``, ``sustained_z``, ``refractory`` in ``options``) to
-    ``ANOMALY_DECISIONS``."""
-    known = {"z", "spike_ratio", "alpha", "smoothing", "sustained_z", "refractory"}
+    ``z``, ``spike_ratio``, ``alpha``, ``smoothing``, ``sustained_z``, ``refractory``, ``run_z``,
+    ``spike_floor``, ``repeat_ratio`` in ``options``) to ``ANOMALY_DECISIONS``."""
+    known = {"z", "spike_ratio", "alpha", "smoothing", "sustained_z", "refractory", "run_z", "spike_floor",
+             "repeat_ratio"}
     unknown = sorted(set(options or {}) - known)
     if unknown:
         raise ClicklabError(f"threshold option(s) {', '.join(unknown)} unknown: the adaptive threshold takes "

@@ -121,6 +121,13 @@ def fixed_threshold(score: float, floor: float) -> bool:
     return score > floor
 
 
+def _room(value_at_256: float, base: float, sub_sample_size: int) -> float:
+    """``base + (value_at_256 - base) * log2(sub_sample_size) / 8``: a margin above the ordinary, rescaled."""
+    if isinstance(sub_sample_size, bool) or not isinstance(sub_sample_size, numbers.Integral) or sub_sample_size < 2:
+        raise ValueError(f"sub_sample_size must be an integer >= 2, got {sub_sample_size!r}")
+    return base + (value_at_256 - base) * math.log2(sub_sample_size) / 8
+
+
 def spike_ratio_for(sub_sample_size: int, ratio_at_256: float = 6.0) -> float:
     """``spike_ratio`` for a forest of another sample size than the default 256.
 
@@ -135,15 +142,31 @@ def spike_ratio_for(sub_sample_size: int, ratio_at_256: float = 6.0) -> float:
     >>> spike_ratio_for(256), spike_ratio_for(64), spike_ratio_for(1024), round(spike_ratio_for(12), 2)
     (6.0, 4.75, 7.25, 3.24)
     """
-    if isinstance(sub_sample_size, bool) or not isinstance(sub_sample_size, numbers.Integral) or sub_sample_size < 2:
-        raise ValueError(f"sub_sample_size must be an integer >= 2, got {sub_sample_size!r}")
-    return max(1.0, 1.0 + (ratio_at_256 - 1.0) * math.log2(sub_sample_size) / 8)
+    return max(1.0, _room(ratio_at_256, 1.0, sub_sample_size))
+
+
+def options_for(sub_sample_size: int, spike_ratio: float = 6.0, spike_floor: float = 5.0, run_z: float = 5.0,
+                z: float = 3.0) -> dict[str, float]:
+    """The options that depend on the forest's sample size, from their values for 256 samples (the defaults).
+
+    Each is a margin above the ordinary, scaled like :func:`spike_ratio_for` (the highest score is about
+    ``log2(sub_sample_size)``): ``spike_ratio`` above 1 mean, ``spike_floor`` above a score of 1, and
+    ``run_z`` above ``z`` standard deviations. The lab's 12 samples: 3.24, 2.79 and 3.90.
+
+    >>> {k: round(v, 2) for k, v in options_for(12).items()}
+    {'spike_ratio': 3.24, 'spike_floor': 2.79, 'run_z': 3.9}
+    >>> options_for(256)
+    {'spike_ratio': 6.0, 'spike_floor': 5.0, 'run_z': 5.0}
+    """
+    return {"spike_ratio": spike_ratio_for(sub_sample_size, spike_ratio),
+            "spike_floor": max(0.0, _room(spike_floor, 1.0, sub_sample_size)) if spike_floor > 1 else spike_floor,
+            "run_z": max(z, _room(run_z, z, sub_sample_size)) if run_z > z else run_z}
 
 
 class _KeyState:
     """What the threshold remembers of one key."""
 
-    __slots__ = ("avg", "avg_mean", "avg_n", "avg_var", "mean", "n", "previous_over", "quiet", "var")
+    __slots__ = ("avg", "avg_mean", "avg_n", "avg_var", "bar", "mean", "n", "previous_over", "quiet", "var")
 
     def __init__(self) -> None:
         self.n = 0  # ordinary scores learned
@@ -155,13 +178,15 @@ class _KeyState:
         self.avg_mean = 0.0
         self.avg_var = 0.0
         self.quiet = 0  # refractory rows left
+        self.bar = 0.0  # what a spike must clear after an anomaly (repeat_ratio x its score, decaying)
 
 
 class AdaptiveThreshold:
     """A per-key adaptive threshold over a fixed floor (see the module docstring)."""
 
     def __init__(self, floor: float = 2.0, z: float = 3.0, spike_ratio: float = 6.0, alpha: float = 0.003,
-                 smoothing: float = 0.05, sustained_z: float = 4.0, refractory: int = 30) -> None:
+                 smoothing: float = 0.05, sustained_z: float = 4.0, refractory: int = 30, run_z: float = 5.0,
+                 spike_floor: float = 5.0, repeat_ratio: float = 2.0) -> None:
         self.floor = _check_number("floor", floor, "a finite number > 0", lambda v: v > 0)
         self.z = _check_number("z", z, "a finite number >= 0", lambda v: v >= 0)
         self.spike_ratio = _check_number("spike_ratio", spike_ratio, "a finite number >= 1", lambda v: v >= 1)
@@ -172,6 +197,9 @@ class AdaptiveThreshold:
                 or refractory != int(refractory) or refractory < 0):
             raise ValueError(f"adaptive threshold parameter refractory must be an integer >= 0, got {refractory!r}")
         self.refractory = int(refractory)
+        self.run_z = _check_number("run_z", run_z, "a finite number >= 0", lambda v: v >= 0)
+        self.spike_floor = _check_number("spike_floor", spike_floor, "a finite number >= 0", lambda v: v >= 0)
+        self.repeat_ratio = _check_number("repeat_ratio", repeat_ratio, "a finite number >= 0", lambda v: v >= 0)
         #: rows of the short average before a sustained change can be reported
         self.sustained_after = math.ceil(2.0 / self.smoothing)
         self._keys: dict[str, _KeyState] = {}
@@ -182,13 +210,21 @@ class AdaptiveThreshold:
         if state is None or state.n == 0:
             return self.floor, math.inf
         level = max(self.floor, state.mean + self.z * math.sqrt(state.var))
-        return level, max(level, self.spike_ratio * state.mean)
+        return level, max(level, self.spike_ratio * state.mean, self.spike_floor, state.bar)
+
+    def run_level(self, key: str) -> float:
+        """What the key's next row must be over to end a run (the row before it over its level)."""
+        state = self._keys.get(key)
+        if state is None or state.n == 0:
+            return self.floor
+        return max(self.floor, state.mean + self.run_z * math.sqrt(state.var))
 
     def update(self, key: str, score: float, warming_up: bool = False) -> Decision:
         """Decide whether ``score`` is an anomaly for ``key``, then learn it.
 
-        ``threshold`` is what the row's own score was compared with (the run or the spike level), ``inf``
-        during a refractory period; a sustained change is flagged on its average, whatever the score.
+        ``threshold`` is what the row's own score was compared with (the spike level, or after a row over
+        its level the lower of the run and spike levels), ``inf`` during a refractory period; a sustained
+        change is flagged on its average, whatever the score.
         """
         if warming_up:
             return Decision(False, math.inf)
@@ -199,7 +235,7 @@ class AdaptiveThreshold:
         if state is None:
             state = self._keys[key] = _KeyState()
         level, spike_level = self.levels(key)
-        threshold = level if state.previous_over else spike_level
+        threshold = min(self.run_level(key), spike_level) if state.previous_over else spike_level
         state.previous_over = score > level
         if not state.previous_over:  # ordinary: learn it
             state.n += 1
@@ -217,12 +253,15 @@ class AdaptiveThreshold:
         delta = state.avg - state.avg_mean
         state.avg_mean += weight * delta
         state.avg_var = (1.0 - weight) * (state.avg_var + weight * delta * delta)
+        if state.bar > self.floor:  # the bar after an anomaly sinks back to the floor at the long memory's pace
+            state.bar = self.floor + (state.bar - self.floor) * (1.0 - self.alpha)
         if state.quiet > 0:
             state.quiet -= 1
             return Decision(False, math.inf)
         anomaly = score > threshold or sustained
         if anomaly:
             state.quiet = self.refractory
+            state.bar = max(state.bar, self.repeat_ratio * score)
         return Decision(anomaly, threshold)
 
     def keys(self) -> list[str]:
