@@ -15,7 +15,7 @@ candidate (:func:`raw_table`). A candidate is a rule family and its parameters
 same way (:func:`leave_one_category_out`).
 
 >>> from clicklab import nab
->>> s = Scored("a/x", "a", nab.Series.make("a/x", 20, [(10, 14)], probation=2), np.r_[[0.8] * 11, 5.0, [0.8] * 8],
+>>> s = Scored("a/x", "a", nab.Series.make("a/x", 20, [(10, 14)], probation=2), np.r_[[0.8] * 11, 6.0, [0.8] * 8],
 ...            np.ones(20, bool))
 >>> [int(i) for i in np.flatnonzero(Candidate("adaptive", {"refractory": 0}).decide(s))]
 [11]
