@@ -6,10 +6,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clicklab import settings
 from clicklab.exceptions import ClicklabError
 from clicklab.kafka import cli as kafka_cli
+
+if TYPE_CHECKING:
+    from clicklab.evaluation import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +209,33 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
               "threshold: the one chosen afterwards for the scores; TP/FN: windows detected/missed, "
               "FP: detections outside windows; low FP/low FN: the other profiles)")
         print(result.nab.to_string(index=False))
+    if args.holdout:
+        _print_holdout(result)
     if args.nab_results:
         written = write_nab_results(result.series, result.scored, result.modes, args.nab_results)
         print(f"{len(written)} NAB results files -> {args.nab_results}/{{scores,adaptive,fixed}}/ (check: python3 "
               f"{SHARED_NAB / 'nab_score.py'} --nab-dir {SHARED_NAB} --results {args.nab_results}/scores "
               "--category all)")
+
+
+def _print_holdout(result: Evaluation) -> None:
+    """``clicklab evaluate --holdout category``: each rule family tuned leaving one category out, on the scores made."""
+    import pandas as pd
+
+    from clicklab import holdout
+
+    series = holdout.from_evaluation(result.series, result.scored)
+    if len({s.category for s in series}) < 2:
+        raise ClicklabError("--holdout category needs series in two categories or more (folders under --data)")
+    log.info("tuning %d candidates on %d series, leaving one category out ...",
+             sum(len(c) for c in holdout.FAMILIES.values()), len(series))
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 80):
+        for family, report in holdout.holdout_report(series).items():
+            print()
+            print(f"{family}: parameters chosen on the other categories, NAB score (standard) of each held-out "
+                  f"category; all: every series' held-out decisions together (the estimate); in-sample: the "
+                  f"parameters chosen on every category ({len(holdout.FAMILIES[family])} candidates)")
+            print(report.table().to_string(index=False))
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -417,6 +443,10 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-replay", dest="replay", action="store_const", const=None, help="leave the replay out")
     ev.add_argument("--in-process", action="store_true",
                     help="score in this process (the same functions, no Flink job; logs progress per series)")
+    ev.add_argument("--holdout", choices=["category"], default=None,
+                    help="category: also choose the decision rule's parameters leaving one category out in turn "
+                         "(tuned on the others, scored on it; the forest scores each series once) and print the "
+                         "held-out NAB score per category and in total, for each rule family of clicklab.holdout")
     ev.add_argument("--nab-results", type=Path, default=None, metavar="DIR",
                     help="also write NAB results files (scores, adaptive, fixed) for ../shared/nab/nab_score.py")
     ev.add_argument("--build", type=Path, default=settings.DEFAULT_BUILD, help="work folder")

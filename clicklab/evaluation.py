@@ -156,20 +156,20 @@ def flag_scores(
     Rows are taken in time order (stable, so each key's order is kept on ties), one forest and one
     adaptive threshold per key: what the Flink UDFs compute, without Flink. Returns ``key, time,
     value, score, scored`` (False while the key warms up), ``fixed`` (``score > floor``) and
-    ``adaptive`` (:class:`clicklab_udf.threshold.AdaptiveThreshold`, its ``spike_ratio`` scaled to
-    the forest's sample size by :func:`clicklab_udf.threshold.spike_ratio_for` unless
-    ``threshold_options`` sets it), in that time order. ``in_order=True`` takes the rows as given
+    ``adaptive`` (:class:`clicklab_udf.threshold.AdaptiveThreshold`, its ``spike_ratio``, ``spike_floor``
+    and ``run_z`` scaled to the forest's sample size by :func:`clicklab_udf.threshold.options_for` unless
+    ``threshold_options`` sets them), in that time order. ``in_order=True`` takes the rows as given
     instead (NAB feeds a detector its records in file order, and a few NAB series step back in time).
     """
     from clicklab_udf.forest import ForestParams, KeyedForests
-    from clicklab_udf.threshold import AdaptiveThreshold, spike_ratio_for
+    from clicklab_udf.threshold import AdaptiveThreshold, options_for
 
     _require(frame, "frame", ("key", "time", "value"))
     rows = frame if in_order else frame.iloc[np.argsort(to_seconds(frame["time"]), kind="stable")]
     rows = rows.reset_index(drop=True)
     params = params if params is not None else ForestParams()
     forests = KeyedForests(params)
-    options = {"spike_ratio": spike_ratio_for(params.sub_sample_size), **dict(threshold_options or {})}
+    options = {**options_for(params.sub_sample_size), **dict(threshold_options or {})}
     threshold = AdaptiveThreshold(floor=floor, **options)
     scores, scored, adaptive = [], [], []
     for key, time, value in zip(rows["key"], rows["time"], rows["value"], strict=True):

@@ -274,15 +274,23 @@ def _parse_map(text: str) -> dict[str, str]:
 
 def threshold_parameters(floor: float, adaptive: bool, options: dict[str, Any] | None = None) -> dict[str, str]:
     """The job parameters that carry the threshold (:class:`clicklab_udf.threshold.AdaptiveThreshold`'s
-    ``z``, ``spike_ratio``, ``alpha``, ``smoothing``, ``sustained_z``, ``refractory`` in ``options``) to
-    ``ANOMALY_DECISIONS``."""
-    known = {"z", "spike_ratio", "alpha", "smoothing", "sustained_z", "refractory"}
+    ``z``, ``spike_ratio``, ``alpha``, ``smoothing``, ``sustained_z``, ``refractory``, ``run_z``,
+    ``spike_floor``, ``repeat_ratio`` in ``options``, the defaults for those not given) to ``ANOMALY_DECISIONS``."""
+    known = {"z", "spike_ratio", "alpha", "smoothing", "sustained_z", "refractory", "run_z", "spike_floor",
+             "repeat_ratio"}
     unknown = sorted(set(options or {}) - known)
     if unknown:
         raise ClicklabError(f"threshold option(s) {', '.join(unknown)} unknown: the adaptive threshold takes "
                             f"{', '.join(sorted(known))}")
+    import inspect
+
+    from clicklab_udf.threshold import AdaptiveThreshold
+
+    # every option, the defaults for those not given: registering again replaces all of them (job parameters
+    # outlive a registration, so an option left out would otherwise keep the previous registration's value)
+    defaults = {name: p.default for name, p in inspect.signature(AdaptiveThreshold).parameters.items() if name in known}
     values: dict[str, Any] = {"floor": repr(float(floor)), "adaptive": "true" if adaptive else "false"}
-    values.update({k: repr(float(v)) for k, v in (options or {}).items()})
+    values.update({k: repr(float(v)) for k, v in {**defaults, **(options or {})}.items()})
     return {THRESHOLD_PARAMETER_PREFIX + k: str(v) for k, v in values.items()}
 
 

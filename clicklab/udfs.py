@@ -37,11 +37,12 @@ KEYED_BACKENDS = ("compact",)
 
 
 def threshold_options(detector: Detector) -> dict[str, Any]:
-    """The adaptive threshold's options: the spike ratio follows the forest's sample size (the highest AWS
-    score grows with it), then the detector's own ``threshold_options``."""
-    from clicklab_udf.threshold import spike_ratio_for
+    """The adaptive threshold's options: the spike ratio, spike floor and run level follow the forest's sample
+    size (the highest AWS score grows with it: :func:`clicklab_udf.threshold.options_for`), then the
+    detector's own ``threshold_options``."""
+    from clicklab_udf.threshold import options_for
 
-    return {"spike_ratio": spike_ratio_for(detector.forest_params().sub_sample_size), **detector.threshold_options}
+    return {**options_for(detector.forest_params().sub_sample_size), **detector.threshold_options}
 
 
 def register(t_env: Any, detector: Detector | None = None, keyed: bool = True) -> Detector:

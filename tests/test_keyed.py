@@ -167,9 +167,11 @@ def _decision_scores(n: int = 400) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("options", [{}, {"refractory": 3, "smoothing": 0.2, "sustained_z": 3.0, "alpha": 0.01,
-                                          "z": 2.0, "spike_ratio": 4.0}])
+                                          "z": 2.0, "spike_ratio": 4.0},
+                                     {"refractory": 5, "run_z": 3.5, "spike_floor": 3.0, "repeat_ratio": 1.2}])
 def test_every_path_of_the_decisions_is_the_python_thresholds(session, tmp_path, options):
-    """Runs, spikes, sustained changes and refractory periods: Java and Python decide alike, row by row."""
+    """Runs, spikes, sustained changes, refractory periods and the bar after an anomaly: Java and Python decide
+    alike, row by row."""
     t_env, _ = session
     scores = _decision_scores()
     table = tmp_path / "paths.json"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clicklab_udf.forest import ForestParams, KeyedForests
-from clicklab_udf.threshold import AdaptiveThreshold, Decision, fixed_threshold
+from clicklab_udf.threshold import AdaptiveThreshold, Decision, fixed_threshold, options_for
 
 
 def _ordinary(n: int, seed: int = 0) -> list[float]:
@@ -71,7 +71,7 @@ def test_isolated_noise_that_the_fixed_threshold_flags_is_suppressed():
 
 def test_runs_and_spikes_respect_the_floor_however_unusual_the_score():
     calm = list(0.1 + 0.01 * np.random.default_rng(5).standard_normal(300))  # every score far below 1
-    rule = {"sustained_z": 1e9, "refractory": 0}  # runs and spikes only
+    rule = {"sustained_z": 1e9, "refractory": 0, "spike_floor": 0}  # runs and spikes only
     threshold = AdaptiveThreshold(floor=2.0, **rule)
     _decide(threshold, calm)
     assert _decide(threshold, [1.9] * 5) == [False] * 5  # 19 x the typical score, in a run, but under 2
@@ -113,7 +113,7 @@ def test_level_rises_over_the_floor_for_a_key_with_high_varied_scores():
     level, spike = threshold.levels("site")
     assert level > 2.2 and spike > level
     assert _decide(threshold, [2.1, 2.1]) == [False, False]
-    assert _decide(AdaptiveThreshold(z=0.0), [*[min(s, 1.99) for s in noisy], 2.1, 2.1])[-1]
+    assert _decide(AdaptiveThreshold(z=0.0, run_z=0.0), [*[min(s, 1.99) for s in noisy], 2.1, 2.1])[-1]
 
 
 def test_decide_then_learn_and_anomalies_are_not_learned():
@@ -121,8 +121,12 @@ def test_decide_then_learn_and_anomalies_are_not_learned():
     assert threshold.levels("k") == (2.0, math.inf)  # no history: only runs can be flagged
     first = threshold.update("k", 0.8)
     assert first == Decision(False, math.inf)  # judged on the empty history, then learned
-    assert threshold.levels("k") == (2.0, pytest.approx(6 * 0.8))
-    threshold = AdaptiveThreshold(refractory=0)
+    assert threshold.levels("k") == (2.0, 5.0)  # the spike floor: over 6 x the mean of 0.8
+    assert AdaptiveThreshold(spike_floor=0).levels("k") == (2.0, math.inf)
+    no_floor = AdaptiveThreshold(spike_floor=0)
+    no_floor.update("k", 0.8)
+    assert no_floor.levels("k") == (2.0, pytest.approx(6 * 0.8))
+    threshold = AdaptiveThreshold(refractory=0, repeat_ratio=0)  # no bar: the levels are the history's alone
     _decide(threshold, _ordinary(300), "k")
     before = threshold.levels("k")
     decisions = [threshold.update("k", s) for s in [5.0] * 50]  # a long anomaly
@@ -141,8 +145,8 @@ def test_deterministic_and_keys_independent():
     rng = np.random.default_rng(4)
     a = list(np.abs(0.8 + 0.6 * rng.standard_normal(500)))
     b = list(np.abs(1.0 + 0.9 * rng.standard_normal(500)))
-    a[100:103], a[300] = [3.0, 3.0, 3.0], 8.0
-    b[200:202] = [4.0, 4.0]
+    a[100:103], a[300] = [4.5, 4.5, 4.5], 8.0
+    b[200:202] = [6.0, 6.0]
     alone_a, alone_b = _decide(AdaptiveThreshold(), a, "a"), _decide(AdaptiveThreshold(), b, "b")
     assert alone_a == _decide(AdaptiveThreshold(), a, "a") and alone_a[101] and alone_a[300] and alone_b[201]
     mixed = AdaptiveThreshold()
@@ -151,6 +155,60 @@ def test_deterministic_and_keys_independent():
         out["a"].append(mixed.update("a", sa).is_anomaly)
         out["b"].append(mixed.update("b", sb).is_anomaly)
     assert out == {"a": alone_a, "b": alone_b} and mixed.keys() == ["a", "b"]
+
+
+def test_a_spike_must_be_high_on_the_aws_scale_too():
+    """A key whose ordinary scores are low (0.3): 6 x its mean is under 2, but a lone 3.5 is not a spike."""
+    calm = list(0.3 + 0.02 * np.random.default_rng(8).standard_normal(300))
+    threshold = AdaptiveThreshold()
+    _decide(threshold, calm)
+    assert threshold.levels("site")[1] == 5.0
+    assert _decide(threshold, [3.5, 0.3, 5.5]) == [False, False, True]
+    no_floor = AdaptiveThreshold(spike_floor=0)
+    _decide(no_floor, calm)
+    assert _decide(no_floor, [3.5]) == [True]
+
+
+def test_after_an_anomaly_a_spike_must_top_the_bar_it_left_which_sinks_back():
+    scores = _ordinary(300, seed=9)
+    threshold = AdaptiveThreshold(refractory=0, sustained_z=1e9)  # spikes and runs only
+    _decide(threshold, scores)
+    assert _decide(threshold, [6.0, 0.8]) == [True, False]
+    spike = threshold.levels("site")[1]
+    assert spike == pytest.approx(2.0 + (12.0 - 2.0) * (1 - 0.003))  # 2 x 6.0, sunk for the row after it
+    assert _decide(threshold, [7.0]) == [False]  # a second spike of the kind: not reported
+    assert _decide(threshold, [0.8, 3.0, 3.0]) == [False, False, True]  # runs are not held to the bar
+    _decide(threshold, [0.8] * 1500)
+    assert threshold.levels("site")[1] == pytest.approx(5.0, abs=0.01)  # sunk back to the spike floor
+    assert _decide(threshold, [7.0]) == [True]
+    unbarred = AdaptiveThreshold(refractory=0, sustained_z=1e9, repeat_ratio=0)
+    _decide(unbarred, scores)
+    assert _decide(unbarred, [6.0, 0.8, 7.0]) == [True, False, True]
+
+
+def test_the_second_row_of_a_run_must_be_clearly_out_on_a_noisy_key():
+    noisy = list(np.abs(0.9 + 0.3 * np.random.default_rng(10).standard_normal(400)))
+    threshold = AdaptiveThreshold(sustained_z=1e9)
+    _decide(threshold, noisy)
+    level, run = threshold.levels("site")[0], threshold.run_level("site")
+    assert level == 2.0 and 2.3 < run < 3.0  # mean + 5 sd, over the floor
+    assert _decide(threshold, [2.2, 2.2, 0.9]) == [False, False, False]
+    assert _decide(threshold, [2.2, 3.0]) == [False, True]
+    loose = AdaptiveThreshold(sustained_z=1e9, run_z=3.0)  # the rule before issue 23
+    _decide(loose, noisy)
+    assert _decide(loose, [2.2, 2.2]) == [False, True]
+
+
+def test_options_follow_the_sample_size():
+    assert options_for(256) == {"spike_ratio": 6.0, "spike_floor": 5.0, "run_z": 5.0}
+    lab = options_for(12)
+    assert lab["spike_ratio"] == pytest.approx(1 + 5 * math.log2(12) / 8)
+    assert lab["spike_floor"] == pytest.approx(1 + 4 * math.log2(12) / 8)
+    assert lab["run_z"] == pytest.approx(3 + 2 * math.log2(12) / 8)
+    assert options_for(12, spike_floor=0.0, run_z=3.0) == {"spike_ratio": lab["spike_ratio"], "spike_floor": 0.0,
+                                                           "run_z": 3.0}
+    with pytest.raises(ValueError, match="sub_sample_size must be an integer >= 2"):
+        options_for(1)
 
 
 @pytest.mark.parametrize(
@@ -171,6 +229,9 @@ def test_deterministic_and_keys_independent():
         ({"refractory": -1}, "refractory must be an integer >= 0, got -1"),
         ({"refractory": 2.5}, "refractory must be an integer >= 0, got 2.5"),
         ({"refractory": True}, "refractory must be an integer >= 0, got True"),
+        ({"run_z": -1.0}, "run_z must be a finite number >= 0, got -1.0"),
+        ({"spike_floor": math.inf}, "spike_floor must be a finite number >= 0, got inf"),
+        ({"repeat_ratio": -0.5}, "repeat_ratio must be a finite number >= 0, got -0.5"),
     ],
 )
 def test_parameters_are_validated(kwargs, message):

@@ -7,7 +7,7 @@ Flink; ``functions`` holds the thin PyFlink adapters and is not imported here.
 """
 
 from clicklab_udf.forest import ForestParams, KeyedForests, Scored
-from clicklab_udf.threshold import AdaptiveThreshold, Decision, fixed_threshold, spike_ratio_for
+from clicklab_udf.threshold import AdaptiveThreshold, Decision, fixed_threshold, options_for, spike_ratio_for
 
 __all__ = [
     "AdaptiveThreshold",
@@ -16,5 +16,6 @@ __all__ = [
     "KeyedForests",
     "Scored",
     "fixed_threshold",
+    "options_for",
     "spike_ratio_for",
 ]

@@ -2,15 +2,17 @@
  * The adaptive threshold of udf/clicklab_udf/threshold.py (AdaptiveThreshold), in Java for the keyed
  * ANOMALY_DECISIONS function: same parameters, same arithmetic, same decisions (tests/test_keyed.py
  * compares them row by row). Per key it keeps an exponentially weighted mean and variance of the key's
- * ordinary scores, and a short moving average of its scores (each capped at the floor) with the long-run
- * mean and variance of that average. A row is an anomaly when its score is over level = max(floor, mean +
- * z * sd) and either the key's previous row was over its level too (a run) or the score is over
- * spike_ratio * mean (a spike); or when the short average exceeds its long mean by more than
- * sustained_z * its sd and by more than 1.5 x what one capped score can add (a sustained change, once the
- * key has ceil(2 / smoothing) rows). After an anomaly the next refractory
- * rows are not anomalies (threshold infinity). Decide first, then learn; unusual rows are not learned into
- * the mean and variance of scores; warming-up rows are neither judged nor learned. See threshold.py's
- * docstring for the reasons.
+ * ordinary scores, a short moving average of its scores (each capped at the floor) with the long-run
+ * mean and variance of that average, and the bar a spike must clear after an anomaly. A row is an
+ * anomaly when the key's previous row was over level = max(floor, mean + z * sd) and the row is over
+ * max(floor, mean + run_z * sd) (a run); or when it is over the spike level max(level, spike_ratio * mean,
+ * spike_floor, bar) (a spike); or when the short average exceeds its long mean by more than sustained_z
+ * * its sd and by more than 1.5 x what one capped score can add (a sustained change, once the key has
+ * ceil(2 / smoothing) rows). After an anomaly the next refractory rows are not anomalies (threshold
+ * infinity), and the bar rises to repeat_ratio x the anomaly's score, sinking back to the floor by a
+ * factor (1 - alpha) per row. Decide first, then learn; unusual rows are not learned into the mean and
+ * variance of scores; warming-up rows are neither judged nor learned. See threshold.py's docstring for
+ * the reasons.
  */
 package clicklab.udf;
 
@@ -27,6 +29,7 @@ public final class AdaptiveThreshold {
         public double avgMean;
         public double avgVar;
         public long quiet;
+        public double bar;
     }
 
     /** Whether a score is an anomaly, and the threshold it was compared with (infinity while warming up). */
@@ -47,6 +50,9 @@ public final class AdaptiveThreshold {
     public static final double DEFAULT_SMOOTHING = 0.05;
     public static final double DEFAULT_SUSTAINED_Z = 4.0;
     public static final long DEFAULT_REFRACTORY = 30;
+    public static final double DEFAULT_RUN_Z = 5.0;
+    public static final double DEFAULT_SPIKE_FLOOR = 5.0;
+    public static final double DEFAULT_REPEAT_RATIO = 2.0;
 
     public final double floor;
     public final double z;
@@ -55,11 +61,15 @@ public final class AdaptiveThreshold {
     public final double smoothing;
     public final double sustainedZ;
     public final long refractory;
+    public final double runZ;
+    public final double spikeFloor;
+    public final double repeatRatio;
     /** Rows of the short average before a sustained change can be reported. */
     public final long sustainedAfter;
 
     public AdaptiveThreshold(double floor, double z, double spikeRatio, double alpha, double smoothing,
-                             double sustainedZ, double refractory) {
+                             double sustainedZ, double refractory, double runZ, double spikeFloor,
+                             double repeatRatio) {
         this.floor = check("floor", floor, floor > 0, "a finite number > 0");
         this.z = check("z", z, z >= 0, "a finite number >= 0");
         this.spikeRatio = check("spike_ratio", spikeRatio, spikeRatio >= 1, "a finite number >= 1");
@@ -68,6 +78,9 @@ public final class AdaptiveThreshold {
         this.sustainedZ = check("sustained_z", sustainedZ, sustainedZ >= 0, "a finite number >= 0");
         this.refractory = (long) check("refractory", refractory,
                 refractory >= 0 && refractory == Math.rint(refractory) && refractory < 1e15, "an integer >= 0");
+        this.runZ = check("run_z", runZ, runZ >= 0, "a finite number >= 0");
+        this.spikeFloor = check("spike_floor", spikeFloor, spikeFloor >= 0, "a finite number >= 0");
+        this.repeatRatio = check("repeat_ratio", repeatRatio, repeatRatio >= 0, "a finite number >= 0");
         this.sustainedAfter = (long) Math.ceil(2.0 / this.smoothing);
     }
 
@@ -85,7 +98,15 @@ public final class AdaptiveThreshold {
             return new double[] {floor, Double.POSITIVE_INFINITY};
         }
         double level = Math.max(floor, s.mean + z * Math.sqrt(s.var));
-        return new double[] {level, Math.max(level, spikeRatio * s.mean)};
+        return new double[] {level, Math.max(Math.max(level, spikeRatio * s.mean), Math.max(spikeFloor, s.bar))};
+    }
+
+    /** What the key's next row must be over to end a run (the row before it over its level). */
+    public double runLevel(State s) {
+        if (s.n == 0) {
+            return floor;
+        }
+        return Math.max(floor, s.mean + runZ * Math.sqrt(s.var));
     }
 
     /** Decide whether score is an anomaly for the key whose state is s, then learn it. */
@@ -97,7 +118,7 @@ public final class AdaptiveThreshold {
             throw new IllegalArgumentException("adaptive threshold: score " + score + " is not a finite number");
         }
         double[] lv = levels(s);
-        double threshold = s.previousOver ? lv[0] : lv[1];
+        double threshold = s.previousOver ? Math.min(runLevel(s), lv[1]) : lv[1];
         s.previousOver = score > lv[0];
         if (!s.previousOver) {
             s.n += 1;
@@ -116,6 +137,9 @@ public final class AdaptiveThreshold {
         double delta = s.avg - s.avgMean;
         s.avgMean += weight * delta;
         s.avgVar = (1.0 - weight) * (s.avgVar + weight * delta * delta);
+        if (s.bar > floor) { // the bar after an anomaly sinks back to the floor at the long memory's pace
+            s.bar = floor + (s.bar - floor) * (1.0 - alpha);
+        }
         if (s.quiet > 0) {
             s.quiet -= 1;
             return new Decision(false, Double.POSITIVE_INFINITY);
@@ -123,6 +147,7 @@ public final class AdaptiveThreshold {
         boolean anomaly = score > threshold || sustained;
         if (anomaly) {
             s.quiet = refractory;
+            s.bar = Math.max(s.bar, repeatRatio * score);
         }
         return new Decision(anomaly, threshold);
     }

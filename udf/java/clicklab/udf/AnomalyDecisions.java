@@ -11,8 +11,8 @@
  *
  * Parameters: the call's arguments, else the job parameters threshold.floor, threshold.adaptive,
  * threshold.z, threshold.spike_ratio, threshold.alpha, threshold.smoothing, threshold.sustained_z,
- * threshold.refractory (set by clicklab.javaudf), else AdaptiveThreshold's defaults (2.0, true, 3.0, 6.0,
- * 0.003, 0.05, 4.0, 30). score: the column to judge; absent: the column named score, else anomaly_score. floor is a
+ * threshold.refractory, threshold.run_z, threshold.spike_floor, threshold.repeat_ratio (set by
+ * clicklab.javaudf), else AdaptiveThreshold's defaults (2.0, true, 3.0, 6.0, 0.003, 0.05, 4.0, 30, 5.0, 5.0, 2.0). score: the column to judge; absent: the column named score, else anomaly_score. floor is a
  * DOUBLE: write it as a DOUBLE literal (2E0) or CAST(2.5 AS DOUBLE); Flink 2.3 fails to cast a DECIMAL
  * literal (2.5) to a process table function's DOUBLE argument.
  */
@@ -50,6 +50,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         public Double avgMean;
         public Double avgVar;
         public Long quiet;
+        public Double bar;
     }
 
     private transient double floor;
@@ -60,6 +61,9 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
     private transient double smoothing;
     private transient double sustainedZ;
     private transient double refractory;
+    private transient double runZ;
+    private transient double spikeFloor;
+    private transient double repeatRatio;
     private transient AdaptiveThreshold rule;
     private transient int scoreField = -1;
     private transient int warmingUpField = -1;
@@ -74,6 +78,9 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         smoothing = number(context, "smoothing", AdaptiveThreshold.DEFAULT_SMOOTHING);
         sustainedZ = number(context, "sustained_z", AdaptiveThreshold.DEFAULT_SUSTAINED_Z);
         refractory = number(context, "refractory", AdaptiveThreshold.DEFAULT_REFRACTORY);
+        runZ = number(context, "run_z", AdaptiveThreshold.DEFAULT_RUN_Z);
+        spikeFloor = number(context, "spike_floor", AdaptiveThreshold.DEFAULT_SPIKE_FLOOR);
+        repeatRatio = number(context, "repeat_ratio", AdaptiveThreshold.DEFAULT_REPEAT_RATIO);
     }
 
     private static double number(FunctionContext context, String name, double fallback) {
@@ -102,7 +109,8 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
             if (adaptiveArg != null) {
                 adaptive = adaptiveArg;
             }
-            rule = new AdaptiveThreshold(floor, z, spikeRatio, alpha, smoothing, sustainedZ, refractory);
+            rule = new AdaptiveThreshold(floor, z, spikeRatio, alpha, smoothing, sustainedZ, refractory, runZ,
+                    spikeFloor, repeatRatio);
         }
         Object value = input.getField(scoreField);
         double s = value instanceof Number ? ((Number) value).doubleValue() : Double.NaN;
@@ -125,6 +133,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         st.avgMean = state.avgMean == null ? 0.0 : state.avgMean;
         st.avgVar = state.avgVar == null ? 0.0 : state.avgVar;
         st.quiet = state.quiet == null ? 0L : state.quiet;
+        st.bar = state.bar == null ? 0.0 : state.bar;
         AdaptiveThreshold.Decision d = rule.update(st, s, warmingUp);
         state.n = st.n;
         state.mean = st.mean;
@@ -135,6 +144,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         state.avgMean = st.avgMean;
         state.avgVar = st.avgVar;
         state.quiet = st.quiet;
+        state.bar = st.bar;
         collect(Row.of(d.isAnomaly, d.threshold));
     }
 
