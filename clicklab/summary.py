@@ -127,6 +127,7 @@ def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_TH
     from clicklab.alerts import report as alerts_report
 
     dataset, build = Path(dataset), Path(build)
+    committed = read  # live on topics: also each row's commit time (None: the folders' own)
     if read is None:
         def read(name: str) -> pd.DataFrame:
             return read_stream(build, name)
@@ -144,7 +145,7 @@ def summarize(dataset: Path, build: Path, threshold: float = settings.ANOMALY_TH
     _add_anomalies(out, dataset, build, threshold, read("destinationstream"), read("anomalydetectionstream"))
     out.alerts = alerts_report.read(build)
     if live:
-        out.latency = burst_latency(build, read)
+        out.latency = burst_latency(build, committed)
     return out
 
 

@@ -92,3 +92,34 @@ def test_clicklab_run_prints_the_summary_then_fails_on_a_failed_check(tmp_path: 
 
 def test_a_summary_without_checks_is_ok():
     assert RunSummary(dataset=Path("x"), events=0, windows={}).ok
+
+
+def test_live_latency_reads_the_folders_commit_times_unless_given_a_reader(tmp_path: Path):
+    """Live, the summary says how long after its window the burst's anomaly row showed: from the row's file's
+    commit time on files, from the reader's ``committed_at`` on topics."""
+    import os
+
+    import pandas as pd
+
+    from clicklab.summary import burst_latency
+
+    live = tmp_path / "live"
+    live.mkdir()
+    (live / "labels.csv").write_text("site,start,end,kind\nhttps://www.mysite.com,2026-12-07T13:01:30.000Z,"
+                                     "2026-12-07T13:02:00.000Z,studio-lab-burst\n", encoding="utf-8")
+    window_end = pd.Timestamp("2026-12-07T13:01:40Z").timestamp()
+    row = {"site": "https://www.mysite.com", "rowtime": "2026-12-07 13:01:30", "ctrpercent": 500.0,
+           "anomaly_score": 3.6}
+    folder = settings.streams_dir(tmp_path) / "anomalydetectionstream"
+    folder.mkdir(parents=True)
+    path = folder / "part-0"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    os.utime(path, (window_end + 2.5, window_end + 2.5))
+    assert burst_latency(tmp_path) == {"anomaly row": pytest.approx(2.5)}
+
+    def read(name: str) -> pd.DataFrame:
+        return pd.DataFrame([{**row, "committed_at": window_end + 1.25}])
+
+    assert burst_latency(tmp_path, read) == {"anomaly row": pytest.approx(1.25)}
+    summary = summarize(tmp_path / "none.jsonl", tmp_path, live=True)  # the folders: their commit times
+    assert summary.latency == {"anomaly row": pytest.approx(2.5)}
