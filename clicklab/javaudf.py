@@ -275,9 +275,10 @@ def _parse_map(text: str) -> dict[str, str]:
 def threshold_parameters(floor: float, adaptive: bool, options: dict[str, Any] | None = None) -> dict[str, str]:
     """The job parameters that carry the threshold (:class:`clicklab_udf.threshold.AdaptiveThreshold`'s
     ``z``, ``spike_ratio``, ``alpha``, ``smoothing``, ``sustained_z``, ``refractory``, ``run_z``,
-    ``spike_floor``, ``repeat_ratio`` in ``options``, the defaults for those not given) to ``ANOMALY_DECISIONS``."""
+    ``spike_floor``, ``repeat_ratio``, ``spike_ceiling`` in ``options``, the defaults for those not given) to
+    ``ANOMALY_DECISIONS``."""
     known = {"z", "spike_ratio", "alpha", "smoothing", "sustained_z", "refractory", "run_z", "spike_floor",
-             "repeat_ratio"}
+             "repeat_ratio", "spike_ceiling"}
     unknown = sorted(set(options or {}) - known)
     if unknown:
         raise ClicklabError(f"threshold option(s) {', '.join(unknown)} unknown: the adaptive threshold takes "

@@ -151,8 +151,8 @@ def test_decisions_are_the_python_thresholds(session, tmp_path):
 
 
 def _decision_scores(n: int = 400) -> pd.DataFrame:
-    """Scores that take every path of the adaptive threshold: ordinary noise, a lone spike, a run, a raised
-    stretch under the floor (a sustained change), a long anomaly, per key a little different."""
+    """Scores that take every path of the adaptive threshold: ordinary noise, a lone spike, a run, an escalation, a
+    raised stretch under the floor (a sustained change), a long anomaly, per key a little different."""
     rng = np.random.default_rng(11)
     rows = []
     for k, key in enumerate(KEYS):
@@ -160,6 +160,7 @@ def _decision_scores(n: int = 400) -> pd.DataFrame:
         scores[:3] = 0.0  # warming up
         scores[100 + k] = 7.5
         scores[150:153] = [3.6, 2.7, 2.2]
+        scores[180:183] = [3.0, 2.9, 7.9]  # a run, then an escalation over the ceiling within its refractory period
         scores[200 + 10 * k:260 + 10 * k] += 0.7
         scores[320:340] = 5.0
         rows += [{"k": key, "t": 1_700_000_000 + 10 * i, "score": float(s)} for i, s in enumerate(scores)]
@@ -168,7 +169,8 @@ def _decision_scores(n: int = 400) -> pd.DataFrame:
 
 @pytest.mark.parametrize("options", [{}, {"refractory": 3, "smoothing": 0.2, "sustained_z": 3.0, "alpha": 0.01,
                                           "z": 2.0, "spike_ratio": 4.0},
-                                     {"refractory": 5, "run_z": 3.5, "spike_floor": 3.0, "repeat_ratio": 1.2}])
+                                     {"refractory": 5, "run_z": 3.5, "spike_floor": 3.0, "repeat_ratio": 1.2},
+                                     {"refractory": 5, "repeat_ratio": 3.0, "spike_ceiling": 4.5}])
 def test_every_path_of_the_decisions_is_the_python_thresholds(session, tmp_path, options):
     """Runs, spikes, sustained changes, refractory periods and the bar after an anomaly: Java and Python decide
     alike, row by row."""

@@ -191,8 +191,11 @@ def last_session(build: str | Path = settings.DEFAULT_BUILD, kind: str | None = 
 
 #: Scored windows of its site before :func:`send_when_warm` plays a session: past the forest's warm-up, the
 #: adaptive threshold needs a few ordinary scores of the site to know what is unusual for it (with one or two,
-#: its level is still the spread of two numbers, and a burst can pass under it).
-SCORED_BEFORE_SENDING = 6
+#: its level is still the spread of two numbers, and a burst can pass under it). Live, a job reads the windows
+#: from its start on, so the forest is as young as that: with the ``lab`` forest (12 samples, 4 windows of
+#: warm-up) 8 scores fill its sample, and only a full sample gives its highest score, about ``log2(13)`` = 3.7
+#: (with 10 points, 3.46), well over the spike ceiling of 3.23 (:func:`clicklab_udf.threshold.options_for`).
+SCORED_BEFORE_SENDING = 8
 
 
 def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",

@@ -28,11 +28,16 @@ Long weights are ``alpha`` (the first ``1/alpha`` rows are averaged plainly). Fo
     (real changes in traffic last: a session of extra clicks runs two or three windows, a noise
     window comes alone; on a noisy key the second row must be clearly out, ``run_z`` > ``z``),
     flagged one row after the run starts; or
-  - **a spike**: its score is over the spike level, ``max(level, spike_ratio * m, spike_floor, bar)``:
-    a single row far beyond anything typical for the key *and* on the AWS scale (``spike_floor``; a
-    key whose ordinary scores are low, e.g. 0.3, would otherwise report every lone 2 as a spike), e.g.
-    a 500 % CTR, is reported at once (until the key has one ordinary score, ``m`` is unknown and only
-    runs are flagged); or
+  - **a spike**: its score is over the spike level, ``max(level, spike_ratio * m, spike_floor, bar)``
+    but never more than ``spike_ceiling`` (or the floor, if higher): a single row far beyond anything
+    typical for the key *and* on the AWS scale (``spike_floor``; a key whose ordinary scores are low,
+    e.g. 0.3, would otherwise report every lone 2 as a spike), e.g. a 500 % CTR, is reported at once
+    (until the key has one ordinary score, ``m`` is unknown and only runs are flagged). The ceiling
+    sits just under the highest score the forest can give (a value cut off at the root of nearly every
+    tree, about ``log2(sub_sample_size)``): without it a young key, whose first ordinary scores are high
+    (a forest of a few points finds every value unusual), or a key just past an anomaly (``bar``) would
+    have a spike level no score can reach. With the lab's 12 samples the highest score is about 3.7,
+    ``spike_ratio`` 3.24: a mean of 1.13 already put the 500 % burst (3.66) out of reach; or
   - **a sustained change**: ``a - ma > sustained_z * sa``, once the key has ``2 / smoothing``
     rows of the average. Spikes are the spike rule's; this one sees many raised rows: a score adds
     at most ``smoothing * (floor - ma)`` to ``a`` (the cap), and ``a - ma`` must also be half again
@@ -41,7 +46,10 @@ Long weights are ``alpha`` (the first ``1/alpha`` rows are averaged plainly). Fo
 * **Refractory period**: after an anomaly, the key's next ``refractory`` rows are not anomalies
   (their threshold is ``inf``; they are still learned). One change is reported once, as a pager
   would, instead of on every raised row; this is also how NAB counts (only the first detection
-  in a labelled window earns, every detection outside one costs).
+  in a labelled window earns, every detection outside one costs). One exception, an **escalation**:
+  a row over ``spike_ceiling`` after an anomaly that was not is reported (threshold: the ceiling),
+  and starts a refractory period of its own. A moderate anomaly (a CTR of 21 % on a young site)
+  must not hide the 500 % burst that follows it one window later.
 * **The bar after an anomaly**: an anomaly scoring ``x`` raises the key's ``bar`` to
   ``repeat_ratio * x``; it sinks back to the floor by a factor ``1 - alpha`` per row. A lone spike
   must clear it: a key that has just shown spikes of 5 reports the next one when it is larger, not
@@ -56,28 +64,30 @@ decisions, bit for bit (``tests/test_keyed.py``).
 
 Parameters (all checked, ``ValueError`` names the one at fault):
 
-============ ======= ================================================================================
-parameter    default meaning (range)
-============ ======= ================================================================================
-floor        2.0     the fixed threshold a run or a spike must be over (> 0); the lab's 2 on the AWS
-                     scale. Also the cap of each score in the short average
-z            3.0     how many standard deviations above the key's mean score is unusual (>= 0)
-run_z        5.0     how many standard deviations the second row of a run must be above the mean (>= 0)
-spike_ratio  6.0     a single row is a spike when over ``spike_ratio`` x the mean score (>= 1)
-spike_floor  5.0     ... and over ``spike_floor`` (>= 0; 0: no such floor). Both made for forests of
-                     256 samples, whose scores top out near 8; :func:`options_for` scales them (and
-                     ``run_z``) to other sample sizes
-repeat_ratio 2.0     after an anomaly scoring x, a spike must also clear ``repeat_ratio * x``, sinking
-                     back to the floor at the pace of ``alpha`` (>= 0; 0: no such bar)
-alpha        0.003   weight of a new row in the long means and deviations (0 < alpha <= 1): they
-                     follow roughly the last ``1/alpha`` = 333 rows
-smoothing    0.05    weight of a new score in the short average (0 < smoothing <= 1): about the last
-                     20 rows
-sustained_z  4.0     how many standard deviations of the short average over its long mean is a
-                     sustained change (>= 0)
-refractory   30      rows after an anomaly that are not anomalies (an integer >= 0): 5 minutes of
-                     the lab's 10-second windows
-============ ======= ================================================================================
+============= ======= ================================================================================
+parameter     default meaning (range)
+============= ======= ================================================================================
+floor         2.0     the fixed threshold a run or a spike must be over (> 0); the lab's 2 on the AWS
+                      scale. Also the cap of each score in the short average
+z             3.0     how many standard deviations above the key's mean score is unusual (>= 0)
+run_z         5.0     how many standard deviations the second row of a run must be above the mean (>= 0)
+spike_ratio   6.0     a single row is a spike when over ``spike_ratio`` x the mean score (>= 1)
+spike_floor   5.0     ... and over ``spike_floor`` (>= 0; 0: no such floor). Both made for forests of
+                      256 samples, whose scores top out near 8; :func:`options_for` scales them (and
+                      ``run_z``, ``spike_ceiling``) to other sample sizes
+spike_ceiling 7.2     the spike level is never over this (>= 0; 0: no ceiling): 90 % of the highest
+                      score of a 256-sample forest (8); a score over it is a spike whatever the history
+repeat_ratio  2.0     after an anomaly scoring x, a spike must also clear ``repeat_ratio * x``, sinking
+                      back to the floor at the pace of ``alpha`` (>= 0; 0: no such bar)
+alpha         0.003   weight of a new row in the long means and deviations (0 < alpha <= 1): they
+                      follow roughly the last ``1/alpha`` = 333 rows
+smoothing     0.05    weight of a new score in the short average (0 < smoothing <= 1): about the last
+                      20 rows
+sustained_z   4.0     how many standard deviations of the short average over its long mean is a
+                      sustained change (>= 0)
+refractory    30      rows after an anomaly that are not anomalies (an integer >= 0): 5 minutes of
+                      the lab's 10-second windows
+============= ======= ================================================================================
 
 How well it does, and how the defaults were chosen (issue 23, ``docs/scoring.md``): ``clicklab
 evaluate --holdout category`` scores NAB's 42 series of ``../shared/nab`` once, then chooses
@@ -91,17 +101,19 @@ or stricter runs report the click drop late. These are figures on NAB's series, 
 others.
 
 >>> t = AdaptiveThreshold()
->>> [t.update("s", x).is_anomaly for x in (0.8, 0.9, 0.7, 2.6, 0.8, 2.4, 2.5, 0.8, 0.9, 7.5)]
+>>> [t.update("s", x).is_anomaly for x in (0.8, 0.9, 0.7, 2.6, 0.8, 2.4, 2.5, 0.8, 0.9, 7.0)]
 [False, False, False, False, False, False, True, False, False, False]
 >>> t.update("s", 0.9)  # within the refractory period of the run's anomaly
 Decision(is_anomaly=False, threshold=inf)
+>>> t.update("s", 7.5)  # ... but over the ceiling, after an anomaly that was not: an escalation
+Decision(is_anomaly=True, threshold=7.2)
 >>> t = AdaptiveThreshold(refractory=0)
 >>> [t.update("s", x).is_anomaly for x in (0.8, 0.9, 0.7, 2.6, 0.8, 2.4, 2.5, 0.8, 7.5)]
 [False, False, False, False, False, False, True, False, True]
 >>> t.update("s", 0.9)  # the row after an unusual one: judged against the run level, 2
 Decision(is_anomaly=False, threshold=2.0)
->>> t.update("s", 9.0)  # after the 7.5, a spike must clear 2 x 7.5 (less a little: the bar sinks)
-Decision(is_anomaly=False, threshold=14.961)
+>>> t.update("s", 7.0)  # after the 7.5, a spike must clear 2 x 7.5, but never more than the ceiling
+Decision(is_anomaly=False, threshold=7.2)
 """
 
 from __future__ import annotations
@@ -158,27 +170,29 @@ def spike_ratio_for(sub_sample_size: int, ratio_at_256: float = 6.0) -> float:
 
 
 def options_for(sub_sample_size: int, spike_ratio: float = 6.0, spike_floor: float = 5.0, run_z: float = 5.0,
-                z: float = 3.0) -> dict[str, float]:
+                z: float = 3.0, spike_ceiling: float = 7.2) -> dict[str, float]:
     """The options that depend on the forest's sample size, from their values for 256 samples (the defaults).
 
     Each is a margin above the ordinary, scaled like :func:`spike_ratio_for` (the highest score is about
     ``log2(sub_sample_size)``): ``spike_ratio`` above 1 mean, ``spike_floor`` above a score of 1, and
-    ``run_z`` above ``z`` standard deviations. The lab's 12 samples: 3.24, 2.79 and 3.90.
+    ``run_z`` above ``z`` standard deviations; ``spike_ceiling``, a share of the highest score, in proportion to
+    ``log2(sub_sample_size)``. The lab's 12 samples: 3.24, 2.79, 3.90 and 3.23 (its burst scores about 3.65).
 
     >>> {k: round(v, 2) for k, v in options_for(12).items()}
-    {'spike_ratio': 3.24, 'spike_floor': 2.79, 'run_z': 3.9}
+    {'spike_ratio': 3.24, 'spike_floor': 2.79, 'run_z': 3.9, 'spike_ceiling': 3.23}
     >>> options_for(256)
-    {'spike_ratio': 6.0, 'spike_floor': 5.0, 'run_z': 5.0}
+    {'spike_ratio': 6.0, 'spike_floor': 5.0, 'run_z': 5.0, 'spike_ceiling': 7.2}
     """
     return {"spike_ratio": spike_ratio_for(sub_sample_size, spike_ratio),
             "spike_floor": max(0.0, _room(spike_floor, 1.0, sub_sample_size)) if spike_floor > 1 else spike_floor,
-            "run_z": max(z, _room(run_z, z, sub_sample_size)) if run_z > z else run_z}
+            "run_z": max(z, _room(run_z, z, sub_sample_size)) if run_z > z else run_z,
+            "spike_ceiling": _room(spike_ceiling, 0.0, sub_sample_size)}
 
 
 class _KeyState:
     """What the threshold remembers of one key."""
 
-    __slots__ = ("avg", "avg_mean", "avg_n", "avg_var", "bar", "mean", "n", "previous_over", "quiet", "var")
+    __slots__ = ("avg", "avg_mean", "avg_n", "avg_var", "bar", "mean", "n", "peak", "previous_over", "quiet", "var")
 
     def __init__(self) -> None:
         self.n = 0  # ordinary scores learned
@@ -191,6 +205,7 @@ class _KeyState:
         self.avg_var = 0.0
         self.quiet = 0  # refractory rows left
         self.bar = 0.0  # what a spike must clear after an anomaly (repeat_ratio x its score, decaying)
+        self.peak = 0.0  # the score of the last anomaly (an escalation tops the ceiling after one that did not)
 
 
 class AdaptiveThreshold:
@@ -198,7 +213,7 @@ class AdaptiveThreshold:
 
     def __init__(self, floor: float = 2.0, z: float = 3.0, spike_ratio: float = 6.0, alpha: float = 0.003,
                  smoothing: float = 0.05, sustained_z: float = 4.0, refractory: int = 30, run_z: float = 5.0,
-                 spike_floor: float = 5.0, repeat_ratio: float = 2.0) -> None:
+                 spike_floor: float = 5.0, repeat_ratio: float = 2.0, spike_ceiling: float = 7.2) -> None:
         self.floor = _check_number("floor", floor, "a finite number > 0", lambda v: v > 0)
         self.z = _check_number("z", z, "a finite number >= 0", lambda v: v >= 0)
         self.spike_ratio = _check_number("spike_ratio", spike_ratio, "a finite number >= 1", lambda v: v >= 1)
@@ -212,6 +227,7 @@ class AdaptiveThreshold:
         self.run_z = _check_number("run_z", run_z, "a finite number >= 0", lambda v: v >= 0)
         self.spike_floor = _check_number("spike_floor", spike_floor, "a finite number >= 0", lambda v: v >= 0)
         self.repeat_ratio = _check_number("repeat_ratio", repeat_ratio, "a finite number >= 0", lambda v: v >= 0)
+        self.spike_ceiling = _check_number("spike_ceiling", spike_ceiling, "a finite number >= 0", lambda v: v >= 0)
         #: rows of the short average before a sustained change can be reported
         self.sustained_after = math.ceil(2.0 / self.smoothing)
         self._keys: dict[str, _KeyState] = {}
@@ -222,7 +238,10 @@ class AdaptiveThreshold:
         if state is None or state.n == 0:
             return self.floor, math.inf
         level = max(self.floor, state.mean + self.z * math.sqrt(state.var))
-        return level, max(level, self.spike_ratio * state.mean, self.spike_floor, state.bar)
+        spike_level = max(level, self.spike_ratio * state.mean, self.spike_floor, state.bar)
+        if self.spike_ceiling > 0:
+            spike_level = max(self.floor, min(spike_level, self.spike_ceiling))
+        return level, spike_level
 
     def run_level(self, key: str) -> float:
         """What the key's next row must be over to end a run (the row before it over its level)."""
@@ -269,10 +288,14 @@ class AdaptiveThreshold:
             state.bar = self.floor + (state.bar - self.floor) * (1.0 - self.alpha)
         if state.quiet > 0:
             state.quiet -= 1
-            return Decision(False, math.inf)
-        anomaly = score > threshold or sustained
+            if not 0 < self.spike_ceiling < score or state.peak > self.spike_ceiling:
+                return Decision(False, math.inf)
+            anomaly, threshold = True, self.spike_ceiling  # an escalation
+        else:
+            anomaly = score > threshold or sustained
         if anomaly:
             state.quiet = self.refractory
+            state.peak = score
             state.bar = max(state.bar, self.repeat_ratio * score)
         return Decision(anomaly, threshold)
 

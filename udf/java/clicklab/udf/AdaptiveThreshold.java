@@ -6,11 +6,13 @@
  * mean and variance of that average, and the bar a spike must clear after an anomaly. A row is an
  * anomaly when the key's previous row was over level = max(floor, mean + z * sd) and the row is over
  * max(floor, mean + run_z * sd) (a run); or when it is over the spike level max(level, spike_ratio * mean,
- * spike_floor, bar) (a spike); or when the short average exceeds its long mean by more than sustained_z
- * * its sd and by more than 1.5 x what one capped score can add (a sustained change, once the key has
- * ceil(2 / smoothing) rows). After an anomaly the next refractory rows are not anomalies (threshold
- * infinity), and the bar rises to repeat_ratio x the anomaly's score, sinking back to the floor by a
- * factor (1 - alpha) per row. Decide first, then learn; unusual rows are not learned into the mean and
+ * spike_floor, bar), never more than max(floor, spike_ceiling) unless spike_ceiling is 0 (a spike); or
+ * when the short average exceeds its long mean by more than sustained_z * its sd and by more than 1.5 x
+ * what one capped score can add (a sustained change, once the key has ceil(2 / smoothing) rows). After an
+ * anomaly the next refractory rows are not anomalies (threshold infinity) unless a row tops spike_ceiling
+ * after an anomaly that did not (an escalation: reported, threshold spike_ceiling, its own refractory
+ * period), and the bar rises to repeat_ratio x the anomaly's score, sinking back to the floor by a factor
+ * (1 - alpha) per row. Decide first, then learn; unusual rows are not learned into the mean and
  * variance of scores; warming-up rows are neither judged nor learned. See threshold.py's docstring for
  * the reasons.
  */
@@ -30,6 +32,7 @@ public final class AdaptiveThreshold {
         public double avgVar;
         public long quiet;
         public double bar;
+        public double peak;
     }
 
     /** Whether a score is an anomaly, and the threshold it was compared with (infinity while warming up). */
@@ -53,6 +56,7 @@ public final class AdaptiveThreshold {
     public static final double DEFAULT_RUN_Z = 5.0;
     public static final double DEFAULT_SPIKE_FLOOR = 5.0;
     public static final double DEFAULT_REPEAT_RATIO = 2.0;
+    public static final double DEFAULT_SPIKE_CEILING = 7.2;
 
     public final double floor;
     public final double z;
@@ -64,12 +68,13 @@ public final class AdaptiveThreshold {
     public final double runZ;
     public final double spikeFloor;
     public final double repeatRatio;
+    public final double spikeCeiling;
     /** Rows of the short average before a sustained change can be reported. */
     public final long sustainedAfter;
 
     public AdaptiveThreshold(double floor, double z, double spikeRatio, double alpha, double smoothing,
                              double sustainedZ, double refractory, double runZ, double spikeFloor,
-                             double repeatRatio) {
+                             double repeatRatio, double spikeCeiling) {
         this.floor = check("floor", floor, floor > 0, "a finite number > 0");
         this.z = check("z", z, z >= 0, "a finite number >= 0");
         this.spikeRatio = check("spike_ratio", spikeRatio, spikeRatio >= 1, "a finite number >= 1");
@@ -81,6 +86,7 @@ public final class AdaptiveThreshold {
         this.runZ = check("run_z", runZ, runZ >= 0, "a finite number >= 0");
         this.spikeFloor = check("spike_floor", spikeFloor, spikeFloor >= 0, "a finite number >= 0");
         this.repeatRatio = check("repeat_ratio", repeatRatio, repeatRatio >= 0, "a finite number >= 0");
+        this.spikeCeiling = check("spike_ceiling", spikeCeiling, spikeCeiling >= 0, "a finite number >= 0");
         this.sustainedAfter = (long) Math.ceil(2.0 / this.smoothing);
     }
 
@@ -98,7 +104,11 @@ public final class AdaptiveThreshold {
             return new double[] {floor, Double.POSITIVE_INFINITY};
         }
         double level = Math.max(floor, s.mean + z * Math.sqrt(s.var));
-        return new double[] {level, Math.max(Math.max(level, spikeRatio * s.mean), Math.max(spikeFloor, s.bar))};
+        double spikeLevel = Math.max(Math.max(level, spikeRatio * s.mean), Math.max(spikeFloor, s.bar));
+        if (spikeCeiling > 0) {
+            spikeLevel = Math.max(floor, Math.min(spikeLevel, spikeCeiling));
+        }
+        return new double[] {level, spikeLevel};
     }
 
     /** What the key's next row must be over to end a run (the row before it over its level). */
@@ -140,13 +150,20 @@ public final class AdaptiveThreshold {
         if (s.bar > floor) { // the bar after an anomaly sinks back to the floor at the long memory's pace
             s.bar = floor + (s.bar - floor) * (1.0 - alpha);
         }
+        boolean anomaly;
         if (s.quiet > 0) {
             s.quiet -= 1;
-            return new Decision(false, Double.POSITIVE_INFINITY);
+            if (!(spikeCeiling > 0 && score > spikeCeiling) || s.peak > spikeCeiling) {
+                return new Decision(false, Double.POSITIVE_INFINITY);
+            }
+            anomaly = true; // an escalation
+            threshold = spikeCeiling;
+        } else {
+            anomaly = score > threshold || sustained;
         }
-        boolean anomaly = score > threshold || sustained;
         if (anomaly) {
             s.quiet = refractory;
+            s.peak = score;
             s.bar = Math.max(s.bar, repeatRatio * score);
         }
         return new Decision(anomaly, threshold);

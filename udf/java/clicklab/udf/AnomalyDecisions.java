@@ -11,8 +11,9 @@
  *
  * Parameters: the call's arguments, else the job parameters threshold.floor, threshold.adaptive,
  * threshold.z, threshold.spike_ratio, threshold.alpha, threshold.smoothing, threshold.sustained_z,
- * threshold.refractory, threshold.run_z, threshold.spike_floor, threshold.repeat_ratio (set by
- * clicklab.javaudf), else AdaptiveThreshold's defaults (2.0, true, 3.0, 6.0, 0.003, 0.05, 4.0, 30, 5.0, 5.0, 2.0). score: the column to judge; absent: the column named score, else anomaly_score. floor is a
+ * threshold.refractory, threshold.run_z, threshold.spike_floor, threshold.repeat_ratio,
+ * threshold.spike_ceiling (set by clicklab.javaudf), else AdaptiveThreshold's defaults (2.0, true, 3.0,
+ * 6.0, 0.003, 0.05, 4.0, 30, 5.0, 5.0, 2.0, 7.2). score: the column to judge; absent: the column named score, else anomaly_score. floor is a
  * DOUBLE: write it as a DOUBLE literal (2E0) or CAST(2.5 AS DOUBLE); Flink 2.3 fails to cast a DECIMAL
  * literal (2.5) to a process table function's DOUBLE argument.
  */
@@ -51,6 +52,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         public Double avgVar;
         public Long quiet;
         public Double bar;
+        public Double peak;
     }
 
     private transient double floor;
@@ -64,6 +66,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
     private transient double runZ;
     private transient double spikeFloor;
     private transient double repeatRatio;
+    private transient double spikeCeiling;
     private transient AdaptiveThreshold rule;
     private transient int scoreField = -1;
     private transient int warmingUpField = -1;
@@ -81,6 +84,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         runZ = number(context, "run_z", AdaptiveThreshold.DEFAULT_RUN_Z);
         spikeFloor = number(context, "spike_floor", AdaptiveThreshold.DEFAULT_SPIKE_FLOOR);
         repeatRatio = number(context, "repeat_ratio", AdaptiveThreshold.DEFAULT_REPEAT_RATIO);
+        spikeCeiling = number(context, "spike_ceiling", AdaptiveThreshold.DEFAULT_SPIKE_CEILING);
     }
 
     private static double number(FunctionContext context, String name, double fallback) {
@@ -110,7 +114,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
                 adaptive = adaptiveArg;
             }
             rule = new AdaptiveThreshold(floor, z, spikeRatio, alpha, smoothing, sustainedZ, refractory, runZ,
-                    spikeFloor, repeatRatio);
+                    spikeFloor, repeatRatio, spikeCeiling);
         }
         Object value = input.getField(scoreField);
         double s = value instanceof Number ? ((Number) value).doubleValue() : Double.NaN;
@@ -134,6 +138,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         st.avgVar = state.avgVar == null ? 0.0 : state.avgVar;
         st.quiet = state.quiet == null ? 0L : state.quiet;
         st.bar = state.bar == null ? 0.0 : state.bar;
+        st.peak = state.peak == null ? 0.0 : state.peak;
         AdaptiveThreshold.Decision d = rule.update(st, s, warmingUp);
         state.n = st.n;
         state.mean = st.mean;
@@ -145,6 +150,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         state.avgVar = st.avgVar;
         state.quiet = st.quiet;
         state.bar = st.bar;
+        state.peak = st.peak;
         collect(Row.of(d.isAnomaly, d.threshold));
     }
 
