@@ -176,3 +176,28 @@ def test_the_burst_waits_for_the_end_of_the_refractory_period_of_an_earlier_fals
     assert live_send.send_when_warm(Path("unused"), read=read) == "sent"
     assert sent and sent[0] - 9 >= refractory  # windows 9 .. n-1 came after the alarm's window 8
     assert "refractory period" in capsys.readouterr().out
+
+
+def test_an_anomaly_that_does_not_come_is_reported_with_what_destinationstream_scored():
+    """The burst's error says whether its windows were scored (and how) or not scored at all."""
+    import pandas as pd
+
+    from clicklab.exceptions import ClicklabError
+    from clicklab.live import watch
+    from clicklab.live.sessions import ScheduledSession
+
+    start = pd.Timestamp("2026-12-07T15:17:20Z").to_pydatetime()
+    session = ScheduledSession(id="x", site=SITE, kind="studio-lab-burst", start=start,
+                               end=start + pd.Timedelta(seconds=30).to_pytimedelta())
+    t0 = start.timestamp()
+    scored = pd.DataFrame({"site": SITE, "time": [t0 - 10, t0, t0 + 10], "ctr": [9.5, 500.0, 500.0],
+                           "score": [0.8, 3.51, 2.2], "committed_at": t0 + 20})
+    frames = {"anomalydetectionstream": scored.iloc[:0], "destinationstream": scored}
+    with pytest.raises(ClicklabError) as err:
+        watch.wait_for_anomaly(frames.__getitem__, session, timeout_s=0)
+    assert str(err.value).endswith("not within 0 s; destinationstream scored its windows but none was flagged: "
+                                   "15:17:20 CTR 500 % score 3.51, 15:17:30 CTR 500 % score 2.20")
+    frames["destinationstream"] = scored.iloc[:1]
+    with pytest.raises(ClicklabError, match=r"holds no score for those windows yet \(its last scored window starts "
+                                            r"15:17:10\)"):
+        watch.wait_for_anomaly(frames.__getitem__, session, timeout_s=0)

@@ -21,7 +21,8 @@ from clicklab.live.folders import ARCHIVE, committed_files
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ReadCommitted", "rows_committed", "session_rows", "wait_for", "wait_for_anomaly", "window_start_s"]
+__all__ = ["ReadCommitted", "rows_committed", "scored_windows", "session_rows", "wait_for", "wait_for_anomaly",
+           "window_start_s"]
 
 T = TypeVar("T")
 
@@ -88,10 +89,30 @@ def session_rows(frame: pd.DataFrame, session: Any, window_s: int = settings.WIN
 
 def wait_for_anomaly(read: ReadCommitted, session: Any, timeout_s: float = 120.0) -> pd.DataFrame:
     """Wait until ``anomalydetectionstream`` (as ``read`` gives it) holds a row of the session's site and windows;
-    those rows."""
+    those rows. If none comes, the error says what ``destinationstream`` holds for those windows: their scores
+    (scored, not flagged: the threshold's doing) or none (the scoring job is behind, or not running)."""
 
     def found() -> pd.DataFrame | None:
         rows = session_rows(read("anomalydetectionstream"), session)
         return rows if len(rows) else None
 
-    return wait_for(f"an anomaly row for {session}", found, timeout_s)
+    try:
+        return wait_for(f"an anomaly row for {session}", found, timeout_s)
+    except ClicklabError as exc:
+        raise ClicklabError(f"{exc}; {scored_windows(read, session)}") from None
+
+
+def scored_windows(read: ReadCommitted, session: Any) -> str:
+    """What ``destinationstream`` holds for the session's site and windows, in words (for an error message)."""
+    import pandas as pd
+
+    scores = read("destinationstream")
+    rows = session_rows(scores, session)
+    if not len(rows):
+        site = scores[scores["site"] == session.site] if len(scores) else scores
+        last = (f"its last scored window starts {pd.Timestamp(window_start_s(site).max(), unit='s'):%H:%M:%S}"
+                if len(site) else "it holds no score of the site")
+        return f"destinationstream holds no score for those windows yet ({last})"
+    seen = ", ".join(f"{pd.Timestamp(t, unit='s'):%H:%M:%S} CTR {ctr:g} % score {score:.2f}" for t, ctr, score
+                     in zip(window_start_s(rows), rows["ctr"], rows["score"], strict=True))
+    return f"destinationstream scored its windows but none was flagged: {seen}"
