@@ -127,6 +127,18 @@ class Lab:
 
         return rows_committed(self.build, name)
 
+    def job_started(self, stream: str) -> float | None:
+        """Live: when the running job that fills ``stream`` started (epoch s, from the cluster); ``None`` on a replay
+        or if none runs. Rows committed before it are a replaced job's."""
+        from clicklab import cluster
+
+        info = cluster.status(self.build) if self.live else None
+        if info is None:
+            return None
+        name = job_name(stream)
+        starts = [j.start_time.timestamp() for j in info.jobs if j.name == name and j.active and j.start_time]
+        return max(starts) if starts else None
+
     def follow_alerts(self, dest: Any, batch_size: int = 100, timeout_s: float = 120.0,
                       until: Callable[[], bool] | None = None) -> Any:
         """Live ``11_alerts``: invoke the alert handler ``dest`` on anomalydetectionstream's new rows as they come,

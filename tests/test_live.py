@@ -201,3 +201,40 @@ def test_an_anomaly_that_does_not_come_is_reported_with_what_destinationstream_s
     with pytest.raises(ClicklabError, match=r"holds no score for those windows yet \(its last scored window starts "
                                             r"15:17:10\)"):
         watch.wait_for_anomaly(frames.__getitem__, session, timeout_s=0)
+
+
+def test_after_08_runs_again_the_burst_waits_for_the_new_forests_scores(monkeypatch, tmp_path):
+    """Rows of a replaced scoring job stay in destinationstream: with ``since`` (the running job's start) they are
+    not counted, so the burst is not sent into the new forest's warm-up; the job's start comes from the cluster."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from clicklab import cluster
+    from clicklab.exceptions import ClicklabError
+    from clicklab.lab import Lab, job_name
+    from clicklab.live import send as live_send
+
+    started = 1_800_000_000.0
+    old = pd.DataFrame({"site": SITE, "time": [10 * i for i in range(20)], "score": 1.0, "committed_at": started - 5})
+    new = pd.DataFrame({"site": SITE, "time": [200, 210], "score": 0.9, "committed_at": started + 30})
+    frames = {"destinationstream": pd.concat([old, new]), "anomalydetectionstream": pd.DataFrame()}
+    monkeypatch.setattr(live_send, "session_of", lambda build, session: {"site": SITE})
+    monkeypatch.setattr(live_send, "send", lambda build, session: "sent")
+    assert live_send.send_when_warm(tmp_path, read=frames.__getitem__, timeout_s=0) == "sent"  # the old rows count
+    with pytest.raises(ClicklabError, match=r"8 scores for https://www.mysite.com in destinationstream of the "
+                                            r"scoring job started at \d\d:\d\d:\d\d .*not within 0 s"):
+        live_send.send_when_warm(tmp_path, read=frames.__getitem__, timeout_s=0, since=started)
+
+    def job(name: str, state: str, at: float) -> cluster.Job:
+        return cluster.Job(id=name, name=name, state=state, start_time=datetime.fromtimestamp(at, UTC), duration_s=1)
+
+    scoring = job_name("destinationstream")
+    jobs = [job(scoring, "CANCELED", started - 600), job(scoring, "RUNNING", started),
+            job(job_name("ctrstream"), "RUNNING", started + 60)]
+    info = cluster.ClusterInfo(url="", rest_port=0, conf_dir=tmp_path, log_dir=tmp_path, started="", jobs=jobs)
+    monkeypatch.setattr(cluster, "status", lambda build: info)
+    lab = Lab(tmp_path / "replay.jsonl", tmp_path, t_env=None, live=True)
+    assert lab.job_started("destinationstream") == started
+    assert lab.job_started("anomalydetectionstream") is None  # no such job runs
+    assert Lab(tmp_path / "replay.jsonl", tmp_path, t_env=None).job_started("destinationstream") is None  # a replay

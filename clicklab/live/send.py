@@ -199,11 +199,17 @@ SCORED_BEFORE_SENDING = 8
 
 
 def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "studio-lab-burst",
-                   timeout_s: float = 180.0, read: ReadCommitted | None = None) -> ScheduledSession:
+                   timeout_s: float = 180.0, read: ReadCommitted | None = None,
+                   since: float | None = None) -> ScheduledSession:
     """Play a session once its site's forest has emitted :data:`SCORED_BEFORE_SENDING` scores (its warm-up is
     over in ``destinationstream`` and the threshold has seen a few ordinary windows), and once the site is out of
     the refractory period of an earlier anomaly (a false alarm before the burst would otherwise keep the burst's
-    windows from being anomalies: the adaptive threshold reports one change once). Says what it waits for."""
+    windows from being anomalies: the adaptive threshold reports one change once). Says what it waits for.
+
+    ``since`` (epoch s; ``Lab.job_started("destinationstream")``): count only scores committed from then on, those
+    of the scoring job now running. A learner who runs 08 again starts a new forest and threshold, while the rows
+    of the replaced job stay in the streams: counted, they would send the burst into the new forest's warm-up.
+    """
     from clicklab_udf.threshold import AdaptiveThreshold
 
     site = session_of(build, session)["site"]
@@ -214,9 +220,12 @@ def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "s
 
     def scored() -> pd.DataFrame:
         frame = rows("destinationstream")
+        if since is not None and len(frame) and "committed_at" in frame:
+            frame = frame[frame["committed_at"] >= since]
         return frame[(frame["site"] == site) & (frame["score"] > 0)] if len(frame) else frame
 
-    wait_for(f"{SCORED_BEFORE_SENDING} scores for {site} in destinationstream (the forest's warm-up, then a "
+    job = "" if since is None else f" of the scoring job started at {time.strftime('%H:%M:%S', time.localtime(since))}"
+    wait_for(f"{SCORED_BEFORE_SENDING} scores for {site} in destinationstream{job} (the forest's warm-up, then a "
              "few ordinary windows)", lambda: len(scored()) >= SCORED_BEFORE_SENDING, timeout_s)
 
     def quiet_windows() -> int | None:
