@@ -18,13 +18,12 @@ import sys
 import pandas as pd
 import pytest
 
-from clicklab import results
+from clicklab import evaluation, results
 from clicklab.live.send import SCORED_BEFORE_SENDING
 from clicklab.live.sessions import _parse_session, _sender_dicts, session_definition
 from clicklab.live.timeline import Timeline
 from clicklab.scenario import load_scenario
-from clicklab_udf.forest import ForestParams, KeyedForests
-from clicklab_udf.threshold import AdaptiveThreshold, options_for
+from clicklab_udf.forest import ForestParams
 
 WINDOW_MS = 10_000
 #: (origin, the window the scoring job starts reading at, the window the burst starts in): origin is the first
@@ -57,21 +56,18 @@ def _ctr_with_burst(origin: int, job_window: int, burst_window: int, windows: in
     return burst.site, start, counts
 
 
-def _flagged(site: str, counts: pd.DataFrame, threshold: AdaptiveThreshold) -> list[int]:
-    """Window starts (ms) the ``lab`` forest and ``threshold`` flag, in time order."""
-    forests = KeyedForests(ForestParams.preset("lab"))
-    flagged = []
-    for time_s, ctr in zip(counts["time"], counts["ctr"], strict=True):
-        scored = forests.score(site, float(ctr))
-        if threshold.update(site, scored.score, warming_up=scored.warming_up).is_anomaly:
-            flagged.append(int(time_s) * 1000)
-    return flagged
+def _flagged(site: str, counts: pd.DataFrame, **options: float) -> list[int]:
+    """Window starts (ms) the ``lab`` forest and its adaptive threshold (``options`` over the lab's) flag, in time
+    order: :func:`clicklab.evaluation.flag_scores`, what the Flink functions compute."""
+    frame = pd.DataFrame({"key": site, "time": counts["time"], "value": counts["ctr"].astype(float)})
+    flags = evaluation.flag_scores(frame, ForestParams.preset("lab"), threshold_options=options)
+    return [int(t) * 1000 for t in flags.loc[flags["adaptive"], "time"]]
 
 
 def _burst_flagged(origin: int, job_window: int, burst_window: int, **options: float) -> bool:
     site, start, counts = _ctr_with_burst(origin, job_window, burst_window, burst_window + 4)
     assert counts[counts["time"] * 1000 == start]["ctr"].iloc[0] == pytest.approx(500.0)  # the burst is there
-    flagged = _flagged(site, counts, AdaptiveThreshold(**{**options_for(12), **options}))
+    flagged = _flagged(site, counts, **options)
     return any(start <= t < start + 30_000 for t in flagged)
 
 
@@ -98,7 +94,7 @@ def test_a_false_alarm_just_before_the_burst_does_not_hide_it():
     anomaly's refractory period, is reported anyway (an escalation over the spike ceiling)."""
     origin, job_window, burst_window = 1_765_000_972_751, 9, 21
     site, start, counts = _ctr_with_burst(origin, job_window, burst_window, burst_window + 4)
-    flagged = _flagged(site, counts, AdaptiveThreshold(**options_for(12)))
+    flagged = _flagged(site, counts)
     assert flagged == [start - WINDOW_MS, start], flagged  # the false alarm, then the burst's first window
 
 

@@ -20,6 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,7 +225,7 @@ def send_when_warm(build: str | Path = settings.DEFAULT_BUILD, session: str = "s
             frame = frame[frame["committed_at"] >= since]
         return frame[(frame["site"] == site) & (frame["score"] > 0)] if len(frame) else frame
 
-    job = "" if since is None else f" of the scoring job started at {time.strftime('%H:%M:%S', time.localtime(since))}"
+    job = "" if since is None else f" of the scoring job started at {datetime.fromtimestamp(since, UTC):%H:%M:%S} UTC"
     wait_for(f"{SCORED_BEFORE_SENDING} scores for {site} in destinationstream{job} (the forest's warm-up, then a "
              "few ordinary windows)", lambda: len(scored()) >= SCORED_BEFORE_SENDING, timeout_s)
 
