@@ -163,7 +163,9 @@ def _decision_scores(n: int = 400) -> pd.DataFrame:
         scores[180:183] = [3.0, 2.9, 7.9]  # a run, then an escalation over the ceiling within its refractory period
         scores[200 + 10 * k:260 + 10 * k] += 0.7
         scores[320:340] = 5.0
-        rows += [{"k": key, "t": 1_700_000_000 + 10 * i, "score": float(s)} for i, s in enumerate(scores)]
+        ctr = 9.0 + k + rng.normal(0, 1.5, n) + 40 * (scores > 2.5)  # a CTR per row, high where the score is
+        rows += [{"k": key, "t": 1_700_000_000 + 10 * i, "score": float(s), "ctr": float(c)}
+                 for i, (s, c) in enumerate(zip(scores, ctr, strict=True))]
     return pd.DataFrame(rows)
 
 
@@ -181,10 +183,10 @@ def test_every_path_of_the_decisions_is_the_python_thresholds(session, tmp_path,
     # the rows span 67 minutes, shuffled: the watermark waits two hours, so no row is late
     for statement in (
         "DROP TEMPORARY VIEW IF EXISTS paths_ordered", "DROP TABLE IF EXISTS paths",
-        f"""CREATE TABLE paths (k STRING, t BIGINT, score DOUBLE,
+        f"""CREATE TABLE paths (k STRING, t BIGINT, score DOUBLE, ctr DOUBLE,
               rowtime AS TO_TIMESTAMP_LTZ(t * 1000, 3), WATERMARK FOR rowtime AS rowtime - INTERVAL '2' HOUR)
             WITH ('connector' = 'filesystem', 'path' = '{table}', 'format' = 'json')""",
-        """CREATE TEMPORARY VIEW paths_ordered AS SELECT k, t, score, rowtime,
+        """CREATE TEMPORARY VIEW paths_ordered AS SELECT k, t, score, ctr, rowtime,
               COUNT(*) OVER (PARTITION BY k ORDER BY rowtime ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS n
             FROM paths""",
     ):
@@ -192,19 +194,29 @@ def test_every_path_of_the_decisions_is_the_python_thresholds(session, tmp_path,
     default = udfs.threshold_options(udfs.Detector(forest=PARAMS))
     try:
         javaudf.register_keyed(t_env, PARAMS, floor=2.0, adaptive=True, threshold_options={**default, **options})
-        got = _collect(t_env, "SELECT k, t, is_anomaly, threshold FROM "
+        got = _collect(t_env, "SELECT k, t, is_anomaly, threshold, grade, expected, usual_low, usual_high FROM "
                               "ANOMALY_DECISIONS(TABLE paths_ordered PARTITION BY k)", parallelism=2)
     finally:
         javaudf.register_keyed(t_env, PARAMS, floor=2.0, adaptive=True, threshold_options=default)
     rule = AdaptiveThreshold(floor=2.0, **{**default, **options})
-    expected = {(row.k, row.t): rule.update(row.k, row.score, row.score == 0.0) for row in scores.itertuples()}
+    expected = {(row.k, row.t): rule.update(row.k, row.score, row.score == 0.0, value=row.ctr)
+                for row in scores.itertuples()}
     assert len(got) == len(scores)
-    for k, t, flag, threshold in got.itertuples(index=False):
-        assert flag == expected[k, t].is_anomaly, (k, t)
-        assert threshold == expected[k, t].threshold or (math.isinf(threshold) and math.isinf(expected[k, t].threshold))
+    for k, t, flag, threshold, grade, usual, low, high in got.itertuples(index=False):
+        want = expected[k, t]
+        assert flag == want.is_anomaly, (k, t)
+        assert threshold == want.threshold or (math.isinf(threshold) and math.isinf(want.threshold))
+        assert grade == want.grade and (grade > 0) == flag, (k, t, grade)  # 0 unless an anomaly
+        assert [None if pd.isna(x) else x for x in (usual, low, high)] == [want.expected, want.low, want.high], (k, t)
     flagged = {(k, t) for (k, t), d in expected.items() if d.is_anomaly}
     quiet = sum(math.isinf(d.threshold) for d in expected.values()) - 3 * len(KEYS)
     assert len(flagged) >= 3 * len(KEYS) and quiet > 0  # spikes, runs, sustained changes; refractory rows
+    first = scores.groupby("k").head(1)  # nothing is usual before a key's first value; then the CTRs' own mean
+    assert all(expected[row.k, row.t].expected is None for row in first.itertuples())
+    for k in KEYS:
+        ordinary = [d for (key, _), d in expected.items() if key == k and d.expected is not None]
+        assert 9 + KEYS.index(k) - 1 < ordinary[-1].expected < 9 + KEYS.index(k) + 1  # the high CTRs not learned
+        assert ordinary[-1].low < ordinary[-1].expected < ordinary[-1].high
     for k in KEYS:  # the raised stretch is flagged as a sustained change, its scores under the floor
         shift = 10 * KEYS.index(k)
         hits = [t for (key, t) in flagged if key == k and 200 + shift <= (t - 1_700_000_000) // 10 < 260 + shift]

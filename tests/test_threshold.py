@@ -212,7 +212,7 @@ def test_an_escalation_within_the_refractory_period_is_reported_once():
     threshold = AdaptiveThreshold(sustained_z=1e9)
     _decide(threshold, scores)
     assert _decide(threshold, [2.6, 2.9]) == [False, True]  # a run
-    assert threshold.update("site", 7.5) == Decision(True, 7.2)  # an escalation, a row later
+    assert threshold.update("site", 7.5)[:2] == (True, 7.2)  # an escalation, a row later
     assert _decide(threshold, [7.9] * 29 + [0.8]) == [False] * 30  # its refractory period: nothing tops it
     plain = AdaptiveThreshold(sustained_z=1e9, spike_ceiling=0)  # no ceiling: no escalation either
     _decide(plain, scores)

@@ -103,17 +103,26 @@ others.
 >>> t = AdaptiveThreshold()
 >>> [t.update("s", x).is_anomaly for x in (0.8, 0.9, 0.7, 2.6, 0.8, 2.4, 2.5, 0.8, 0.9, 7.0)]
 [False, False, False, False, False, False, True, False, False, False]
->>> t.update("s", 0.9)  # within the refractory period of the run's anomaly
-Decision(is_anomaly=False, threshold=inf)
->>> t.update("s", 7.5)  # ... but over the ceiling, after an anomaly that was not: an escalation
-Decision(is_anomaly=True, threshold=7.2)
+>>> t.update("s", 0.9)[:2]  # within the refractory period of the run's anomaly: (is_anomaly, threshold)
+(False, inf)
+>>> t.update("s", 7.5)[:3]  # ... but over the ceiling, after an anomaly that was not: an escalation (and its grade)
+(True, 7.2, 1.0)
 >>> t = AdaptiveThreshold(refractory=0)
 >>> [t.update("s", x).is_anomaly for x in (0.8, 0.9, 0.7, 2.6, 0.8, 2.4, 2.5, 0.8, 7.5)]
 [False, False, False, False, False, False, True, False, True]
->>> t.update("s", 0.9)  # the row after an unusual one: judged against the run level, 2
-Decision(is_anomaly=False, threshold=2.0)
->>> t.update("s", 7.0)  # after the 7.5, a spike must clear 2 x 7.5, but never more than the ceiling
-Decision(is_anomaly=False, threshold=7.2)
+>>> t.update("s", 0.9)[:2]  # the row after an unusual one: judged against the run level, 2
+(False, 2.0)
+>>> t.update("s", 7.0)[:2]  # after the 7.5, a spike must clear 2 x 7.5, but never more than the ceiling
+(False, 7.2)
+
+With the scored value (a CTR), a decision also says what was usual for the key before the row:
+
+>>> t = AdaptiveThreshold()
+>>> for ctr in (8.0, 10.0, 9.0, 11.0, 7.0, 9.0):
+...     _ = t.update("site", 0.9, value=ctr)
+>>> d = t.update("site", 6.48, value=500.0)  # the lab's burst
+>>> d.is_anomaly, round(d.grade, 2), round(d.expected, 1), round(d.low, 1), round(d.high, 1)
+(True, 0.89, 9.0, 6.4, 11.6)
 """
 
 from __future__ import annotations
@@ -125,13 +134,27 @@ from typing import Any, NamedTuple
 
 
 class Decision(NamedTuple):
-    """Whether a score is an anomaly, and the threshold it was compared with (for plots).
+    """Whether a score is an anomaly, the threshold it was compared with (for plots), and what it says.
 
-    ``threshold`` is ``inf`` while the key warms up (nothing is an anomaly then).
+    ``threshold`` is ``inf`` while the key warms up (nothing is an anomaly then). ``grade`` is 0 for a row
+    that is not an anomaly, else how far its score is from the key's ordinary score toward the ceiling
+    (0-1, :meth:`AdaptiveThreshold.grade`). ``expected``, ``low`` and ``high`` are the key's usual value
+    and usual range *before* the row (``None`` without a value, or before the key's first ordinary one):
+    an exponentially weighted mean of its ordinary values and that mean -/+ :data:`USUAL_Z` standard
+    deviations.
     """
 
     is_anomaly: bool
     threshold: float
+    grade: float = 0.0
+    expected: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+
+#: The usual range is the expected value -/+ this many standard deviations of the key's ordinary values
+#: (about 95 % of them for a steady key; a 10-second CTR of a few dozen impressions is close to normal).
+USUAL_Z = 2.0
 
 
 def _check_number(name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> float:
@@ -192,7 +215,8 @@ def options_for(sub_sample_size: int, spike_ratio: float = 6.0, spike_floor: flo
 class _KeyState:
     """What the threshold remembers of one key."""
 
-    __slots__ = ("avg", "avg_mean", "avg_n", "avg_var", "bar", "mean", "n", "peak", "previous_over", "quiet", "var")
+    __slots__ = ("avg", "avg_mean", "avg_n", "avg_var", "bar", "mean", "n", "peak", "previous_over", "quiet",
+                 "value_mean", "value_n", "value_var", "var")
 
     def __init__(self) -> None:
         self.n = 0  # ordinary scores learned
@@ -206,6 +230,9 @@ class _KeyState:
         self.quiet = 0  # refractory rows left
         self.bar = 0.0  # what a spike must clear after an anomaly (repeat_ratio x its score, decaying)
         self.peak = 0.0  # the score of the last anomaly (an escalation tops the ceiling after one that did not)
+        self.value_n = 0  # ordinary values learned (rows with a value: warming up, or at or under the level)
+        self.value_mean = 0.0
+        self.value_var = 0.0
 
 
 class AdaptiveThreshold:
@@ -250,21 +277,51 @@ class AdaptiveThreshold:
             return self.floor
         return max(self.floor, state.mean + self.run_z * math.sqrt(state.var))
 
-    def update(self, key: str, score: float, warming_up: bool = False) -> Decision:
+    def grade(self, mean: float, score: float) -> float:
+        """How unusual an anomaly's ``score`` is, 0-1: its distance from the key's mean ordinary score ``mean``
+        toward the top (the ceiling, 90 % of the highest score the forest gives; without a ceiling the higher of
+        the floor and ``spike_floor``), capped at 1.
+
+        A grade says how sure the alert is on the forest's own scale: a run just over its level grades 0.2-0.4,
+        the lab's 500 % burst (6.5 against a mean of 1, ceiling 7.2) 0.9.
+
+        >>> round(AdaptiveThreshold().grade(1.0, 6.48), 2), AdaptiveThreshold().grade(1.0, 9.0)
+        (0.88, 1.0)
+        """
+        top = self.spike_ceiling if self.spike_ceiling > 0 else max(self.floor, self.spike_floor)
+        if top <= mean:
+            return 1.0
+        return min(1.0, max(0.0, (score - mean) / (top - mean)))
+
+    def update(self, key: str, score: float, warming_up: bool = False, value: float | None = None) -> Decision:
         """Decide whether ``score`` is an anomaly for ``key``, then learn it.
 
         ``threshold`` is what the row's own score was compared with (the spike level, or after a row over
         its level the lower of the run and spike levels), ``inf`` during a refractory period; a sustained
-        change is flagged on its average, whatever the score.
+        change is flagged on its average, whatever the score. ``value`` (the scored value, e.g. the CTR) gives
+        the decision the key's usual value and range before the row; it is learned when the row is ordinary
+        (at or under the level) or warming up, so an anomaly never becomes what is usual.
         """
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                  or not math.isfinite(value)):
+            raise ValueError(f"adaptive threshold: key {key!r}: value {value!r} is not a finite number")
         if warming_up:
-            return Decision(False, math.inf)
+            if value is None:
+                return Decision(False, math.inf)
+            state = self._keys.get(key)
+            if state is None:
+                state = self._keys[key] = _KeyState()
+            usual = _usual(state)
+            _learn_value(state, float(value), self.alpha)
+            return Decision(False, math.inf, 0.0, *usual)
         if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
             raise ValueError(f"adaptive threshold: key {key!r}: score {score!r} is not a finite number")
         score = float(score)
         state = self._keys.get(key)
         if state is None:
             state = self._keys[key] = _KeyState()
+        usual = _usual(state) if value is not None else (None, None, None)
+        mean = state.mean
         level, spike_level = self.levels(key)
         threshold = min(self.run_level(key), spike_level) if state.previous_over else spike_level
         state.previous_over = score > level
@@ -274,6 +331,8 @@ class AdaptiveThreshold:
             delta = score - state.mean
             state.mean += weight * delta
             state.var = (1.0 - weight) * (state.var + weight * delta * delta)
+            if value is not None:
+                _learn_value(state, float(value), self.alpha)
         capped = min(score, self.floor)
         state.avg = capped if state.avg_n == 0 else state.avg + self.smoothing * (capped - state.avg)
         one_score = 1.5 * self.smoothing * (self.floor - state.avg_mean)  # half again what one score adds
@@ -289,7 +348,7 @@ class AdaptiveThreshold:
         if state.quiet > 0:
             state.quiet -= 1
             if not 0 < self.spike_ceiling < score or state.peak > self.spike_ceiling:
-                return Decision(False, math.inf)
+                return Decision(False, math.inf, 0.0, *usual)
             anomaly, threshold = True, self.spike_ceiling  # an escalation
         else:
             anomaly = score > threshold or sustained
@@ -297,11 +356,28 @@ class AdaptiveThreshold:
             state.quiet = self.refractory
             state.peak = score
             state.bar = max(state.bar, self.repeat_ratio * score)
-        return Decision(anomaly, threshold)
+        return Decision(anomaly, threshold, self.grade(mean, score) if anomaly else 0.0, *usual)
 
     def keys(self) -> list[str]:
         """The keys seen after their warm-up, in order of first appearance."""
-        return list(self._keys)
+        return [key for key, state in self._keys.items() if state.avg_n > 0]
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self.keys())
+
+
+def _usual(state: _KeyState) -> tuple[float | None, float | None, float | None]:
+    """The key's expected value and usual range (``None`` before its first ordinary value)."""
+    if state.value_n == 0:
+        return None, None, None
+    spread = USUAL_Z * math.sqrt(state.value_var)
+    return state.value_mean, state.value_mean - spread, state.value_mean + spread
+
+
+def _learn_value(state: _KeyState, value: float, alpha: float) -> None:
+    """Learn an ordinary value into the key's exponentially weighted mean and variance (the scores' weights)."""
+    state.value_n += 1
+    weight = max(alpha, 1.0 / state.value_n)
+    delta = value - state.value_mean
+    state.value_mean += weight * delta
+    state.value_var = (1.0 - weight) * (state.value_var + weight * delta * delta)

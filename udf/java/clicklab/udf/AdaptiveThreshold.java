@@ -14,7 +14,9 @@
  * period), and the bar rises to repeat_ratio x the anomaly's score, sinking back to the floor by a factor
  * (1 - alpha) per row. Decide first, then learn; unusual rows are not learned into the mean and
  * variance of scores; warming-up rows are neither judged nor learned. See threshold.py's docstring for
- * the reasons.
+ * the reasons. With the scored value (a CTR), a decision also carries the key's usual value and range
+ * before the row (the mean of its ordinary values, learned like the scores' mean, -/+ USUAL_Z standard
+ * deviations; warming-up rows are learned too) and an anomaly's grade (0-1, grade()).
  */
 package clicklab.udf;
 
@@ -33,18 +35,36 @@ public final class AdaptiveThreshold {
         public long quiet;
         public double bar;
         public double peak;
+        public long valueN;
+        public double valueMean;
+        public double valueVar;
     }
 
-    /** Whether a score is an anomaly, and the threshold it was compared with (infinity while warming up). */
+    /**
+     * Whether a score is an anomaly, the threshold it was compared with (infinity while warming up), its grade
+     * (0 unless an anomaly), and the key's expected value and usual range before the row (NaN: none known).
+     */
     public static final class Decision {
         public final boolean isAnomaly;
         public final double threshold;
+        public final double grade;
+        public final double expected;
+        public final double low;
+        public final double high;
 
-        Decision(boolean isAnomaly, double threshold) {
+        Decision(boolean isAnomaly, double threshold, double grade, double[] usual) {
             this.isAnomaly = isAnomaly;
             this.threshold = threshold;
+            this.grade = grade;
+            this.expected = usual[0];
+            this.low = usual[1];
+            this.high = usual[2];
         }
     }
+
+    /** The usual range is the expected value -/+ this many standard deviations of the key's ordinary values. */
+    public static final double USUAL_Z = 2.0;
+    private static final double[] NO_VALUE = {Double.NaN, Double.NaN, Double.NaN};
 
     public static final double DEFAULT_FLOOR = 2.0;
     public static final double DEFAULT_Z = 3.0;
@@ -119,14 +139,42 @@ public final class AdaptiveThreshold {
         return Math.max(floor, s.mean + runZ * Math.sqrt(s.var));
     }
 
-    /** Decide whether score is an anomaly for the key whose state is s, then learn it. */
+    /** How unusual an anomaly's score is, 0-1: from the key's mean ordinary score toward the ceiling. */
+    public double grade(double mean, double score) {
+        double top = spikeCeiling > 0 ? spikeCeiling : Math.max(floor, spikeFloor);
+        if (top <= mean) {
+            return 1.0;
+        }
+        return Math.min(1.0, Math.max(0.0, (score - mean) / (top - mean)));
+    }
+
+    /** Decide whether score is an anomaly for the key whose state is s, then learn it (no value). */
     public Decision update(State s, double score, boolean warmingUp) {
+        return update(s, score, warmingUp, Double.NaN);
+    }
+
+    /**
+     * Decide whether score is an anomaly for the key whose state is s, then learn it; value (NaN: none) is the
+     * scored value, learned when the row is ordinary or warming up.
+     */
+    public Decision update(State s, double score, boolean warmingUp, double value) {
+        boolean hasValue = !Double.isNaN(value);
+        if (hasValue && Double.isInfinite(value)) {
+            throw new IllegalArgumentException("adaptive threshold: value " + value + " is not a finite number");
+        }
         if (warmingUp) {
-            return new Decision(false, Double.POSITIVE_INFINITY);
+            if (!hasValue) {
+                return new Decision(false, Double.POSITIVE_INFINITY, 0.0, NO_VALUE);
+            }
+            double[] usual = usual(s);
+            learnValue(s, value);
+            return new Decision(false, Double.POSITIVE_INFINITY, 0.0, usual);
         }
         if (!Double.isFinite(score)) {
             throw new IllegalArgumentException("adaptive threshold: score " + score + " is not a finite number");
         }
+        double[] usual = hasValue ? usual(s) : NO_VALUE;
+        double mean = s.mean;
         double[] lv = levels(s);
         double threshold = s.previousOver ? Math.min(runLevel(s), lv[1]) : lv[1];
         s.previousOver = score > lv[0];
@@ -136,6 +184,9 @@ public final class AdaptiveThreshold {
             double delta = score - s.mean;
             s.mean += weight * delta;
             s.var = (1.0 - weight) * (s.var + weight * delta * delta);
+            if (hasValue) {
+                learnValue(s, value);
+            }
         }
         double capped = Math.min(score, floor);
         s.avg = s.avgN == 0 ? capped : s.avg + smoothing * (capped - s.avg);
@@ -154,7 +205,7 @@ public final class AdaptiveThreshold {
         if (s.quiet > 0) {
             s.quiet -= 1;
             if (!(spikeCeiling > 0 && score > spikeCeiling) || s.peak > spikeCeiling) {
-                return new Decision(false, Double.POSITIVE_INFINITY);
+                return new Decision(false, Double.POSITIVE_INFINITY, 0.0, usual);
             }
             anomaly = true; // an escalation
             threshold = spikeCeiling;
@@ -166,6 +217,22 @@ public final class AdaptiveThreshold {
             s.peak = score;
             s.bar = Math.max(s.bar, repeatRatio * score);
         }
-        return new Decision(anomaly, threshold);
+        return new Decision(anomaly, threshold, anomaly ? grade(mean, score) : 0.0, usual);
+    }
+
+    private static double[] usual(State s) {
+        if (s.valueN == 0) {
+            return NO_VALUE;
+        }
+        double spread = USUAL_Z * Math.sqrt(s.valueVar);
+        return new double[] {s.valueMean, s.valueMean - spread, s.valueMean + spread};
+    }
+
+    private void learnValue(State s, double value) {
+        s.valueN += 1;
+        double weight = Math.max(alpha, 1.0 / s.valueN);
+        double delta = value - s.valueMean;
+        s.valueMean += weight * delta;
+        s.valueVar = (1.0 - weight) * (s.valueVar + weight * delta * delta);
     }
 }

@@ -3,10 +3,14 @@
  *
  *   SELECT * FROM ANOMALY_DECISIONS(TABLE scores_in_time_order PARTITION BY site, DESCRIPTOR(score));
  *
- * Output: every input column (passed through), then is_anomaly BOOLEAN and threshold DOUBLE (what the
- * score was compared with; infinity while the key warms up, NULL for a row without a score). Adaptive
- * (the default): AdaptiveThreshold over the floor, with the key's history kept in keyed state; fixed:
- * score > floor. A row warms up when the input has a warming_up column that is true, or, without one,
+ * Output: every input column (passed through), then is_anomaly BOOLEAN, threshold DOUBLE (what the
+ * score was compared with; infinity while the key warms up, NULL for a row without a score), grade DOUBLE
+ * (0 unless an anomaly, else 0-1: AdaptiveThreshold.grade), and expected, usual_low, usual_high DOUBLE: the
+ * key's usual value and range before the row (NULL before its first ordinary value, or without a value
+ * column). Adaptive (the default): AdaptiveThreshold over the floor, with the key's history kept in keyed
+ * state; fixed: score > floor (the history is still kept, for the grade and the usual range).
+ * value: the column whose usual range is kept (DESCRIPTOR(ctr)); absent: the column named ctr, else
+ * ctrpercent, else none. A row warms up when the input has a warming_up column that is true, or, without one,
  * when its score is exactly 0.0 (what RANDOM_CUT_FOREST gives while a key warms up).
  *
  * Parameters: the call's arguments, else the job parameters threshold.floor, threshold.adaptive,
@@ -33,7 +37,8 @@ import org.apache.flink.types.Row;
 
 import java.util.List;
 
-@DataTypeHint("ROW<is_anomaly BOOLEAN, threshold DOUBLE>")
+@DataTypeHint("ROW<is_anomaly BOOLEAN, threshold DOUBLE, grade DOUBLE, expected DOUBLE, usual_low DOUBLE, "
+        + "usual_high DOUBLE>")
 public class AnomalyDecisions extends ProcessTableFunction<Row> {
     private static final long serialVersionUID = 1L;
 
@@ -53,6 +58,9 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         public Long quiet;
         public Double bar;
         public Double peak;
+        public Long valueN;
+        public Double valueMean;
+        public Double valueVar;
     }
 
     private transient double floor;
@@ -70,6 +78,7 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
     private transient AdaptiveThreshold rule;
     private transient int scoreField = -1;
     private transient int warmingUpField = -1;
+    private transient int valueField = -1;
 
     @Override
     public void open(FunctionContext context) throws Exception {
@@ -104,9 +113,10 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
                     name = "input") Row input,
             @ArgumentHint(name = "score", isOptional = true) ColumnList score,
             @ArgumentHint(name = "floor", isOptional = true) Double floorArg,
-            @ArgumentHint(name = "adaptive", isOptional = true) Boolean adaptiveArg) {
+            @ArgumentHint(name = "adaptive", isOptional = true) Boolean adaptiveArg,
+            @ArgumentHint(name = "value", isOptional = true) ColumnList valueColumn) {
         if (rule == null) {
-            resolve(ctx.tableSemanticsFor("input"), score);
+            resolve(ctx.tableSemanticsFor("input"), score, valueColumn);
             if (floorArg != null) {
                 floor = floorArg;
             }
@@ -119,12 +129,16 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         Object value = input.getField(scoreField);
         double s = value instanceof Number ? ((Number) value).doubleValue() : Double.NaN;
         if (!Double.isFinite(s)) {
-            collect(Row.of(false, null)); // no score (e.g. a value the forest could not score): not judged
+            // no score (e.g. a value the forest could not score): not judged
+            collect(Row.of(false, null, null, null, null, null));
             return;
         }
-        if (!adaptive) {
-            collect(Row.of(s > floor, floor));
-            return;
+        double v = Double.NaN;
+        if (valueField >= 0 && input.getField(valueField) instanceof Number) {
+            v = ((Number) input.getField(valueField)).doubleValue();
+            if (!Double.isFinite(v)) {
+                v = Double.NaN; // not learned, no range
+            }
         }
         boolean warmingUp = warmingUpField >= 0 ? Boolean.TRUE.equals(input.getField(warmingUpField)) : s == 0.0;
         AdaptiveThreshold.State st = new AdaptiveThreshold.State();
@@ -139,7 +153,11 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         st.quiet = state.quiet == null ? 0L : state.quiet;
         st.bar = state.bar == null ? 0.0 : state.bar;
         st.peak = state.peak == null ? 0.0 : state.peak;
-        AdaptiveThreshold.Decision d = rule.update(st, s, warmingUp);
+        st.valueN = state.valueN == null ? 0L : state.valueN;
+        st.valueMean = state.valueMean == null ? 0.0 : state.valueMean;
+        st.valueVar = state.valueVar == null ? 0.0 : state.valueVar;
+        double mean = st.mean;
+        AdaptiveThreshold.Decision d = rule.update(st, s, warmingUp, v);
         state.n = st.n;
         state.mean = st.mean;
         state.var = st.var;
@@ -151,10 +169,23 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
         state.quiet = st.quiet;
         state.bar = st.bar;
         state.peak = st.peak;
-        collect(Row.of(d.isAnomaly, d.threshold));
+        state.valueN = st.valueN;
+        state.valueMean = st.valueMean;
+        state.valueVar = st.valueVar;
+        if (adaptive) {
+            collect(Row.of(d.isAnomaly, d.threshold, d.grade, orNull(d.expected), orNull(d.low), orNull(d.high)));
+        } else {
+            boolean over = s > floor;
+            collect(Row.of(over, floor, over ? rule.grade(mean, s) : 0.0, orNull(d.expected), orNull(d.low),
+                    orNull(d.high)));
+        }
     }
 
-    private void resolve(TableSemantics semantics, ColumnList score) {
+    private static Double orNull(double x) {
+        return Double.isNaN(x) ? null : x;
+    }
+
+    private void resolve(TableSemantics semantics, ColumnList score, ColumnList value) {
         RowType type = (RowType) semantics.dataType().getLogicalType();
         List<String> names = type.getFieldNames();
         String name;
@@ -176,5 +207,22 @@ public class AnomalyDecisions extends ProcessTableFunction<Row> {
                     + type.getTypeAt(scoreField) + ", not a number");
         }
         warmingUpField = names.indexOf("warming_up");
+        if (value != null && !value.getNames().isEmpty()) {
+            if (value.getNames().size() != 1) {
+                throw new IllegalArgumentException("ANOMALY_DECISIONS: value names one column, got " + value.getNames());
+            }
+            String valueName = value.getNames().get(0);
+            valueField = names.indexOf(valueName);
+            if (valueField < 0) {
+                throw new IllegalArgumentException("ANOMALY_DECISIONS: the input table has no column '" + valueName
+                        + "' for the usual range; it has " + names);
+            }
+        } else {
+            valueField = names.contains("ctr") ? names.indexOf("ctr") : names.indexOf("ctrpercent");
+        }
+        if (valueField >= 0 && !type.getTypeAt(valueField).is(LogicalTypeFamily.NUMERIC)) {
+            throw new IllegalArgumentException("ANOMALY_DECISIONS: value column '" + names.get(valueField) + "' is "
+                    + type.getTypeAt(valueField) + ", not a number");
+        }
     }
 }
