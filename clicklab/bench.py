@@ -117,7 +117,8 @@ BASELINE_REPLACEMENTS = {
     "RANDOM_CUT_FOREST(TABLE {ctr_input} PARTITION BY site, DESCRIPTOR(ctr))":
         "(SELECT *, CAST(ctr / 100 AS DOUBLE) AS anomaly_score FROM {ctr_input})",
     "ANOMALY_DECISIONS(TABLE {scores_input} PARTITION BY site)":
-        "(SELECT *, score > 2 AS is_anomaly FROM {scores_input})",
+        "(SELECT *, score > 2 AS is_anomaly, score / 8 AS grade, ctr AS expected, ctr AS usual_low, ctr AS usual_high "
+        "FROM {scores_input})",
 }
 
 

@@ -314,9 +314,23 @@ def _flagged(lab: Lab, wait_s: float) -> list[Tick]:
                                    "warm-up, before its forest scores: a longer replay shows it flagged")]
     t = window_start_s(flagged)
     hit = flagged[(flagged["site"] == burst["site"]) & (t + W > start - W) & (t < end)]
-    return [*ticks, Tick(len(hit) > 0, f"the burst ({burst['site']}, {burst['start']:%H:%M:%S}) is flagged: "
-                        + (f"CTR {hit['ctrpercent'].iloc[0]:.0f} %, score {hit['anomaly_score'].iloc[0]:.2f}"
-                           if len(hit) else "no row of anomalydetectionstream in its windows"))]
+    ticks.append(Tick(len(hit) > 0, f"the burst ({burst['site']}, {burst['start']:%H:%M:%S}) is flagged: "
+                      + (f"CTR {hit['ctrpercent'].iloc[0]:.0f} %, score {hit['anomaly_score'].iloc[0]:.2f}"
+                         if len(hit) else "no row of anomalydetectionstream in its windows")))
+    return ticks + ([_usual(hit.iloc[0])] if len(hit) else [])
+
+
+def _usual(row: pd.Series) -> Tick:
+    """The anomaly row says what was usual for the site, and its CTR is outside that range (issue 23)."""
+    values = [row.get(c) for c in ("expected", "usual_low", "usual_high", "grade")]
+    if any(v is None or pd.isna(v) for v in values):
+        return Tick(False, "the burst's row carries no usual range or grade (expected, usual_low, usual_high, grade "
+                           "are empty): is 09's INSERT the one that selects them?")
+    expected, low, high, grade = (float(v) for v in values)
+    outside = not low <= float(row["ctrpercent"]) <= high
+    return Tick(outside and 0 < grade <= 1, f"the burst's row says what was usual: CTR {row['ctrpercent']:.0f} % where "
+                f"about {expected:.1f} % ({low:.1f}-{high:.1f} %) is usual, grade {grade:.2f}"
+                + ("" if outside else ": but its CTR is within that range"))
 
 
 def _anomalies(lab: Lab, wait_s: float) -> list[Tick]:
@@ -342,7 +356,7 @@ def _anomalies(lab: Lab, wait_s: float) -> list[Tick]:
         return [Tick(False, f"the burst ({burst}) is not in anomalydetectionstream yet: wait, or send it again")]
     first = rows.iloc[0]
     return [Tick(True, f"the burst is flagged: CTR {first['ctrpercent']:.0f} %, score {first['anomaly_score']:.2f}, "
-                       f"{first['shown_after_s']:.1f} s after its window ended")]
+                       f"{first['shown_after_s']:.1f} s after its window ended"), _usual(first)]
 
 
 def _alerts(lab: Lab, wait_s: float) -> list[Tick]:

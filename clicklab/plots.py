@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
+from clicklab import usual
+
 
 def _shade(ax: plt.Axes, labels: pd.DataFrame | None, site: str, legend: bool) -> None:
     if labels is None or labels.empty:
@@ -105,12 +107,14 @@ def series_and_scores(values: list[float], scores: list[float], threshold: float
 
 
 def anomalies_by_site(
-    scored: pd.DataFrame, flagged: pd.DataFrame, labels: pd.DataFrame | None, threshold: float
+    scored: pd.DataFrame, flagged: pd.DataFrame, labels: pd.DataFrame | None, threshold: float,
+    band: pd.DataFrame | None = None,
 ) -> Figure:
     """Per site: CTR with flagged windows marked, and the score with the threshold; labels shaded.
 
     ``scored`` is destinationstream (site, time, ctr, score); ``flagged`` is anomalydetectionstream
-    (site, rowtime, ...): the adaptive decisions. Windows over the fixed threshold are marked too.
+    (site, rowtime, ...): the adaptive decisions. Windows over the fixed threshold are marked too. ``band``
+    (:func:`clicklab.usual.band`: site, time, usual_low, usual_high) is drawn as the usual CTR range.
     """
     sites = sorted(scored["site"].unique())
     fig, axes = plt.subplots(2 * len(sites), 1, figsize=(11, 3.2 * len(sites)), sharex=True, squeeze=False)
@@ -118,6 +122,11 @@ def anomalies_by_site(
         ctr_ax, score_ax = axes[2 * i, 0], axes[2 * i + 1, 0]
         rows = scored[scored["site"] == site].sort_values("time")
         when = pd.to_datetime(rows["time"], unit="s")
+        if band is not None and len(band):
+            mine_band = band[band["site"] == site].sort_values("time")
+            ctr_ax.fill_between(pd.to_datetime(mine_band["time"], unit="s"), mine_band["usual_low"],
+                                mine_band["usual_high"], color="tab:green", alpha=0.18, lw=0, step="post",
+                                label="usual range (before the window)")
         ctr_ax.plot(when, rows["ctr"], lw=0.7, color="tab:blue", label="CTR")
         over = rows["score"] > threshold
         ctr_ax.scatter(when[over], rows["ctr"][over], marker="x", color="tab:orange", s=25, zorder=3,
@@ -165,7 +174,8 @@ def live_anomalies_by_site(lab: Any, labels: pd.DataFrame | None, seconds: float
         while True:
             scored = lab.stream("destinationstream")
             if len(scored):
-                fig = anomalies_by_site(scored, lab.stream("anomalydetectionstream"), labels, lab.detector.threshold)
+                fig = anomalies_by_site(scored, lab.stream("anomalydetectionstream"), labels, lab.detector.threshold,
+                                        band=usual.band(scored, lab.detector))
                 png = io.BytesIO()
                 fig.savefig(png, format="png", dpi=80)
                 plt.close(fig)

@@ -24,6 +24,11 @@ import pandas as pd
 
 from clicklab import flink, udfs
 from clicklab.exceptions import ClicklabError
+from clicklab_udf.threshold import AdaptiveThreshold
+
+#: What :func:`score_frames` adds to each row besides the score and the decision: the names of
+#: anomalydetectionstream's columns (``lower`` and ``upper`` are reserved words in Flink SQL).
+USUAL_COLUMNS = ("expected", "usual_low", "usual_high", "grade")
 
 
 class SeriesError(ClicklabError, ValueError):
@@ -133,7 +138,8 @@ def score_frames(
     """Score several checked series (from :func:`read_series`) in one Flink job.
 
     Each frame's keys are prefixed with its name, so every series and key has its own forest.
-    Returns each frame with ``anomaly_score``, ``warming_up`` and ``is_anomaly`` added, in input order.
+    Returns each frame with ``anomaly_score``, ``warming_up``, ``is_anomaly`` and :data:`USUAL_COLUMNS` added, in
+    input order (:func:`explain`).
     """
     detector = detector or udfs.Detector()
     work = Path(work)
@@ -163,16 +169,52 @@ def score_frames(
         result["anomaly_score"] = part["anomaly_score"].to_numpy()
         result["warming_up"] = part["warming_up"].astype(bool).to_numpy()
         result["is_anomaly"] = part["is_anomaly"].astype(bool).to_numpy()
-        out_frames[name] = result
+        out_frames[name] = explain(result, detector)
     return out_frames
 
 
+def explain(frame: pd.DataFrame, detector: udfs.Detector) -> pd.DataFrame:
+    """``frame`` (scored: key, value, anomaly_score, warming_up, is_anomaly, each key in time order) with what
+    ``ANOMALY_DECISIONS`` writes into an anomaly row: each row's ``expected`` value and usual range
+    (``usual_low``, ``usual_high``) before it, and its ``grade`` (0 unless an anomaly).
+
+    The job decides with ``IS_ANOMALY``, which returns only the flag; the same threshold is replayed here in
+    time order per key (the Python twin of the Java function), with the value, and must agree with the job's
+    flags (:class:`ClicklabError` names the first row where it does not). The usual range is not clipped:
+    a series may be negative (anomalydetectionstream clips a CTR's at 0 %).
+    """
+    rule = AdaptiveThreshold(floor=detector.threshold, **udfs.threshold_options(detector))
+    usual = []
+    for i, (key, value, score, warm, flag) in enumerate(zip(frame["key"], frame["value"], frame["anomaly_score"],
+                                                           frame["warming_up"], frame["is_anomaly"], strict=True)):
+        key = str(key)
+        if pd.isna(score):
+            usual.append((None, None, None, 0.0))
+            continue
+        mean = rule.mean(key)
+        d = rule.update(key, float(score), bool(warm), value=float(value))
+        if detector.adaptive:
+            if d.is_anomaly != bool(flag):
+                raise ClicklabError(f"row {i} (key {key!r}): the job's decision {bool(flag)} differs from the "
+                                    f"threshold replayed in time order ({d.is_anomaly}): are the rows in time order?")
+            grade = d.grade
+        else:
+            grade = rule.grade(mean, float(score)) if flag else 0.0
+        usual.append((d.expected, d.low, d.high, grade))
+    out = frame.copy()
+    out[list(USUAL_COLUMNS)] = pd.DataFrame(usual, index=frame.index, dtype="float64")
+    return out
+
+
 def write_scored(frame: pd.DataFrame, output: Path, columns: Columns = Columns()) -> None:
-    """``timestamp,value,anomaly_score,is_anomaly`` (plus the key column), in input order."""
+    """``timestamp,value,anomaly_score,is_anomaly,expected,usual_low,usual_high,grade`` (plus the key column), in
+    input order."""
     out = pd.DataFrame({columns.timestamp: frame["timestamp"], columns.value: frame["value"]})
     if columns.key:
         out.insert(0, columns.key, frame["key"])
     out["anomaly_score"] = frame["anomaly_score"]
     out["is_anomaly"] = frame["is_anomaly"]
+    for column in USUAL_COLUMNS:
+        out[column] = frame[column]
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(output, index=False)

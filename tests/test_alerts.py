@@ -203,6 +203,34 @@ def test_sms_stays_within_160_characters_and_keeps_the_numbers():
     assert sms.endswith("2023-08-23 13:05:00Z (+1234 folded)")
 
 
+def test_the_alert_says_what_was_usual_after_the_labs_sentence():
+    """Issue 23: a row with the site's usual CTR and range says it in words after the lab's sentence (unchanged),
+    with the grade; the SMS gives the range; a row without them (Studio's fixed threshold) reads as before."""
+    row = {"site": MYSITE, "rowtime": "2023-08-23 13:05:00", "ctrpercent": 500.0, "anomaly_score": 6.48,
+           "expected": 9.03, "usual_low": 6.38, "usual_high": 12.6, "grade": 0.8863}
+    anomaly = handler.parse_record(record_of(row))
+    alert = handler.Alert(anomaly)
+    lines = alert.body.splitlines()
+    assert lines[0] == "Anomaly detected with a click through rate of 500% and an anomaly score of 6.48"
+    assert lines[2] == "CTR 500 % where about 9 % (6.4-13 %) is usual: above the site's usual range."
+    assert "Grade:  0.89 (0 to 1" in alert.body
+    assert alert.sms == "Anomaly Detected www.mysite.com: CTR 500% (usual 6.4-13%), score 6.48, 2023-08-23 13:05:00Z"
+    drop = handler.Alert(handler.parse_record(record_of({**row, "ctrpercent": 0.0, "usual_low": 2.0})))
+    assert "CTR 0 % where about 9 % (2-13 %) is usual: below the site's usual range." in drop.body
+    noisy = handler.Alert(handler.parse_record(record_of({**row, "usual_low": -1.5})))
+    assert "(0-13 %) is usual" in noisy.body  # a CTR is never below 0 %
+    plain = handler.parse_record(record_of({**row, "expected": None, "usual_low": None, "usual_high": None,
+                                            "grade": None}))
+    assert handler.Alert(plain).body == handler.Alert(handler.Anomaly(MYSITE, anomaly.window_start, 500.0, 6.48)).body
+    assert "usual" not in handler.Alert(plain).body and "Grade" not in handler.Alert(plain).body
+    with pytest.raises(handler.BadRecord, match="field 'expected' is not a finite number: 'nine'"):
+        handler.parse_record(record_of({**row, "expected": "nine"}))
+
+
+def record_of(row: dict[str, Any]) -> dict[str, Any]:
+    return raw_record(json.dumps(row), "r1")
+
+
 def test_window_length_default_is_the_labs():
     assert handler.DEFAULT_WINDOW_SECONDS == settings.WINDOW_SECONDS
 
@@ -493,6 +521,11 @@ def test_events_carry_the_stream_rows_and_are_stable():
     assert rows[0] == {"site": SHOP, "rowtime": "2023-08-23 13:05:00.000", "ctrpercent": 0.0, "anomaly_score": 2.2}
     assert handler.parse_record(events[1]["records"][0]).window_start.isoformat() == "2023-08-23T13:05:10+00:00"
     assert destination.events(frame, batch_size=1) == events  # same anomalies, same record ids
+    usual = frame.assign(expected=[9.0, float("nan")], usual_low=[6.4, float("nan")], usual_high=[12.6, float("nan")],
+                         grade=[0.89, float("nan")])
+    rows = [json.loads(base64.b64decode(e["records"][0]["data"])) for e in destination.events(usual, batch_size=1)]
+    assert rows[1]["expected"] == 9.0 and rows[1]["grade"] == 0.89  # the usual range travels with the row
+    assert rows[0]["expected"] is None and rows[0]["usual_high"] is None  # unknown: null, as Flink writes it
 
 
 @server

@@ -85,7 +85,12 @@ def test_cli_score_writes_the_series_back_in_input_order(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stderr
     result = pd.read_csv(out)
-    assert list(result.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly"]
+    assert list(result.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly", "expected", "usual_low",
+                                    "usual_high", "grade"]
     assert list(result["timestamp"]) == list(times.strftime("%Y-%m-%d %H:%M:%S"))
     assert result["anomaly_score"].idxmax() == 150 and bool(result.loc[150, "is_anomaly"])
     assert (result["anomaly_score"][:32] == 0).all()  # warm-up
+    spike = result.loc[150]  # what was usual before the spike: about 10, and the spike far above it
+    assert 9 < spike["expected"] < 11 and spike["usual_low"] < spike["expected"] < spike["usual_high"] < 80
+    assert 0 < spike["grade"] <= 1 and (result["grade"] > 0).sum() == result["is_anomaly"].sum()
+    assert pd.isna(result.loc[0, "expected"]) and result["expected"][1:].notna().all()  # known from the 2nd row

@@ -17,7 +17,8 @@ def test_six_streams_in_lab_order_with_lab_columns_then_badevents():
     assert streams.STREAMS["clickstream"].column_names == ["site", "rowtime", "clickcount"]
     assert streams.STREAMS["ctrstream"].column_names[:3] == ["site", "time", "ctr"]
     assert [c.name for c in streams.STREAMS["destinationstream"].columns] == ["site", "time", "ctr", "score"]
-    assert streams.STREAMS["anomalydetectionstream"].column_names == ["site", "rowtime", "ctrpercent", "anomaly_score"]
+    assert streams.STREAMS["anomalydetectionstream"].column_names == ["site", "rowtime", "ctrpercent", "anomaly_score",
+                                                                  "expected", "usual_low", "usual_high", "grade"]
 
 
 def test_local_ddl_points_tickerstream_at_the_replay_and_others_at_build(tmp_path: Path):

@@ -279,3 +279,30 @@ def test_parameters_are_validated(kwargs, message):
 def test_a_score_that_is_not_a_number_is_refused(bad):
     with pytest.raises(ValueError, match=r"key 'https://x': score .* is not a finite number"):
         AdaptiveThreshold().update("https://x", bad)
+
+
+def test_the_usual_range_is_learned_from_ordinary_rows_only():
+    """Issue 23: a decision says the key's usual value and range before the row: nothing before the first value,
+    warming-up rows learned, an unusual row (the burst) never learned, so the range stays the ordinary CTRs'."""
+    rule = AdaptiveThreshold()
+    first = rule.update("site", 0.0, warming_up=True, value=8.0)
+    assert (first.expected, first.low, first.high) == (None, None, None)
+    assert rule.update("site", 0.0, warming_up=True, value=10.0).expected == 8.0  # the warm-up's CTR, learned
+    for ctr in (9.0, 11.0, 7.0, 9.0):
+        rule.update("site", 0.9, value=ctr)
+    before = rule.update("site", 6.5, value=500.0)  # the burst: an anomaly, its CTR not learned
+    after = rule.update("site", 0.9, value=9.0)
+    assert before.is_anomaly and before.expected == pytest.approx(9.0) and before.high < 15
+    assert after.expected == pytest.approx(9.0) and after.high == before.high  # the 500 % left no trace
+    assert 0 < before.grade <= 1 and after.grade == 0.0
+    assert rule.update("other", 0.9).expected is None  # no value given: no range
+    with pytest.raises(ValueError, match="key 'site': value nan is not a finite number"):
+        rule.update("site", 0.9, value=math.nan)
+
+
+def test_the_grade_runs_from_the_keys_ordinary_score_to_the_ceiling():
+    rule = AdaptiveThreshold()
+    assert rule.grade(1.0, 1.0) == 0.0 and rule.grade(1.0, 7.2) == 1.0 and rule.grade(1.0, 20.0) == 1.0
+    assert rule.grade(1.0, 4.1) == pytest.approx(0.5)
+    assert AdaptiveThreshold(spike_ceiling=0, spike_floor=5.0).grade(1.0, 3.0) == pytest.approx(0.5)  # top: 5
+    assert rule.grade(8.0, 3.0) == 1.0  # a key whose ordinary scores sit above the ceiling: any anomaly is top

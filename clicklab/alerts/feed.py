@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -52,12 +53,14 @@ class Destination(Protocol):
 
 @dataclass(frozen=True)
 class Feed:
-    """A stream the alert Lambda receives: its name, its columns in record order, its time column and its folder."""
+    """A stream the alert Lambda receives: its name, its columns in record order, its time column and its folder;
+    ``optional``: columns a record carries when the rows have them (a missing number, NaN, as null)."""
 
     stream: str
     columns: tuple[str, ...]
     time_column: str
     folder: Callable[[Path], Path]
+    optional: tuple[str, ...] = ()
 
     def row_json(self, row: dict[str, Any]) -> str:
         """One row as its JSON record: its columns, timestamps as Flink's JSON writes them."""
@@ -69,6 +72,10 @@ class Feed:
             elif hasattr(value, "item"):
                 value = value.item()
             out[key] = value
+        for key in self.optional:
+            if key in row:
+                value = row[key].item() if hasattr(row[key], "item") else row[key]
+                out[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
         return json.dumps(out)
 
     def anomaly_key(self, data: str, application_arn: str) -> tuple[str, datetime]:
@@ -77,8 +84,8 @@ class Feed:
         return anomaly.site, anomaly.window_start
 
 
-STUDIO = Feed("anomalydetectionstream", ("site", "rowtime", "ctrpercent", "anomaly_score"), "rowtime",
-              lambda build: streams.stream_path(build, "anomalydetectionstream"))
+STUDIO = Feed("anomalydetectionstream", handler.FIELDS, "rowtime",
+              lambda build: streams.stream_path(build, "anomalydetectionstream"), optional=handler.USUAL_FIELDS)
 
 
 def events(rows: pd.DataFrame, batch_size: int = 100, application_arn: str = APPLICATION_ARN,

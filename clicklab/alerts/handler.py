@@ -86,6 +86,9 @@ SUBJECT = "Anomaly Detected"
 LAB_SENTENCE = "Anomaly detected with a click through rate of {ctr}% and an anomaly score of {score}"
 #: The columns of anomalydetectionstream a record must carry.
 FIELDS = ("site", "rowtime", "ctrpercent", "anomaly_score")
+#: What a row of anomalydetectionstream may add (issue 23): the site's usual CTR and range before the window, and
+#: how unusual the score is (0-1). NULL or absent (Studio's fixed threshold): the alert gives the lab's sentence alone.
+USUAL_FIELDS = ("expected", "usual_low", "usual_high", "grade")
 #: The columns of the SQL application's DESTINATION_SQL_STREAM (the SQL lab); ``ROWTIME`` is optional.
 SQL_FIELDS = ("CTRPERCENT", "ANOMALY_SCORE")
 SQL_ROWTIME = "ROWTIME"
@@ -131,6 +134,10 @@ class Anomaly:
     site_known: bool = True
     time_kind: str = WINDOW  # WINDOW, ROWTIME or ARRIVAL
     record_key: str | None = None  # with ARRIVAL: the record's id, what makes a retried record a duplicate
+    expected: float | None = None  # the site's usual CTR before the window (percent), when the row says
+    usual_low: float | None = None
+    usual_high: float | None = None
+    grade: float | None = None  # how unusual, 0-1
 
     @property
     def key(self) -> str:
@@ -162,6 +169,11 @@ def _number(row: dict[str, Any], name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRecord(f"field {name!r} is not a finite number: {value!r}")
     return float(value)
+
+
+def _optional_number(row: dict[str, Any], name: str) -> float | None:
+    """A field that may be absent or null (None); present, it must be a finite number."""
+    return None if row.get(name) is None else _number(row, name)
 
 
 def decode_row(data: Any, where: str = "data") -> dict[str, Any]:
@@ -207,8 +219,9 @@ def row_anomaly(row: dict[str, Any], source: str, arrived: datetime, record_key:
         raise BadRecord(f"data misses field {', '.join(repr(m) for m in missing)}")
     if not isinstance(row["site"], str) or not row["site"].strip():
         raise BadRecord(f"field 'site' is not a non-empty string: {row['site']!r}")
+    usual = {name: _optional_number(row, name) for name in USUAL_FIELDS}
     return Anomaly(row["site"], parse_time(row["rowtime"]), _number(row, "ctrpercent"),
-                   _number(row, "anomaly_score"))
+                   _number(row, "anomaly_score"), **usual)
 
 
 def _arn_name(arn: Any, kind: str) -> str:
@@ -248,6 +261,19 @@ def parse_kinesis_record(record: dict[str, Any]) -> Anomaly:
 def format_percent(ctr: float) -> str:
     """500.0 -> '500', 33.3333 -> '33.33': as a person writes a percentage."""
     text = f"{ctr:.2f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def about(value: float) -> str:
+    """A usual value as a person says it: 9.03 -> '9', 9.54 -> '9.5', 12.6 -> '13', 0.42 -> '0.42'.
+
+    >>> about(9.03), about(9.54), about(12.6), about(6.38), about(0.42), about(0.0)
+    ('9', '9.5', '13', '6.4', '0.42', '0')
+    """
+    if abs(value) >= 10:  # 13 % rather than 12.6 %
+        return f"{value:.0f}"
+    text = f"{value:.1f}" if abs(value) >= 1 else f"{value:.2f}"
+    text = text.rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
 
 
@@ -293,8 +319,30 @@ class Alert:
         return f"Window: {self.window_text} ({self.window_seconds}-second window)"
 
     @property
+    def usual_sentence(self) -> str | None:
+        """What was usual for the site ("CTR 500 % where about 9 % (6.4-12 %) is usual"), when the row says."""
+        a = self.anomaly
+        if a.expected is None or a.usual_low is None or a.usual_high is None:
+            return None
+        way = "above" if a.ctr > a.usual_high else "below" if a.ctr < a.usual_low else "within"
+        return (f"CTR {format_percent(a.ctr)} % where about {about(a.expected)} % "
+                f"({about(max(a.usual_low, 0.0))}-{about(a.usual_high)} %) is usual: {way} the site's usual range.")
+
+    @property
+    def grade_line(self) -> str | None:
+        if self.anomaly.grade is None:
+            return None
+        return (f"Grade:  {self.anomaly.grade:.2f} (0 to 1: how far the score is from the site's ordinary score "
+                "toward the highest the forest gives)")
+
+    @property
     def body(self) -> str:
-        lines = [self.lab_sentence, "", f"Site:   {self.site_text}", self.time_line]
+        lines = [self.lab_sentence, ""]
+        if self.usual_sentence:
+            lines += [self.usual_sentence, ""]
+        lines += [f"Site:   {self.site_text}", self.time_line]
+        if self.grade_line:
+            lines.append(self.grade_line)
         if self.folded:
             noun = "anomaly" if self.folded == 1 else "anomalies"
             lines += ["", f"Also {self.folded} more {noun} on this site since the previous alert, not sent "
@@ -306,7 +354,10 @@ class Alert:
         """One line within 160 characters; a long site name is shortened, never the numbers."""
         folded = f" (+{self.folded} folded)" if self.folded else ""
         when = f"{self.anomaly.window_start:%Y-%m-%d %H:%M:%S}Z"
-        rest = f": CTR {format_percent(self.anomaly.ctr)}%, score {self.anomaly.score:.2f}, {when}{folded}"
+        a = self.anomaly
+        usual = ("" if a.usual_low is None or a.usual_high is None
+                 else f" (usual {about(max(a.usual_low, 0.0))}-{about(a.usual_high)}%)")
+        rest = f": CTR {format_percent(a.ctr)}%{usual}, score {a.score:.2f}, {when}{folded}"
         site = self.anomaly.site.removeprefix("https://").removeprefix("http://")
         if not self.anomaly.site_known:
             site = f"(site unknown, {site})"

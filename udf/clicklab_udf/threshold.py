@@ -277,6 +277,11 @@ class AdaptiveThreshold:
             return self.floor
         return max(self.floor, state.mean + self.run_z * math.sqrt(state.var))
 
+    def mean(self, key: str) -> float:
+        """The key's mean ordinary score so far (0 before its first): what :meth:`grade` measures from."""
+        state = self._keys.get(key)
+        return 0.0 if state is None else state.mean
+
     def grade(self, mean: float, score: float) -> float:
         """How unusual an anomaly's ``score`` is, 0-1: its distance from the key's mean ordinary score ``mean``
         toward the top (the ceiling, 90 % of the highest score the forest gives; without a ceiling the higher of
