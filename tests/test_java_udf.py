@@ -234,6 +234,7 @@ def test_cli_score_with_the_java_backend(tmp_path: Path, capsys):
                  "--sample-size", "64", "--warmup", "40", "--build", str(tmp_path / "build")])
     assert code == 0, capsys.readouterr().err
     scored = pd.read_csv(out)
-    assert list(scored.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly"] and len(scored) == 120
+    assert list(scored.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly", "expected", "usual_low",
+                                    "usual_high", "grade"] and len(scored) == 120
     assert (scored["anomaly_score"].iloc[:40] == 0).all() and (scored["anomaly_score"].iloc[40:] > 0).all()
     assert scored["anomaly_score"].idxmax() == 100 and bool(scored["is_anomaly"].iloc[100])

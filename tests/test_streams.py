@@ -89,3 +89,15 @@ def test_flink_accepts_the_kinesis_ddl(t_env):
         else:
             assert columns == streams.STREAMS[name].column_names and view == []
         t_env.execute_sql(f"DROP TEMPORARY TABLE kinesis_{raw or name}")
+
+
+def test_what_an_aws_user_deletes_names_every_stream_the_template_creates():
+    """12_cleanup's AWS list names the seven streams (the lab's six and badevents), as the template creates them."""
+    import yaml
+
+    from clicklab.alerts.cleanup import AWS_RESOURCES
+
+    template = yaml.safe_load((Path(__file__).parents[1] / "scripts" / "clickstream-lab.yaml").read_text())
+    created = {r["Properties"]["Name"] for r in template["Resources"].values() if r["Type"] == "AWS::Kinesis::Stream"}
+    listed = next(what for what, _ in AWS_RESOURCES if what.startswith("Kinesis data streams"))
+    assert created == set(streams.STREAM_NAMES) and all(name in listed for name in streams.STREAM_NAMES)

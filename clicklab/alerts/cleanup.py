@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clicklab import settings
+from clicklab import settings, streams
 from clicklab.alerts import local, report
 from clicklab.alerts.destination import recorded_ports
 from clicklab.kafka import broker, notes
@@ -19,8 +19,7 @@ from clicklab.kafka import broker, notes
 #: What the AWS lab created, in the order to delete it (the console page, and what to look for).
 AWS_RESOURCES: tuple[tuple[str, str], ...] = (
     ("Managed Service for Apache Flink Studio notebook", "Managed Apache Flink > Studio: stop, then delete it"),
-    ("Kinesis data streams (tickerstream, clickstream, impressionstream, ctrstream, destinationstream, "
-     "anomalydetectionstream)", "Kinesis > Data streams: delete each"),
+    (f"Kinesis data streams ({', '.join(streams.STREAM_NAMES)})", "Kinesis > Data streams: delete each"),
     ("Lambda function (the alert handler, lambda_function.lambda_handler)", "Lambda > Functions: delete"),
     ("SNS topic and its e-mail and SMS subscriptions", "SNS > Topics and Subscriptions: delete"),
     ("DynamoDB table named by ALERT_STATE_TABLE (if you used one)", "DynamoDB > Tables: delete"),
