@@ -1,5 +1,5 @@
-""""Check your work" for the SQL application: the last cell of ``21`` and ``22`` (as :mod:`clicklab.checks` for the
-Studio lab's notebooks, whose :class:`~clicklab.checks.Tick` and :class:`~clicklab.checks.Work` these return).
+""""Check your work" for the SQL application: the last cell of ``20``, ``21`` and ``22`` (as :mod:`clicklab.checks`
+for the Studio lab's notebooks, whose :class:`~clicklab.checks.Tick` and :class:`~clicklab.checks.Work` these return).
 
 ``print(sqlapp_checks.pumps(app))`` and ``print(sqlapp_checks.output_pump(app, dest))`` print a tick (✓) or a
 cross (✗) per check, in plain words; a cross says what was expected and what was seen. A check never raises (one
@@ -51,6 +51,48 @@ def _wait(condition: Callable[[], Any], wait_s: float, poll_s: float = 1.0) -> A
         if got or time.monotonic() >= deadline:
             return got
         time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# 20: the application's streams
+
+
+def tables(app: SqlApp, wait_s: float = 30.0) -> Work:
+    """``20``: every stream of the application is a table of this session, and its source has the SQL lab's traffic
+    (a replay: the file's events; live: the generator's file of the SQL lab's KDG sessions)."""
+    return _work("20_sql_app_overview", lambda: _tables(app, wait_s))
+
+
+def _tables(app: SqlApp, wait_s: float) -> list[Tick]:
+    from clicklab import streams
+
+    have = set(app.t_env.list_tables()) | set(app.t_env.list_views())
+    missing = [n for n in streams.SQL_APP_STREAM_NAMES if n not in have]
+    if missing:
+        return [Tick(False, f"tables missing: {', '.join(missing)} (run the CREATE cells above)")]
+    ticks = [Tick(True, f"all {len(streams.SQL_APP_STREAM_NAMES)} streams are tables of this session: "
+                        + ", ".join(streams.SQL_APP_STREAM_NAMES))]
+    return [*ticks, _source(app, wait_s)]
+
+
+def _source(app: SqlApp, wait_s: float) -> Tick:
+    """The source has lines to read: the replay file, or live the generator's committed files of the SQL lab."""
+    from clicklab import streams
+    from clicklab.live.folders import committed_files
+
+    name = streams.SQL_APP_SOURCE
+    if app.live:
+        where = sqlapp_live.folder(app.build, name)
+        files = _wait(lambda: [p for p in committed_files(where) if p.stat().st_size], wait_s)
+        return Tick(bool(files), f"{name} has the live SQL lab traffic ({len(files)} files so far)" if files else
+                    f"{name} has no traffic under {where} after {wait_s:.0f} s: is the live generator running? "
+                    "(this notebook's first cell starts it)")
+    path = app.dataset
+    if not path.is_file():
+        return Tick(False, f"{name} reads {path}, which is not there")
+    with open(path, encoding="utf-8") as fh:
+        events = sum(1 for line in fh if line.strip())
+    return Tick(events > 0, f"{name} reads {events:,} events of the SQL lab's replay ({path.name})")
 
 
 # ---------------------------------------------------------------------------------------------

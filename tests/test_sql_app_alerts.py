@@ -174,6 +174,15 @@ def test_the_extra_clicks_are_clicks_high(pumped):
 # Check your work
 
 
+def test_the_overview_check_says_whether_the_source_has_the_sql_labs_traffic(pumped, tmp_path):
+    """20's check: the source's replay has events (a tick with their count); a missing file is a cross naming it."""
+    tick = sqlapp_checks._source(pumped, wait_s=0)
+    events = sum(1 for line in pumped.dataset.read_text(encoding="utf-8").splitlines() if line.strip())
+    assert tick.ok and f"reads {events:,} events of the SQL lab's replay" in str(tick) and events > 100
+    gone = sqlapp.SqlApp(tmp_path / "nowhere.jsonl", tmp_path / "build", t_env=None)
+    assert not (cross := sqlapp_checks._source(gone, wait_s=0)).ok and "nowhere.jsonl, which is not there" in str(cross)
+
+
 def test_the_pumps_check_ticks_on_the_replays_windows_and_crosses_with_what_it_saw(pumped, tmp_path):
     work = sqlapp_checks.pumps(pumped)
     assert work.ok, str(work)
