@@ -59,6 +59,34 @@ def write_events(path: Path, events: Iterable[tuple[str, str, str]]) -> Path:
     return path
 
 
+def email_texts(outbox: Path) -> list[str]:
+    """The plain-text bodies of the e-mails in ``outbox`` (``build/outbox/*.eml``), decoded, in file order."""
+    import email
+    import email.policy
+
+    texts = []
+    for path in sorted(Path(outbox).glob("*.eml")):
+        with open(path, "rb") as fh:
+            message = email.message_from_binary_file(fh, policy=email.policy.default)
+        texts.append(message.get_body(preferencelist=("plain",)).get_content())
+    return texts
+
+
+#: The e-mail of the Studio lab's burst, live: the lab's sentence with the CTR of a window the burst filled whole
+#: (its session starts on a window boundary: 500 %, or a little less with the site's own traffic in the window),
+#: then what was usual for the site (issue 23).
+BURST_EMAIL = (r"Anomaly detected with a click through rate of (\d+(?:\.\d+)?)% and an anomaly score of [\d.]+\n\n"
+               r"CTR \1 % where about [\d.]+ % \([\d.]+-[\d.]+ %\) is usual: above the site's usual range\.")
+
+
+def burst_emails(outbox: Path, at_least: float = 400.0) -> list[str]:
+    """The e-mails in ``outbox`` that read as the burst's (:data:`BURST_EMAIL`) with a CTR of at least ``at_least``."""
+    import re
+
+    return [text for text in email_texts(outbox)
+            if (m := re.search(BURST_EMAIL, text)) and float(m.group(1)) >= at_least]
+
+
 def client_env() -> dict[str, str]:
     """The environment for a clicklab subprocess: without what an in-process PyFlink UDF worker sets."""
     return {k: v for k, v in os.environ.items() if k != "PYFLINK_GATEWAY_DISABLED"}

@@ -3,7 +3,6 @@ tickerstream from the earliest offset as the lab's paragraphs read their Kinesis
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from clicklab import cluster, runner
 from clicklab.kafka import broker, topics
 from clicklab.live import process
+from tests.conftest import burst_emails, email_texts
 
 pytestmark = [pytest.mark.flink, pytest.mark.server]
 
@@ -30,10 +30,9 @@ def test_live_on_topics_reads_the_traffic_sent_before_the_jobs_and_sends_the_bur
     summary = report.summary
     assert summary.ok, summary.render()
     assert summary.events > 0 and set(summary.latency) == {"anomaly row", "e-mail"}, summary.render()
-    mails = list((build / "outbox").glob("*.eml"))
-    rates = [float(r) for m in mails
-             for r in re.findall(r"Anomaly detected with a click through rate of ([\d.]+)%", m.read_text())]
-    assert rates and max(rates) >= 50, [m.read_text()[:300] for m in mails]
+    # one alert for the burst, on its first flagged window: a window the burst filled whole (about the lab's 500 %),
+    # and what was usual for the site (issue 23)
+    assert burst_emails(build / "outbox"), [text[:400] for text in email_texts(build / "outbox")]
     # the run stopped the cluster, the generator and the broker; the topics stay with the broker's data
     assert cluster.status(build) is None and process.status(build) is None and broker.status(build) is None
     address = broker.up(build).bootstrap

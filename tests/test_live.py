@@ -16,7 +16,7 @@ import pytest
 
 from clicklab import cells, notebook, results, settings, streams
 from clicklab.live import folders
-from tests.conftest import client_env
+from tests.conftest import burst_emails, client_env, email_texts
 
 SITE = "https://www.mysite.com"
 
@@ -140,12 +140,9 @@ def test_clicklab_run_live_sends_the_burst_and_its_email_arrives_then_nothing_is
                         r"e-mail ([\d.]+)", out)
     assert latency, out
     assert float(latency.group(1)) <= float(latency.group(2)) < 60
-    mails = list((build / "outbox").glob("*.eml"))
-    # one alert for the burst, on its first flagged window (the refractory period holds back the rest): a window
-    # the burst fills only in part has a CTR between the normal ~10 % (noise: up to ~25 %) and the burst's 500 %
-    rates = [float(r) for m in mails
-             for r in re.findall(r"Anomaly detected with a click through rate of ([\d.]+)%", m.read_text())]
-    assert rates and max(rates) >= 50, [m.read_text()[:300] for m in mails]
+    # one alert for the burst, on its first flagged window: a window the burst filled whole (about the lab's 500 %),
+    # and what was usual for the site (issue 23)
+    assert burst_emails(build / "outbox"), [text[:400] for text in email_texts(build / "outbox")]
     # torn down: no cluster, no generator, no process of ours, no job
     assert cluster.status(build) is None and process.status(build) is None
     assert cluster.processes(build) == {}
