@@ -117,3 +117,15 @@ def test_a_plot_of_nothing_yet_says_why_instead_of_failing():
     assert "No one-minute window has closed yet" in fig.axes[0].texts[0].get_text()
     fig = plots.ctr_by_site(pd.DataFrame(columns=["site", "time", "ctr"]))
     assert "No CTR window yet" in fig.axes[0].texts[0].get_text()
+
+
+def test_a_forest_backend_the_keyed_pipeline_cannot_run_is_refused_in_words():
+    """02/08's `forest_options = {"backend": "rrcf"}`: the keyed functions run the compact forest only; registering
+    says so (before any Flink call) instead of failing inside a job."""
+    from clicklab import udfs
+    from clicklab.exceptions import ClicklabError
+    from clicklab_udf.forest import ForestParams
+
+    forest = ForestParams.preset("default", backend="rrcf")
+    with pytest.raises(ClicklabError, match=r"backend .rrcf.: the keyed pipeline \(08, 09\) scores with the compact"):
+        udfs.register(None, udfs.Detector(forest=forest))
