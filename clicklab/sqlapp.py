@@ -17,7 +17,6 @@ source is the live generator's SQL-lab traffic and every pump a job on the clust
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -183,22 +182,17 @@ def start(dataset: str | Path | None = None, build: str | Path = settings.DEFAUL
 
 
 def explain(explanation: str | None) -> str:
-    """An ``ANOMALY_EXPLANATION`` in words: the columns by attribution, the largest first, with their direction.
+    """An ``ANOMALY_EXPLANATION`` in words (:func:`clicklab.alerts.handler.explanation_words`, which the alert uses).
 
     >>> explain('{"CLICKCOUNT":{"DIRECTION":"HIGH","STRENGTH":"1.0000","ATTRIBUTION_SCORE":"3.4702"},'
     ...         '"IMPRESSIONCOUNT":{"DIRECTION":"LOW","STRENGTH":"0.5314","ATTRIBUTION_SCORE":"0.0010"}}')
     'CLICKCOUNT HIGH (3.47), IMPRESSIONCOUNT LOW (0.00)'
     """
+    from clicklab.alerts.handler import explanation_words
+
     if not explanation:
         return "no explanation (warming up, or not a number)"
-    try:
-        columns = json.loads(explanation)
-        ranked = sorted(columns.items(), key=lambda kv: -float(kv[1]["ATTRIBUTION_SCORE"]))
-        return ", ".join(f"{name} {parts.get('DIRECTION', '')} ({float(parts['ATTRIBUTION_SCORE']):.2f})"
-                         .replace("  ", " ") for name, parts in ranked)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"ANOMALY_EXPLANATION {explanation[:80]!r}: not Kinesis Data Analytics' form "
-                         f"({exc})") from None
+    return explanation_words(explanation)
 
 
 def window_labels(build: Path) -> pd.DataFrame:

@@ -781,6 +781,20 @@ def test_sql_application_rows_say_the_site_is_unknown_and_name_the_application(t
     assert len(channel.sent) == 2
 
 
+def test_a_sql_row_with_its_explanation_says_why_and_a_bad_one_is_malformed():
+    """A SQL application whose output pump keeps RANDOM_CUT_FOREST_WITH_EXPLANATION's ANOMALY_EXPLANATION: the alert
+    says why in words after the lab's sentence; an explanation not in Kinesis Data Analytics' form is named."""
+    why = ('{"CLICKCOUNT":{"DIRECTION":"HIGH","STRENGTH":"1.0000","ATTRIBUTION_SCORE":"3.4702"},'
+           '"IMPRESSIONCOUNT":{"DIRECTION":"LOW","STRENGTH":"0.5314","ATTRIBUTION_SCORE":"0.0010"}}')
+    row = {"ROWTIME": "2023-08-23 12:06:10.000", "CTRPERCENT": 400.0, "ANOMALY_SCORE": 3.7, "ANOMALY_EXPLANATION": why}
+    lines = handler.Alert(handler.parse_record(record_of(row), SQL_APP)).body.splitlines()
+    assert lines[0] == "Anomaly detected with a click through rate of 400% and an anomaly score of 3.7"
+    assert lines[2] == ("Why: CLICKCOUNT HIGH (3.47), IMPRESSIONCOUNT LOW (0.00) (the columns' attributions, the "
+                        "largest first).")
+    with pytest.raises(handler.BadRecord, match="field 'ANOMALY_EXPLANATION': ANOMALY_EXPLANATION 'clicks': not"):
+        handler.parse_record(record_of({**row, "ANOMALY_EXPLANATION": "clicks"}), SQL_APP)
+
+
 def test_sql_rows_on_a_kinesis_stream_name_the_stream(tmp_path):
     ev = kinesis_event({"CTRPERCENT": 500.0, "ANOMALY_SCORE": 6.4}, stream="DESTINATION_SQL_STREAM-out")
     channel = Outbox()

@@ -91,6 +91,8 @@ FIELDS = ("site", "rowtime", "ctrpercent", "anomaly_score")
 USUAL_FIELDS = ("expected", "usual_low", "usual_high", "grade")
 #: The columns of the SQL application's DESTINATION_SQL_STREAM (the SQL lab); ``ROWTIME`` is optional.
 SQL_FIELDS = ("CTRPERCENT", "ANOMALY_SCORE")
+#: A SQL application row may carry why (RANDOM_CUT_FOREST_WITH_EXPLANATION's column): the alert says it in words.
+SQL_EXPLANATION = "ANOMALY_EXPLANATION"
 SQL_ROWTIME = "ROWTIME"
 #: The two envelopes: Kinesis Data Analytics' Lambda destination, and a Kinesis event source mapping.
 DESTINATION_EVENT, KINESIS_EVENT = "destination", "kinesis"
@@ -138,6 +140,7 @@ class Anomaly:
     usual_low: float | None = None
     usual_high: float | None = None
     grade: float | None = None  # how unusual, 0-1
+    why: str | None = None  # a SQL row's ANOMALY_EXPLANATION in words ("CLICKCOUNT HIGH (3.47), ...")
 
     @property
     def key(self) -> str:
@@ -169,6 +172,24 @@ def _number(row: dict[str, Any], name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadRecord(f"field {name!r} is not a finite number: {value!r}")
     return float(value)
+
+
+def explanation_words(explanation: Any) -> str:
+    """An ``ANOMALY_EXPLANATION`` (Kinesis Data Analytics' JSON) in words: the columns by attribution, the largest
+    first, with their direction; :class:`ValueError` says what is wrong.
+
+    >>> explanation_words('{"CLICKCOUNT":{"DIRECTION":"HIGH","STRENGTH":"1.0000","ATTRIBUTION_SCORE":"3.4702"},'
+    ...                   '"IMPRESSIONCOUNT":{"DIRECTION":"LOW","STRENGTH":"0.5314","ATTRIBUTION_SCORE":"0.0010"}}')
+    'CLICKCOUNT HIGH (3.47), IMPRESSIONCOUNT LOW (0.00)'
+    """
+    text = explanation if isinstance(explanation, str) else json.dumps(explanation)
+    try:
+        columns = json.loads(text)
+        ranked = sorted(columns.items(), key=lambda kv: -float(kv[1]["ATTRIBUTION_SCORE"]))
+        return ", ".join(f"{name} {parts.get('DIRECTION', '')} ({float(parts['ATTRIBUTION_SCORE']):.2f})"
+                         .replace("  ", " ") for name, parts in ranked)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"ANOMALY_EXPLANATION {text[:80]!r}: not Kinesis Data Analytics' form ({exc})") from None
 
 
 def _optional_number(row: dict[str, Any], name: str) -> float | None:
@@ -210,10 +231,17 @@ def row_anomaly(row: dict[str, Any], source: str, arrived: datetime, record_key:
         if missing:
             raise BadRecord(f"data (a SQL application row) misses field {', '.join(repr(m) for m in missing)}")
         ctr, score = _number(row, "CTRPERCENT"), _number(row, "ANOMALY_SCORE")
+        why = None
+        if row.get(SQL_EXPLANATION) is not None:
+            try:
+                why = explanation_words(row[SQL_EXPLANATION])
+            except ValueError as exc:
+                raise BadRecord(f"field {SQL_EXPLANATION!r}: {exc}") from None
         if row.get(SQL_ROWTIME) is not None:
             return Anomaly(source, parse_time(row[SQL_ROWTIME], SQL_ROWTIME), ctr, score, site_known=False,
-                           time_kind=ROWTIME)
-        return Anomaly(source, arrived, ctr, score, site_known=False, time_kind=ARRIVAL, record_key=record_key)
+                           time_kind=ROWTIME, why=why)
+        return Anomaly(source, arrived, ctr, score, site_known=False, time_kind=ARRIVAL, record_key=record_key,
+                       why=why)
     missing = [f for f in FIELDS if row.get(f) is None]
     if missing:
         raise BadRecord(f"data misses field {', '.join(repr(m) for m in missing)}")
@@ -340,6 +368,8 @@ class Alert:
         lines = [self.lab_sentence, ""]
         if self.usual_sentence:
             lines += [self.usual_sentence, ""]
+        if self.anomaly.why:
+            lines += [f"Why: {self.anomaly.why} (the columns' attributions, the largest first).", ""]
         lines += [f"Site:   {self.site_text}", self.time_line]
         if self.grade_line:
             lines.append(self.grade_line)
