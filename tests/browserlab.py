@@ -21,6 +21,8 @@ STUDIO = ["00_overview", "01_create_tables", "02_register_udf", "03_view_ticker"
           "05_click_stream", "06_ctr_stream", "07_view_ctr", "08_anomaly_scores", "09_anomaly_stream",
           "10_view_anomalies", "11_alerts", "12_cleanup"]
 EMAIL_SENTENCE = "Anomaly detected with a click through rate of"
+#: ... and what the alert says was usual for the site (issue 23): the burst is above it.
+USUAL_WORDS = "is usual: above the site's usual range"
 
 
 def sql_app_notebooks() -> list[str]:

@@ -23,6 +23,7 @@ from tests.browserlab import (
     EMAIL_SENTENCE,
     NEEDS_A_BROWSER,
     STUDIO,
+    USUAL_WORDS,
     lab_root,
     open_lab,
     run_notebook,
@@ -52,3 +53,4 @@ def test_replay_notebook_runs_twice_in_jupyterlab(replay_lab: jupyterlab.Browser
     run = run_notebook(replay_lab, notebook)
     if notebook == "11_alerts":
         assert EMAIL_SENTENCE in run.text(), "11 shows no e-mail of the lab's alert"
+        assert USUAL_WORDS in run.text(), "11's e-mails do not say what was usual for the site"

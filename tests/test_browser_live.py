@@ -24,6 +24,7 @@ from tests.browserlab import (
     NEEDS_A_BROWSER,
     SCREENSHOTS,
     STUDIO,
+    USUAL_WORDS,
     lab_root,
     open_lab,
     run_notebook,
@@ -125,6 +126,7 @@ def run_live_pass(browser: jupyterlab.Browser, notebooks: list[str]) -> dict[str
             seen["window_end"] = burst_window_end(build)
         if notebook == "11_alerts":
             assert EMAIL_SENTENCE in run.text(), "11 shows no e-mail of the burst"
+            assert USUAL_WORDS in run.text(), "the burst's e-mail does not say what was usual for the site"
             seen["email_after_s"] = (email.shown_at or time.time()) - float(seen["window_end"])
     return seen
 
