@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,11 +156,24 @@ def _java(classpath: str, d: KafkaDirs) -> list[str]:
             "-cp", classpath]
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64, never starting with ``-``.
+
+    ``kafka-storage format -t <id>`` reads an id that starts with ``-`` as an option ("argument --cluster-id/-t:
+    expected one argument"): one id in 64 did, and the broker failed to start (CI, stop 27). Kafka's own
+    ``Uuid.randomUuid`` draws again in that case; so does this.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(random_bytes()).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
 def _format(d: KafkaDirs, classpath: str) -> None:
     """Format the data folder once (KRaft: a cluster id and the controller's metadata log)."""
     if (d.data / "meta.properties").is_file():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     cmd = [*_java(classpath, d), "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(d.config)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
