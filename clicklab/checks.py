@@ -152,13 +152,17 @@ def _burst(lab: Lab) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def _tables(lab: Lab, wait_s: float) -> list[Tick]:
-    have = set(lab.t_env.list_tables()) | set(lab.t_env.list_views())
-    missing = [n for n in streams.STREAM_NAMES if n not in have]
+def tables_tick(t_env: Any, names: tuple[str, ...], create: str = "the CREATE cell above") -> Tick:
+    """Whether every stream of ``names`` is a table (or view) of the session; a cross names the missing ones."""
+    have = set(t_env.list_tables()) | set(t_env.list_views())
+    missing = [n for n in names if n not in have]
     if missing:
-        return [Tick(False, f"tables missing: {', '.join(missing)} (run the CREATE cell above)")]
-    return [Tick(True, f"all {len(streams.STREAM_NAMES)} streams are tables of this session: "
-                       + ", ".join(streams.STREAM_NAMES))]
+        return Tick(False, f"tables missing: {', '.join(missing)} (run {create})")
+    return Tick(True, f"all {len(names)} streams are tables of this session: " + ", ".join(names))
+
+
+def _tables(lab: Lab, wait_s: float) -> list[Tick]:
+    return [tables_tick(lab.t_env, streams.STREAM_NAMES)]
 
 
 def _functions(lab: Lab, wait_s: float) -> list[Tick]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from clicklab import results, settings, sqlapp, sqlapp_alerts, sqlapp_explain, sqlapp_live
 from clicklab.alerts import handler
-from clicklab.checks import Tick, Work
+from clicklab.checks import Tick, Work, tables_tick
 
 if TYPE_CHECKING:
     from clicklab.alerts.destination import Destination
@@ -66,13 +66,8 @@ def tables(app: SqlApp, wait_s: float = 30.0) -> Work:
 def _tables(app: SqlApp, wait_s: float) -> list[Tick]:
     from clicklab import streams
 
-    have = set(app.t_env.list_tables()) | set(app.t_env.list_views())
-    missing = [n for n in streams.SQL_APP_STREAM_NAMES if n not in have]
-    if missing:
-        return [Tick(False, f"tables missing: {', '.join(missing)} (run the CREATE cells above)")]
-    ticks = [Tick(True, f"all {len(streams.SQL_APP_STREAM_NAMES)} streams are tables of this session: "
-                        + ", ".join(streams.SQL_APP_STREAM_NAMES))]
-    return [*ticks, _source(app, wait_s)]
+    tables = tables_tick(app.t_env, streams.SQL_APP_STREAM_NAMES, create="the CREATE cells above")
+    return [tables] if not tables.ok else [tables, _source(app, wait_s)]
 
 
 def _source(app: SqlApp, wait_s: float) -> Tick:
