@@ -24,7 +24,6 @@ import pandas as pd
 
 from clicklab import flink, udfs
 from clicklab.exceptions import ClicklabError
-from clicklab_udf.threshold import AdaptiveThreshold
 
 #: What :func:`score_frames` adds to each row besides the score and the decision: the names of
 #: anomalydetectionstream's columns (``lower`` and ``upper`` are reserved words in Flink SQL).
@@ -183,7 +182,7 @@ def explain(frame: pd.DataFrame, detector: udfs.Detector) -> pd.DataFrame:
     flags (:class:`ClicklabError` names the first row where it does not). The usual range is not clipped:
     a series may be negative (anomalydetectionstream clips a CTR's at 0 %).
     """
-    rule = AdaptiveThreshold(floor=detector.threshold, **udfs.threshold_options(detector))
+    rule = udfs.adaptive_threshold(detector)
     usual = []
     for i, (key, value, score, warm, flag) in enumerate(zip(frame["key"], frame["value"], frame["anomaly_score"],
                                                            frame["warming_up"], frame["is_anomaly"], strict=True)):

@@ -45,6 +45,14 @@ def threshold_options(detector: Detector) -> dict[str, Any]:
     return {**options_for(detector.forest_params().sub_sample_size), **detector.threshold_options}
 
 
+def adaptive_threshold(detector: Detector) -> Any:
+    """The Python twin of the detector's ``ANOMALY_DECISIONS`` (:class:`clicklab_udf.threshold.AdaptiveThreshold`
+    with the detector's floor and :func:`threshold_options`), for replaying its decisions in this process."""
+    from clicklab_udf.threshold import AdaptiveThreshold
+
+    return AdaptiveThreshold(floor=detector.threshold, **threshold_options(detector))
+
+
 def register(t_env: Any, detector: Detector | None = None, keyed: bool = True) -> Detector:
     """Register the keyed ``RANDOM_CUT_FOREST`` and ``ANOMALY_DECISIONS``, and the scalar
     ``RANDOM_CUT_FOREST_WITH_FLAG`` and ``IS_ANOMALY``.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import pandas as pd
 
 from clicklab import udfs
-from clicklab_udf.threshold import AdaptiveThreshold
 
 BAND_COLUMNS = ("expected", "usual_low", "usual_high")
 
@@ -21,7 +20,7 @@ def band(scored: pd.DataFrame, detector: udfs.Detector | None = None) -> pd.Data
     """``scored`` (destinationstream: site, time, ctr, score) with ``expected``, ``usual_low`` and ``usual_high``
     (NaN before a site's first ordinary window; the low end never below 0 %), sorted by site and time."""
     detector = detector or udfs.Detector()
-    rule = AdaptiveThreshold(floor=detector.threshold, **udfs.threshold_options(detector))
+    rule = udfs.adaptive_threshold(detector)
     rows = scored.sort_values(["site", "time"], kind="stable").reset_index(drop=True)
     usual = []
     for site, ctr, score in zip(rows["site"], rows["ctr"], rows["score"], strict=True):

@@ -306,3 +306,19 @@ def test_the_grade_runs_from_the_keys_ordinary_score_to_the_ceiling():
     assert rule.grade(1.0, 4.1) == pytest.approx(0.5)
     assert AdaptiveThreshold(spike_ceiling=0, spike_floor=5.0).grade(1.0, 3.0) == pytest.approx(0.5)  # top: 5
     assert rule.grade(8.0, 3.0) == 1.0  # a key whose ordinary scores sit above the ceiling: any anomaly is top
+
+
+def test_notebook_10s_band_is_each_sites_usual_ctr_before_the_window():
+    """clicklab.usual.band: per site in time order, the range the Java function writes into an anomaly row, never
+    below 0 %; nothing before the site's first window."""
+    import pandas as pd
+
+    from clicklab import usual
+
+    scored = pd.DataFrame({"site": ["a"] * 6 + ["b"], "time": [*range(6), 0],
+                           "ctr": [8, 10, 9, 11, 7, 500.0, 3.0], "score": [0, 0, 0.9, 0.9, 0.9, 6.5, 0.0]})
+    band = usual.band(scored.iloc[::-1])  # any order in: sorted by site and time out
+    a = band[band["site"] == "a"]
+    assert pd.isna(a["expected"].iloc[0]) and a["expected"].iloc[1] == 8.0
+    assert a["expected"].iloc[5] == pytest.approx(9.0) and a["usual_high"].iloc[5] < 15  # the burst, before it
+    assert (band["usual_low"].dropna() >= 0).all() and pd.isna(band[band["site"] == "b"]["expected"].iloc[0])
