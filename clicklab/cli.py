@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
 #: ``clicklab generate`` options of the live generator only (dest, flag), default None/False without --live.
 _LIVE_ONLY = (("build", "--build"), ("backfill", "--backfill"), ("scale", "--scale"), ("flush", "--flush"),
               ("duration", "--duration"), ("keep", "--keep"), ("background", "--background"), ("stop", "--stop"),
-              ("status", "--status"), ("bootstrap", "--bootstrap"))
+              ("status", "--status"), ("bootstrap", "--bootstrap"), ("streams", "--streams"))
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -77,8 +78,8 @@ def _cmd_generate_live(args: argparse.Namespace) -> None:
 
     for flag, value in (("--out", args.out), ("--labels", args.labels), ("--progress", args.progress)):
         if value not in (None, False):
-            raise ClicklabError(f"{flag} is not used with --live: the live generator writes "
-                                "<build>/streams/tickerstream/ and <build>/live/labels.csv")
+            raise ClicklabError(f"{flag} is not used with --live: the live generator sends into tickerstream "
+                                "and writes <build>/live/labels.csv")
     build = args.build or settings.DEFAULT_BUILD
     if args.stop or args.status:
         if args.stop and args.status:
@@ -99,15 +100,33 @@ def _cmd_generate_live(args: argparse.Namespace) -> None:
         duration_s=None if args.duration is None else parse_duration(args.duration, "--duration"),
         keep_s=KEEP_S if args.keep is None else parse_duration(args.keep, "--keep"),
         bootstrap=args.bootstrap,
-    )
+    )  # checked before anything starts
+    if args.bootstrap and args.streams == "files":
+        raise ClicklabError("give --bootstrap (a Kafka's tickerstream topic) or --streams files, not both")
+    bootstrap = args.bootstrap or _live_bootstrap(build, args.streams)
+    options = dataclasses.replace(options, bootstrap=bootstrap)
     if args.background:
         info = process.start_background(build, args.scenario, **vars(options))
         print(f"live generator started in the background: pid {info.pid}; log {info.log}; "
               f"stop it with: clicklab generate --live --stop --build {build}")
         return
     result = run_live(args.scenario, build, options)
-    print(f"{result.events:,} events in {result.files:,} files ({result.backfill_events:,} backfilled), "
-          f"{len(result.sessions)} sessions -> {tickerstream_dir(build)}")
+    where = f"topic tickerstream ({bootstrap})" if bootstrap else tickerstream_dir(build)
+    print(f"{result.events:,} events in {result.files:,} batches ({result.backfill_events:,} backfilled), "
+          f"{len(result.sessions)} sessions -> {where}")
+
+
+def _live_bootstrap(build: Path, streams: str | None) -> str | None:
+    """Where ``generate --live`` sends without ``--bootstrap``: where the notebooks read tickerstream, the lab's
+    broker (started if needed) or ``$CLICKLAB_KAFKA_BOOTSTRAP``; ``None`` (the folder) with ``--streams files``
+    (``None``: ``$CLICKLAB_STREAMS`` decides, :func:`clicklab.notebook.stream_backend`)."""
+    from clicklab import notebook
+
+    if notebook.stream_backend(streams) == "files":
+        return None
+    from clicklab.kafka import lab as kafka_lab
+
+    return kafka_lab.open_live(build)
 
 
 def _cmd_send(args: argparse.Namespace) -> None:
@@ -364,17 +383,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--params", choices=PARAMETER_SETS, default=None,
                      help="the forest's parameter set the notebooks score with (their forest_preset): default "
                           "(256 samples) or lab (the SQL lab's 12); default: lab live, default on a replay")
-    run.add_argument("--streams", choices=("files", "kafka"), default=None,
-                     help="where the Studio lab's streams are kept: files (folders under build/streams/) or kafka "
-                          "(topics on the lab's broker, or $CLICKLAB_KAFKA_BOOTSTRAP); default: $CLICKLAB_STREAMS, "
-                          "else files. Replay only, for now")
+    run.add_argument("--streams", choices=settings.STREAM_BACKENDS, default=None,
+                     help="where the Studio lab's streams are kept: kafka (topics on the lab's broker, started and "
+                          "stopped by the run, or $CLICKLAB_KAFKA_BOOTSTRAP) or files (folders under "
+                          f"build/streams/); default: $CLICKLAB_STREAMS, else {settings.DEFAULT_STREAM_BACKEND}")
     run.set_defaults(func=_cmd_run)
 
     gen = sub.add_parser("generate", help="generate a replay dataset from a scenario, or (--live) a live tickerstream",
                          description="Without --live: write the scenario's records and labels to --out. With --live: "
-                         "send the scenario's normal traffic in real time into <build>/streams/tickerstream/ (one "
-                         "file per --flush seconds, appearing atomically) until Ctrl-C or --duration; `clicklab "
-                         "send` plays sessions into it. --live --stop stops a running one, --live --status shows it.")
+                         "send the scenario's normal traffic in real time into tickerstream (the topic on the lab's "
+                         "Kafka broker, started if needed; with $CLICKLAB_STREAMS=files the folder "
+                         "<build>/streams/tickerstream/), a batch every --flush seconds, until Ctrl-C or --duration; "
+                         "`clicklab send` plays sessions into it. --live --stop stops a running one, --live "
+                         "--status shows it.")
     gen.add_argument("--scenario", default="lab", help="scenario name (data/scenarios/NAME.yaml) or file")
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--out", type=Path, default=None,
@@ -382,19 +403,23 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--labels", type=Path, default=None, help="labels file (default: next to --out)")
     gen.add_argument("--progress", action="store_true", help="show progress and events/s")
     lv = gen.add_argument_group("live tickerstream (--live)")
-    lv.add_argument("--live", action="store_true", help="send in real time into <build>/streams/tickerstream/")
+    lv.add_argument("--live", action="store_true", help="send in real time into tickerstream")
     lv.add_argument("--build", type=Path, default=None, help="build folder (default: build/)")
     lv.add_argument("--backfill", default=None, metavar="TIME",
                     help="first write this much past traffic at full speed: 90, 90s, 30m, 1h (default: none)")
     lv.add_argument("--scale", type=float, default=None, help="multiply every rate (default 1)")
-    lv.add_argument("--flush", type=float, default=None, metavar="S", help="seconds per file (default 0.5)")
+    lv.add_argument("--flush", type=float, default=None, metavar="S", help="seconds per batch (default 0.5)")
     lv.add_argument("--duration", default=None, metavar="TIME", help="stop after this long (default: until stopped)")
     lv.add_argument("--keep", default=None, metavar="TIME",
                     help="delete tickerstream files older than this (default 600 s)")
     lv.add_argument("--background", action="store_true",
                     help="run detached (log: <build>/live/generator.log) and return")
     lv.add_argument("--bootstrap", default=None, metavar="HOST:PORT",
-                    help="send to the tickerstream topic of this Kafka instead of <build>/streams/tickerstream/")
+                    help="send to the tickerstream topic of this Kafka (default: the lab's broker, or "
+                         "$CLICKLAB_KAFKA_BOOTSTRAP)")
+    lv.add_argument("--streams", choices=settings.STREAM_BACKENDS, default=None,
+                    help="kafka: the tickerstream topic; files: <build>/streams/tickerstream/ (default: "
+                         f"$CLICKLAB_STREAMS, else {settings.DEFAULT_STREAM_BACKEND})")
     lv.add_argument("--stop", action="store_true", help="stop the running live generator of --build")
     lv.add_argument("--status", action="store_true", help="show the live generator of --build")
     gen.set_defaults(func=_cmd_generate)

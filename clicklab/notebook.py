@@ -9,41 +9,58 @@ events arrive in real time from the live generator, every ``INSERT`` is a job su
 standalone cluster (``clicklab cluster up``) that keeps running when its cell returns, as a Studio
 paragraph does; running the cell again replaces its job; queries refresh their table as rows arrive.
 
-Where the streams are kept is decided here too (:func:`stream_backend`): folders under ``build/streams/``, or
-Kafka topics (:mod:`clicklab.kafka.lab`).
+Where the streams are kept is decided here too (:func:`stream_backend`): Kafka topics on the lab's broker, as
+they are Kinesis streams on AWS (:mod:`clicklab.kafka.lab`; the default), or, on request, folders under
+``build/streams/`` (``files``); :func:`reader` reads a build's streams back from either.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
 
 from clicklab import flink, settings, streams, udfs
 from clicklab.exceptions import ClicklabError
 from clicklab.lab import QUERY_SECONDS_VARIABLE, Lab, Outcome, job_name
-from clicklab.results import check_dataset
+from clicklab.results import check_dataset, read_stream
 
 #: What the notebooks and the modules around them take from here (the session itself is :mod:`clicklab.lab`).
-__all__ = ["BACKENDS", "BACKEND_VARIABLE", "LIVE_VARIABLE", "QUERY_SECONDS_VARIABLE", "Lab", "Outcome", "is_live",
-           "job_name", "live_config", "start", "start_live", "stream_backend"]
+__all__ = ["BACKENDS", "BACKEND_VARIABLE", "DEFAULT_BACKEND", "LIVE_VARIABLE", "QUERY_SECONDS_VARIABLE", "Lab",
+           "Outcome", "is_live", "job_name", "live_config", "reader", "start", "start_live", "stream_backend"]
 
 
 #: ``live=None`` in a notebook's parameters: this environment variable decides (``1``: live; ``make lab-live`` sets it).
 LIVE_VARIABLE = "CLICKLAB_LIVE"
 
-#: Where the streams are kept when ``start(backend=None)``: this environment variable decides (``kafka``: topics on
-#: the lab's broker or ``$CLICKLAB_KAFKA_BOOTSTRAP``; unset or ``files``: folders under ``build/streams/``).
+#: Where the streams are kept when ``start(backend=None)``: this environment variable decides (unset or ``kafka``:
+#: topics on the lab's broker or ``$CLICKLAB_KAFKA_BOOTSTRAP``; ``files``: folders under ``build/streams/``).
 BACKEND_VARIABLE = "CLICKLAB_STREAMS"
-BACKENDS = ("files", "kafka")
+BACKENDS = settings.STREAM_BACKENDS
+DEFAULT_BACKEND = settings.DEFAULT_STREAM_BACKEND
 
 
 def stream_backend(choice: str | None = None) -> str:
-    """``choice``, or when it is ``None`` ``$CLICKLAB_STREAMS`` (default ``files``); one of :data:`BACKENDS`."""
-    value = (choice if choice is not None else os.environ.get(BACKEND_VARIABLE, "")).strip().lower() or "files"
+    """``choice``, or when it is ``None`` ``$CLICKLAB_STREAMS`` (default :data:`DEFAULT_BACKEND`); one of
+    :data:`BACKENDS`."""
+    value = (choice if choice is not None else os.environ.get(BACKEND_VARIABLE, "")).strip().lower() \
+        or DEFAULT_BACKEND
     if value not in BACKENDS:
         where = "backend" if choice is not None else f"${BACKEND_VARIABLE}"
         raise ClicklabError(f"{where} must be one of {', '.join(BACKENDS)}, got {value!r}")
     return value
+
+
+def reader(build: Path, backend: str | None = None, with_time: bool = False) -> Callable[[str], pd.DataFrame]:
+    """``read(name)``: all committed rows of stream ``name`` of ``build``, from its topic (``with_time``: with each
+    row's commit time, for live latencies) or its folder, as :func:`stream_backend` decides ``backend``."""
+    if stream_backend(backend) == "kafka":
+        from clicklab.kafka import broker, topics
+
+        return lambda name: topics.read_topic(broker.bootstrap(build), name, with_time=with_time)
+    return lambda name: read_stream(build, name)
 
 
 def is_live(live: bool | None = None) -> bool:

@@ -125,8 +125,10 @@ def run(
     ``forest_preset``: the forest's named parameter set (``default`` or ``lab``, see
     :data:`clicklab_udf.forest.PRESETS`), passed to the notebooks whose parameters have ``forest_preset``
     (``None``: each notebook's own choice, ``lab`` live and ``default`` on a replay).
-    ``backend``: where the Studio lab's streams are kept, ``files`` or ``kafka`` (``None``: ``$CLICKLAB_STREAMS``
-    decides, :func:`clicklab.notebook.stream_backend`); the kernels inherit the choice.
+    ``backend``: where the Studio lab's streams are kept, ``kafka`` or ``files`` (``None``: ``$CLICKLAB_STREAMS``
+    decides, :func:`clicklab.notebook.stream_backend`); the kernels inherit the choice. On Kafka the notebooks
+    start the lab's broker when it is not running, and the run stops it at its end (the topics stay in
+    ``<build>/kafka/data`` for the next run); one started before the run is left running.
 
     The SQL application's notebooks (``20_`` on) run after the Studio lab's, cleanup included (they keep their
     streams in ``<build>/sqlapp/``, which the cleanup leaves); their figures and check join the summary.
@@ -147,16 +149,23 @@ def run(
             raise ClicklabError(f"forest parameter set {forest_preset!r}: choose one of {', '.join(PRESETS)}")
         params["forest_preset"] = forest_preset
     from clicklab import cluster, notebook
+    from clicklab.kafka import broker
     from clicklab.live import process
 
     store = notebook.stream_backend(backend)
-    read = _topic_reader(build, with_time=live) if store == "kafka" else None
+    read = notebook.reader(build, store, with_time=live) if store == "kafka" else None
     saved = {notebook.BACKEND_VARIABLE: store}  # the kernels inherit the choice
     if live:
         saved[notebook.QUERY_SECONDS_VARIABLE] = str(LIVE_QUERY_SECONDS)
     with _environment(saved):
         if not live:
-            return _execute(chosen, dataset, build, params, read=read)
+            # $CLICKLAB_KAFKA_BOOTSTRAP: no broker of the lab's runs, and broker.down stops none
+            started_broker = store == "kafka" and broker.status(build) is None
+            try:
+                return _execute(chosen, dataset, build, params, read=read)
+            finally:
+                if started_broker:  # a replay leaves no process: the topics stay in <build>/kafka/data
+                    broker.down(build)
         try:
             log.info("live: starting the cluster, the streams and the live generator ...")
             notebook.start_live(build, backend=store)
@@ -166,16 +175,7 @@ def run(
             process.stop(build)
             cluster.down(build)
             if store == "kafka":
-                from clicklab.kafka import broker
-
                 broker.down(build)
-
-
-def _topic_reader(build: Path, with_time: bool) -> Callable[[str], pd.DataFrame]:
-    """The summary's reader of the streams when they are topics (live: with when each row was committed)."""
-    from clicklab.kafka import broker, topics
-
-    return lambda name: topics.read_topic(broker.bootstrap(build), name, with_time=with_time)
 
 
 @contextlib.contextmanager

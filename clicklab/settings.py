@@ -29,6 +29,12 @@ WINDOW_STREAM_WATERMARK_SECONDS = 2 * WINDOW_SECONDS
 #: the watermark has passed it, up to two windows after later windows; a minute covers that.
 CTR_WATERMARK_SECONDS = 60
 
+#: Where the Studio lab's streams are kept: Kafka topics (the default; the lab's broker, or
+#: ``$CLICKLAB_KAFKA_BOOTSTRAP``), or folders of JSON lines under ``build/streams/`` on request
+#: (``clicklab run --streams files``, ``$CLICKLAB_STREAMS=files``). :func:`clicklab.notebook.stream_backend` decides.
+STREAM_BACKENDS = ("kafka", "files")
+DEFAULT_STREAM_BACKEND = "kafka"
+
 # ---------------------------------------------------------------------------------------------
 # Live mode (events arrive in real time; jobs run side by side on the standalone cluster)
 

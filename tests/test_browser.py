@@ -37,7 +37,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.flink, pytest.mark.server, NEEDS_
 @pytest.fixture(scope="module")
 def replay_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[jupyterlab.Browser]:
     env = {k: v for k, v in client_env().items() if k != "CLICKLAB_LIVE"}
-    yield from open_lab(lab_root(tmp_path_factory.mktemp("replay")), env, "replay")
+    root = lab_root(tmp_path_factory.mktemp("replay"))
+    try:
+        yield from open_lab(root, env, "replay")
+    finally:
+        from clicklab.kafka import broker
+
+        broker.down(root / "build")  # only if a test failed before 12, which stops it
 
 
 def test_a_step_run_too_early_says_in_the_page_which_notebook_to_run_first(replay_lab: jupyterlab.Browser) -> None:

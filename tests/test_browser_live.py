@@ -78,14 +78,17 @@ def live_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[jupyterlab.Br
         yield from open_lab(root, env, "live")
     finally:
         from clicklab import cluster
+        from clicklab.kafka import broker
         from clicklab.live import process
 
         process.stop(root / "build")  # only if a test failed half-way: 12 stops them
         cluster.down(root / "build")
+        broker.down(root / "build")
 
 
 def leftovers(build: Path) -> list[str]:
-    """Processes whose command line names ``build`` (the cluster, the live generator): what 12 must stop."""
+    """Processes whose command line names ``build`` (the broker, the cluster, the live generator): what 12 must
+    stop."""
     import psutil
 
     found = []
@@ -98,12 +101,13 @@ def leftovers(build: Path) -> list[str]:
 
 def burst_window_end(build: Path) -> float:
     """Epoch seconds at which the burst's first flagged window ended."""
+    from clicklab import notebook
     from clicklab.live.send import last_session
-    from clicklab.live.watch import rows_committed, session_rows, window_start_s
+    from clicklab.live.watch import session_rows, window_start_s
 
     session = last_session(build, "studio-lab-burst")
     assert session is not None, "no burst was sent"
-    rows = session_rows(rows_committed(build, "anomalydetectionstream"), session)
+    rows = session_rows(notebook.reader(build)("anomalydetectionstream"), session)
     assert len(rows), f"the burst {session} is not in anomalydetectionstream"
     return float(window_start_s(rows.iloc[[0]]).iloc[0]) + settings.WINDOW_SECONDS
 

@@ -20,11 +20,11 @@ STEPS = ["01", "04", "05", "06", "08", "09"]
 
 def test_the_backend_is_chosen_in_one_place_and_a_wrong_one_is_named(monkeypatch):
     monkeypatch.delenv(notebook.BACKEND_VARIABLE, raising=False)
-    assert notebook.stream_backend() == "files"
-    monkeypatch.setenv(notebook.BACKEND_VARIABLE, "Kafka")
-    assert notebook.stream_backend() == "kafka" and notebook.stream_backend("files") == "files"
+    assert notebook.stream_backend() == "kafka"  # `make run`, `make lab`: the streams are topics
+    monkeypatch.setenv(notebook.BACKEND_VARIABLE, "Files")
+    assert notebook.stream_backend() == "files" and notebook.stream_backend("kafka") == "kafka"
     monkeypatch.setenv(notebook.BACKEND_VARIABLE, "kinesis")
-    with pytest.raises(ClicklabError, match=r"\$CLICKLAB_STREAMS must be one of files, kafka, got 'kinesis'"):
+    with pytest.raises(ClicklabError, match=r"\$CLICKLAB_STREAMS must be one of kafka, files, got 'kinesis'"):
         notebook.stream_backend()
 
 

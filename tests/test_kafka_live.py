@@ -25,7 +25,7 @@ def test_live_on_topics_reads_the_traffic_sent_before_the_jobs_and_sends_the_bur
     topics.create(address)
     process.start_background(build, scenario="lab", backfill_s=BACKFILL_S, bootstrap=address)
     started = time.time()
-    report = runner.run(build=build, live=True, backend="kafka",
+    report = runner.run(build=build, live=True,  # the default streams: topics
                         only=["01", "04", "05", "06", "08", "09", "10", "11"])
     summary = report.summary
     assert summary.ok, summary.render()

@@ -125,13 +125,15 @@ def test_follow_invokes_the_handler_on_rows_as_they_arrive_until_the_awaited_ema
 @pytest.mark.flink
 @pytest.mark.server
 def test_clicklab_run_live_sends_the_burst_and_its_email_arrives_then_nothing_is_left(tmp_path: Path):
-    """The headless live lab: cluster, live generator, five jobs side by side, the burst, its anomaly, its e-mail."""
+    """The headless live lab: cluster, live generator, five jobs side by side, the burst, its anomaly, its e-mail;
+    with the streams in folders, on request (the default, topics, is tests/test_kafka_live.py's)."""
     from clicklab import cluster
     from clicklab.live import process
 
     build = tmp_path / "build"
     # no timed assert (speed is `clicklab bench --live`'s to measure): only a timeout against a hang
-    proc = subprocess.run([sys.executable, "-m", "clicklab", "run", "--live", "--build", str(build)],
+    proc = subprocess.run([sys.executable, "-m", "clicklab", "run", "--live", "--streams", "files",
+                           "--build", str(build)],
                           capture_output=True, text=True, timeout=1200, env=client_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

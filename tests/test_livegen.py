@@ -547,11 +547,20 @@ def test_bad_options_name_themselves(call: Any, names: str) -> None:
     (["generate", "--live", "--scale", "0"], "--scale must be"),
     (["generate", "--live", "--duration", "soon"], "--duration: 'soon'"),
     (["generate", "--live", "--stop", "--status"], "not both"),
+    (["generate", "--live", "--bootstrap", "127.0.0.1:1", "--streams", "files"], "--streams files, not both"),
+    (["generate", "--streams", "files", "--out", "x.jsonl"], "--streams is an option of the live generator"),
 ])
 def test_cli_generate_errors(argv: list[str], message: str) -> None:
     args = parser().parse_args(argv)
     with pytest.raises(ClicklabError, match=message):
         args.func(args)
+
+
+def test_a_background_generator_is_told_where_tickerstream_is_not_left_to_its_environment() -> None:
+    """The detached ``generate --live`` gets ``--bootstrap`` or ``--streams files``: it never starts a broker
+    because the environment it inherited says nothing (the default is Kafka)."""
+    assert options.LiveOptions().cli_args()[-2:] == ["--streams", "files"]
+    assert options.LiveOptions(bootstrap="127.0.0.1:9092").cli_args()[-2:] == ["--bootstrap", "127.0.0.1:9092"]
 
 
 def test_cli_status_and_stop_with_nothing_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

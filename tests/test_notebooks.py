@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
-from clicklab import cells, results, runner, settings
+from clicklab import cells, notebook, results, runner, settings
 from clicklab.exceptions import ClicklabError, DatasetError, NotebookError
 from clicklab.generator import generate
+from clicklab.kafka import broker, topics
 from clicklab.scenario import load_scenario
 from clicklab.summary import summarize
 
@@ -82,12 +84,22 @@ def test_no_sql_cell_is_copied_between_notebooks():
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    """All notebooks but the cleanup, run headless on a 5-minute replay generated from the `tiny` scenario."""
+    """All notebooks but the cleanup, run headless on a 5-minute replay generated from the `tiny` scenario, with
+    the streams where `make run` keeps them (the default: topics on the lab's broker, which the run starts)."""
     root = tmp_path_factory.mktemp("run")
     replay = generate(load_scenario("tiny"), 7, root / "tiny.jsonl.gz")
     build = root / "build"
-    report = runner.run(dataset=replay.out_path, build=build, only=[p.name[:2] for p in PIPELINE])
-    return replay, build, report
+    try:
+        report = runner.run(dataset=replay.out_path, build=build, only=[p.name[:2] for p in PIPELINE])
+        yield replay, build, report
+    finally:
+        broker.down(build)  # 12_cleanup stops it (the last test); this, when that test did not run
+
+
+def read(build: Path, name: str) -> pd.DataFrame:
+    """A stream of the run, from where the default backend keeps it (the run stopped the broker it started)."""
+    broker.up(build)
+    return notebook.reader(build)(name)
 
 
 @pytest.mark.flink
@@ -103,14 +115,14 @@ def test_papermill_runs_every_notebook(small_run):
 @pytest.mark.flink
 def test_produced_streams_match_the_replay(small_run):
     replay, build, _ = small_run
-    ctr = results.read_stream(build, "ctrstream")
+    ctr = read(build, "ctrstream")
     reference = results.reference_ctr(replay.out_path)
     assert len(ctr) == len(reference) > 50
     assert results.compare_ctr(ctr, reference) == []
     counts = results.reference_counts(results.read_events(replay.out_path))
-    imp = results.read_stream(build, "impressionstream")
+    imp = read(build, "impressionstream")
     assert imp["impressioncount"].sum() == counts["impressioncount"].sum()
-    clk = results.read_stream(build, "clickstream")
+    clk = read(build, "clickstream")
     assert clk["clickcount"].sum() == counts["clickcount"].sum()
     # the Studio-lab burst of the tiny scenario: 5 clicks and 1 impression per second -> 500 %
     burst = ctr[(ctr["site"] == "https://www.mysite.com") & (ctr["ctr"] >= 499)]
@@ -135,15 +147,15 @@ def test_executed_notebooks_show_tables_and_plots(small_run):
 @pytest.mark.flink
 def test_summary_names_streams_and_sites(small_run):
     replay, build, _ = small_run
-    summary = summarize(replay.out_path, build)
+    summary = summarize(replay.out_path, build, read=lambda name: read(build, name))
     assert summary.ok and summary.events == replay.events
-    assert summary.windows["ctrstream"] == len(results.read_stream(build, "ctrstream"))
+    assert summary.windows["ctrstream"] == len(read(build, "ctrstream"))
     text = summary.render()
     assert f"events replayed: {replay.events:,}" in text
     assert "https://shop.example.com" in text and "ctrstream matches" in text
     assert "anomalies per site" in text and "adaptive (ANOMALY_DECISIONS): labelled 2" in text
     # notebook 11 ran: the summary the run printed says what the alerts did (per channel, when there were any)
-    anomalies = len(results.read_stream(build, "anomalydetectionstream"))
+    anomalies = len(read(build, "anomalydetectionstream"))
     assert f"alerts ({anomalies} anomalies; local default)" in small_run[2].summary.render()
     # the SQL application's notebooks ran after the Studio lab's: their anomalies are in the run's summary
     rendered = small_run[2].summary.render()
@@ -181,17 +193,26 @@ def test_only_selects_notebooks_by_number():
 
 
 @pytest.mark.flink
-def test_cleanup_runs_after_the_summary_and_removes_the_streams(small_run, tmp_path: Path):
-    import shutil
+def test_the_streams_can_be_kept_in_folders_on_request(small_run, tmp_path: Path):
+    """`clicklab run --streams files`: the same steps on Flink's filesystem connector give the same ctrstream."""
+    replay, _, _ = small_run
+    files = tmp_path / "build"
+    runner.run(dataset=replay.out_path, build=files, only=["01", "04", "05", "06"], backend="files")
+    assert not (files / "kafka").exists(), "a run on files started the lab's broker"
+    on_files = results.read_stream(files, "ctrstream")
+    assert len(on_files) > 50 and results.compare_ctr(on_files, results.reference_ctr(replay.out_path)) == []
 
+
+# Last in this module: it stops the broker and removes the topics the tests above read.
+@pytest.mark.flink
+def test_cleanup_runs_after_the_summary_and_removes_the_streams(small_run):
     replay, build, _ = small_run
-    copy = tmp_path / "build"
-    shutil.copytree(build, copy)
     cleanup = [p.name[:2] for p in NOTEBOOKS if cells.info(p).cleanup]
     assert cleanup, "the lab ends with a cleanup notebook"
-    report = runner.run(dataset=replay.out_path, build=copy, only=cleanup)
+    assert topics.count(broker.up(build).bootstrap, "ctrstream") > 50
+    report = runner.run(dataset=replay.out_path, build=build, only=cleanup)
     # the summary was computed from the streams before the notebook removed them
     text = report.summary.render()
     assert "ctrstream matches" in text and "anomalies per site" in text
-    assert not settings.streams_dir(copy).exists()
-    assert settings.streams_dir(build).exists()
+    assert broker.status(build) is None, "12_cleanup left the lab's broker running"
+    assert not settings.streams_dir(build).exists()

@@ -1,5 +1,5 @@
 """The lab's session on Kafka topics, for a replay: what ``clicklab.notebook.start`` returns when the streams are
-topics (``streams="kafka"``, or ``$CLICKLAB_STREAMS=kafka``).
+topics (the default; see :func:`clicklab.notebook.stream_backend`).
 
 The notebooks do not change: their SQL reads and writes the same seven tables, now on Flink's Kafka connector
 (:mod:`clicklab.kafka.tables`), read bounded from the earliest offset so each ``INSERT`` ends as on files.

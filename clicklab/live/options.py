@@ -117,8 +117,8 @@ class LiveOptions:
                 "--flush", repr(self.flush_s), "--keep", repr(float(self.keep_s))]
         if self.duration_s is not None:
             args += ["--duration", repr(float(self.duration_s))]
-        if self.bootstrap is not None:
-            args += ["--bootstrap", self.bootstrap]
+        # explicit either way: the child never decides where tickerstream is from its environment
+        args += ["--bootstrap", self.bootstrap] if self.bootstrap is not None else ["--streams", "files"]
         return args
 
 
