@@ -57,7 +57,8 @@ def submit_pipeline(build: Path, bootstrap: str | None = None) -> Any:
     from clicklab import bench, flink, notebook, udfs
     from clicklab_udf.forest import ForestParams
 
-    t_env = flink.create_table_env(config=notebook.live_config(), target="cluster", build=build)
+    t_env = flink.create_table_env(config=notebook.live_config("files" if bootstrap is None else "kafka"),
+                                   target="cluster", build=build)
     if bootstrap is not None:
         from clicklab.kafka.lab import TopicLab
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -74,7 +73,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 def _cmd_generate_live(args: argparse.Namespace) -> None:
     from clicklab.live import process
     from clicklab.live.generator import run_live
-    from clicklab.live.options import FLUSH_S, KEEP_S, LiveOptions, parse_duration, tickerstream_dir
+    from clicklab.live.options import KEEP_S, LiveOptions, parse_duration, tickerstream_dir
 
     for flag, value in (("--out", args.out), ("--labels", args.labels), ("--progress", args.progress)):
         if value not in (None, False):
@@ -92,19 +91,19 @@ def _cmd_generate_live(args: argparse.Namespace) -> None:
         else:
             print(f"no live generator was running for {build}")
         return
-    options = LiveOptions(
-        seed=args.seed,
-        backfill_s=parse_duration(args.backfill or 0, "--backfill"),
-        scale=args.scale if args.scale is not None else 1.0,
-        flush_s=args.flush if args.flush is not None else FLUSH_S,
-        duration_s=None if args.duration is None else parse_duration(args.duration, "--duration"),
-        keep_s=KEEP_S if args.keep is None else parse_duration(args.keep, "--keep"),
-        bootstrap=args.bootstrap,
-    )  # checked before anything starts
+    given = {
+        "seed": args.seed,
+        "backfill_s": parse_duration(args.backfill or 0, "--backfill"),
+        "scale": args.scale if args.scale is not None else 1.0,
+        "flush_s": args.flush,
+        "duration_s": None if args.duration is None else parse_duration(args.duration, "--duration"),
+        "keep_s": KEEP_S if args.keep is None else parse_duration(args.keep, "--keep"),
+    }
+    LiveOptions(**given, bootstrap=args.bootstrap)  # checked before anything starts
     if args.bootstrap and args.streams == "files":
         raise ClicklabError("give --bootstrap (a Kafka's tickerstream topic) or --streams files, not both")
     bootstrap = args.bootstrap or _live_bootstrap(build, args.streams)
-    options = dataclasses.replace(options, bootstrap=bootstrap)
+    options = LiveOptions(**given, bootstrap=bootstrap)
     if args.background:
         info = process.start_background(build, args.scenario, **vars(options))
         print(f"live generator started in the background: pid {info.pid}; log {info.log}; "
@@ -408,7 +407,8 @@ def parser() -> argparse.ArgumentParser:
     lv.add_argument("--backfill", default=None, metavar="TIME",
                     help="first write this much past traffic at full speed: 90, 90s, 30m, 1h (default: none)")
     lv.add_argument("--scale", type=float, default=None, help="multiply every rate (default 1)")
-    lv.add_argument("--flush", type=float, default=None, metavar="S", help="seconds per batch (default 0.5)")
+    lv.add_argument("--flush", type=float, default=None, metavar="S",
+                    help="seconds per batch (default 0.1 into a topic, 0.5 into the folder)")
     lv.add_argument("--duration", default=None, metavar="TIME", help="stop after this long (default: until stopped)")
     lv.add_argument("--keep", default=None, metavar="TIME",
                     help="delete tickerstream files older than this (default 600 s)")

@@ -70,12 +70,17 @@ def is_live(live: bool | None = None) -> bool:
     return bool(live)
 
 
-def live_config() -> dict[str, str]:
-    """The session configuration of live jobs: checkpoints (the file sinks commit at each one)."""
-    return {
-        "execution.checkpointing.interval": settings.LIVE_CHECKPOINT_INTERVAL,
-        "execution.checkpointing.mode": "EXACTLY_ONCE",
-    }
+def live_config(backend: str | None = None) -> dict[str, str]:
+    """The session configuration of live jobs on ``backend``'s streams (:func:`stream_backend`): checkpoints, at
+    each of which a sink commits what it wrote (a file, or a Kafka transaction), and on topics a watermark every
+    :data:`clicklab.settings.KAFKA_LIVE_WATERMARK_INTERVAL`. Each hop of the pipeline waits for one commit: the
+    interval is most of a hop's latency (``clicklab bench --live [--kafka] --scale 1 --json`` measures it)."""
+    if stream_backend(backend) == "files":
+        return {"execution.checkpointing.interval": settings.LIVE_CHECKPOINT_INTERVAL,
+                "execution.checkpointing.mode": "EXACTLY_ONCE"}
+    return {"execution.checkpointing.interval": settings.KAFKA_LIVE_CHECKPOINT_INTERVAL,
+            "execution.checkpointing.mode": "EXACTLY_ONCE",
+            "pipeline.auto-watermark-interval": settings.KAFKA_LIVE_WATERMARK_INTERVAL}
 
 
 def start_live(build: Path, scenario: str = "lab", backend: str | None = None) -> str | None:
@@ -141,7 +146,7 @@ def start(
 
         if live:
             address = start_live(build, backend=store)
-            t_env = flink.create_table_env(config=live_config(), target="cluster", build=build) \
+            t_env = flink.create_table_env(config=live_config(store), target="cluster", build=build) \
                 if flink_session else None
         else:
             address = kafka_lab.open_topics(dataset, build)
@@ -152,8 +157,8 @@ def start(
     elif not flink_session:
         return Lab(dataset, build, None, live=live)
     elif live:
-        start_live(build)
-        t_env = flink.create_table_env(config=live_config(), target="cluster", build=build)
+        start_live(build, backend=store)
+        t_env = flink.create_table_env(config=live_config(store), target="cluster", build=build)
         lab = Lab(dataset, build, t_env, live=live)
     else:
         lab = Lab(dataset, build, flink.create_table_env(), live=live)

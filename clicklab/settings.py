@@ -42,6 +42,11 @@ DEFAULT_STREAM_BACKEND = "kafka"
 LIVE_MONITOR_INTERVAL = "200 ms"
 #: Checkpoint interval of live jobs: a row-format file sink commits what it wrote at each checkpoint.
 LIVE_CHECKPOINT_INTERVAL = "500 ms"
+#: Live on Kafka topics: each sink commits its transaction at a checkpoint, and a reader (``read_committed``) sees
+#: a row only then, so each of the pipeline's four hops waits for one; a watermark every this often (Flink's default
+#: is 200 ms). ``clicklab bench --live --kafka --scale 1 --json`` measures the hops.
+KAFKA_LIVE_CHECKPOINT_INTERVAL = "100 ms"
+KAFKA_LIVE_WATERMARK_INTERVAL = "50 ms"
 #: How old a part file may get before the sink rolls it (and how often it checks): without these the
 #: sink keeps a file open, so commits nothing, for 30 minutes.
 LIVE_ROLLOVER = "200 ms"

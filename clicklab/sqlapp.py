@@ -160,7 +160,7 @@ def start(dataset: str | Path | None = None, build: str | Path = settings.DEFAUL
         build.mkdir(parents=True, exist_ok=True)
         for line in sqlapp_live.start_live(build):
             print(line)
-        t_env = flink.create_table_env(config=notebook.live_config(), target="cluster", build=build)
+        t_env = flink.create_table_env(config=notebook.live_config("files"), target="cluster", build=build)
         app = SqlApp(sqlapp_live.folder(build, streams.SQL_APP_SOURCE), build, t_env, live=True)
     else:
         source = ensure_dataset(build, dataset)

@@ -171,7 +171,9 @@ def start_live(build: Path) -> list[str]:
             done.append(f"stopped the live generator of scenario {info.scenario} (the SQL lab plays {wanted})"
                         + (f" and cancelled the Studio lab's jobs: {', '.join(cancelled)}" if cancelled else ""))
         process.stop(build)
-    notebook.start_live(build, scenario=SCENARIO)  # the cluster is up; starts the generator if none runs
+    # the cluster is up; starts the generator if none runs, into the folder the SQL application's source watches
+    # (its streams are folders: they are not on Kafka topics yet)
+    notebook.start_live(build, scenario=SCENARIO, backend="files")
     info = process.status(build)
     if info is None or not info.running:
         raise ClicklabError(f"the live generator of {build} did not start: see {live_dir(build)}")

@@ -35,7 +35,7 @@ def test_a_broker_restart_mid_run_loses_no_event_and_counts_none_twice(kafka_bui
     topics.empty(address, ["tickerstream", "impressionstream"])
     cluster.up(build)
     try:
-        t_env = flink.create_table_env(config=notebook.live_config(), target="cluster", build=build)
+        t_env = flink.create_table_env(config=notebook.live_config("kafka"), target="cluster", build=build)
         lab = TopicLab(settings.DEFAULT_DATASET, build, t_env, address, live=True)
         lab.create_tables()
         lab.register_functions(udfs.Detector())

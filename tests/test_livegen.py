@@ -563,6 +563,15 @@ def test_a_background_generator_is_told_where_tickerstream_is_not_left_to_its_en
     assert options.LiveOptions(bootstrap="127.0.0.1:9092").cli_args()[-2:] == ["--bootstrap", "127.0.0.1:9092"]
 
 
+def test_batches_into_a_topic_are_shorter_than_files_unless_a_flush_is_given() -> None:
+    """Into a topic a batch every 0.1 s (the interval adds to every window's latency); files every 0.5 s."""
+    assert options.LiveOptions().flush_s == options.FLUSH_S == 0.5
+    assert options.LiveOptions(bootstrap="127.0.0.1:9092").flush_s == options.KAFKA_FLUSH_S == 0.1
+    assert options.LiveOptions(bootstrap="127.0.0.1:9092", flush_s=0.3).flush_s == 0.3
+    with pytest.raises(ClicklabError, match="--keep must be at least two flush intervals"):
+        options.LiveOptions(keep_s=0.5)
+
+
 def test_cli_status_and_stop_with_nothing_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for flag, text in (("--status", "no live generator is registered"), ("--stop", "no live generator was running")):
         args = parser().parse_args(["generate", "--live", flag, "--build", str(tmp_path)])

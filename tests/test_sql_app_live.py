@@ -97,7 +97,8 @@ class FakeCluster:
         monkeypatch.setattr(process, "status", lambda build: self.info)
         monkeypatch.setattr(process, "stop", lambda build: setattr(self, "info", None) or True)
 
-        def start_live(build: Path, scenario: str) -> None:
+        def start_live(build: Path, scenario: str, backend: str | None = None) -> None:
+            assert backend == "files", "the SQL application's source watches the generator's folder"
             if self.info is None:
                 self.started.append(scenario)
                 self.info = SimpleNamespace(running=True, scenario=scenario_source(), pid=8, started="t1")

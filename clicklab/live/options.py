@@ -23,10 +23,17 @@ from clicklab import settings
 from clicklab.exceptions import ClicklabError
 from clicklab.scenario import format_time
 
-__all__ = ["FLUSH_S", "KEEP_S", "WINDOW_S", "LiveOptions", "live_dir", "parse_duration", "tickerstream_dir"]
+__all__ = ["FLUSH_S", "KAFKA_FLUSH_S", "KEEP_S", "WINDOW_S", "LiveOptions", "live_dir", "parse_duration",
+           "tickerstream_dir"]
 
 FLUSH_S = 0.5
 """Default flush interval: seconds of event time per tickerstream file."""
+
+KAFKA_FLUSH_S = 0.1
+"""Default flush interval into the tickerstream topic: a window closes when the first event a second past its end
+arrives (the watermark), so the batch interval adds to every window's latency; half a second was about a third of
+the first hop's (``clicklab bench --live --kafka --scale 1 --json``). A batch is one ``produce`` call per event and
+one ``flush``: no file per batch to keep small."""
 
 KEEP_S = 600.0
 """Default age (seconds, by modification time) after which archived stream files are deleted
@@ -85,7 +92,8 @@ class LiveOptions:
     """How the live generator runs; checked on creation (errors name the command-line option).
 
     ``seed``: random streams; ``backfill_s``: seconds of past traffic written first at full
-    speed; ``scale``: factor on every rate; ``flush_s``: seconds per file; ``duration_s``: stop
+    speed; ``scale``: factor on every rate; ``flush_s``: seconds per file or batch (``None``: :data:`FLUSH_S`
+    into the folder, :data:`KAFKA_FLUSH_S` into a topic); ``duration_s``: stop
     after this much real-time traffic (None: until stopped); ``keep_s``: rotation age; ``bootstrap``: send to
     the ``tickerstream`` topic of the Kafka at this address (``host:port``) instead of the folder.
     """
@@ -93,12 +101,14 @@ class LiveOptions:
     seed: int = 42
     backfill_s: float = 0.0
     scale: float = 1.0
-    flush_s: float = FLUSH_S
+    flush_s: float | None = None
     duration_s: float | None = None
     keep_s: float = KEEP_S
     bootstrap: str | None = None
 
     def __post_init__(self) -> None:
+        if self.flush_s is None:
+            object.__setattr__(self, "flush_s", FLUSH_S if self.bootstrap is None else KAFKA_FLUSH_S)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ClicklabError(f"--seed must be a non-negative integer, got {self.seed!r}")
         _number("--backfill", self.backfill_s, minimum=0.0)

@@ -26,7 +26,7 @@ from typing import Any
 
 from clicklab import settings
 from clicklab.exceptions import ClicklabError
-from clicklab.live.options import FLUSH_S, KEEP_S, LiveOptions, _read_json, _write_json, live_dir, tickerstream_dir
+from clicklab.live.options import KEEP_S, LiveOptions, _read_json, _write_json, live_dir, tickerstream_dir
 from clicklab.live.sink import _remove_tmp
 from clicklab.scenario import load_scenario
 
@@ -72,7 +72,7 @@ class GeneratorInfo:
 
 
 def start_background(build: str | Path = settings.DEFAULT_BUILD, scenario: str | Path = "lab", seed: int = 42,
-                     backfill_s: float = 0.0, scale: float = 1.0, flush_s: float = FLUSH_S,
+                     backfill_s: float = 0.0, scale: float = 1.0, flush_s: float | None = None,
                      duration_s: float | None = None, keep_s: float = KEEP_S, bootstrap: str | None = None,
                      timeout_s: float = 60.0) -> GeneratorInfo:
     """Start ``python -m clicklab generate --live ...`` as a detached process and return once it has registered.
