@@ -139,3 +139,22 @@ def test_a_cluster_id_never_starts_with_a_dash() -> None:
     assert broker.new_cluster_id(lambda: next(draws)) == "AAAAAAAAAAAAAAAAAAAAAA"
     ids = [broker.new_cluster_id() for _ in range(2000)]
     assert not any(i.startswith("-") for i in ids) and all(len(i) == 22 for i in ids) and len(set(ids)) == 2000
+
+
+def test_a_notebooks_relative_build_folder_gets_the_jars_and_the_broker_files(tmp_path: Path, monkeypatch):
+    """A notebook's ``build`` is ``../build``, relative to its kernel's folder: Maven, run on the pom in
+    ``clicklab/kafka/``, resolved a relative target against the pom's folder, and the first notebook failed with
+    FileNotFoundError: '../build/kafka/jars/.pom-sha256' (browser test, JupyterLab)."""
+    import shutil
+
+    if shutil.which("mvn") is None:
+        pytest.skip(f"no `mvn`: {jars.MAVEN_HINT}")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    build = Path("../build")
+    got = jars.resolve(build)
+    assert got.root == tmp_path / "build" / "kafka" / "jars" and jars.resolved(build)
+    assert got.connector().is_file() and got.connector().is_relative_to(tmp_path / "build")
+    # the broker's files too: its command line names its config, which status and down look for from anywhere
+    assert broker.dirs(build).config.is_relative_to(tmp_path / "build")
+    assert broker.dirs(build).root == broker.dirs(tmp_path / "build").root

@@ -82,7 +82,9 @@ class BrokerInfo:
 
 
 def dirs(build: Path = settings.DEFAULT_BUILD) -> KafkaDirs:
-    return KafkaDirs(build / "kafka")
+    """``build``'s broker folders, as absolute paths: the broker's command line names its config, which
+    :func:`status` and :func:`down` look for from any working folder (a notebook's ``build`` is ``../build``)."""
+    return KafkaDirs(Path(build).resolve() / "kafka")
 
 
 def own_bootstrap() -> str | None:

@@ -61,7 +61,9 @@ class Jars:
 
 
 def jars(build: Path) -> Jars:
-    return Jars(build / "kafka" / "jars")
+    """Where ``build``'s jars are, as an absolute path: Maven resolves a relative ``-Dclicklab.jars`` against the
+    pom's folder (a notebook's ``build = "../build"`` put them under ``clicklab/build/``)."""
+    return Jars(Path(build).resolve() / "kafka" / "jars")
 
 
 def _pom_hash() -> str:
@@ -94,5 +96,7 @@ def resolve(build: Path, quiet: bool = True, timeout_s: float = 900.0) -> Jars:
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         raise MavenError(f"Maven could not resolve the jars of {POM} (exit {proc.returncode}):\n{tail}")
+    if not (any(j.broker.glob("kafka_2.13-*.jar")) and any(j.flink.glob("*.jar"))):
+        raise MavenError(f"Maven ran but left no jars in {j.broker} and {j.flink} ({POM})")
     j.stamp.write_text(_pom_hash() + "\n")
     return j
