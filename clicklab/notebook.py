@@ -54,12 +54,17 @@ def stream_backend(choice: str | None = None) -> str:
 
 
 def reader(build: Path, backend: str | None = None, with_time: bool = False) -> Callable[[str], pd.DataFrame]:
-    """``read(name)``: all committed rows of stream ``name`` of ``build``, from its topic (``with_time``: with each
-    row's commit time, for live latencies) or its folder, as :func:`stream_backend` decides ``backend``."""
+    """``read(name)``: all committed rows of stream ``name`` of ``build``, from its topic or its folder, as
+    :func:`stream_backend` decides ``backend``; ``with_time``: with ``committed_at``, when each row was committed
+    (epoch s), for live latencies."""
     if stream_backend(backend) == "kafka":
         from clicklab.kafka import broker, topics
 
         return lambda name: topics.read_topic(broker.bootstrap(build), name, with_time=with_time)
+    if with_time:
+        from clicklab.live.watch import rows_committed
+
+        return lambda name: rows_committed(build, name)
     return lambda name: read_stream(build, name)
 
 

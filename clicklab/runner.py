@@ -153,7 +153,7 @@ def run(
     from clicklab.live import process
 
     store = notebook.stream_backend(backend)
-    read = notebook.reader(build, store, with_time=live) if store == "kafka" else None
+    read = notebook.reader(build, store, with_time=live) if store == "kafka" else None  # files: the summary's own
     saved = {notebook.BACKEND_VARIABLE: store}  # the kernels inherit the choice
     if live:
         saved[notebook.QUERY_SECONDS_VARIABLE] = str(LIVE_QUERY_SECONDS)

@@ -107,7 +107,7 @@ def burst_window_end(build: Path) -> float:
 
     session = last_session(build, "studio-lab-burst")
     assert session is not None, "no burst was sent"
-    rows = session_rows(notebook.reader(build)("anomalydetectionstream"), session)
+    rows = session_rows(notebook.reader(build, with_time=True)("anomalydetectionstream"), session)
     assert len(rows), f"the burst {session} is not in anomalydetectionstream"
     return float(window_start_s(rows.iloc[[0]]).iloc[0]) + settings.WINDOW_SECONDS
 

@@ -48,6 +48,18 @@ def test_tidy_archives_old_files_keeps_new_and_hidden_ones_and_deletes_after_ret
     assert len(results.read_stream(tmp_path, "ctrstream")) == 2
 
 
+def test_a_builds_streams_are_read_back_with_their_commit_times_on_request(tmp_path: Path):
+    """``notebook.reader(build, "files", with_time=True)``: live latencies need each row's commit time (the browser
+    test's live pass read it from a reader without one: KeyError 'committed_at')."""
+    from clicklab import notebook
+
+    row = {"site": SITE, "time": 1, "ctr": 10.0, "clickcount": 1, "impressioncount": 10}
+    write_rows(streams.stream_path(tmp_path, "ctrstream"), "part-0", [row], mtime=1_000_000.0)
+    timed = notebook.reader(tmp_path, "files", with_time=True)("ctrstream")
+    assert list(timed["committed_at"]) == [1_000_000.0] and list(timed["ctr"]) == [10.0]
+    assert "committed_at" not in notebook.reader(tmp_path, "files")("ctrstream")
+
+
 def test_live_tables_watch_their_folders_commit_quickly_and_wait_one_second():
     ddl = streams.live_ddl("ctrstream", Path("/b"))
     assert "'path' = '/b/streams/ctrstream'" in ddl
