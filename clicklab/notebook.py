@@ -92,7 +92,8 @@ def start_live(build: Path, scenario: str = "lab", backend: str | None = None) -
     """Make sure the live lab runs: the standalone cluster, the streams (folders, or the broker and its topics)
     and the live generator sending into tickerstream; the Kafka bootstrap address when the streams are topics.
 
-    Each is started only if it is not running yet, so every live notebook can call this. On topics the
+    Each is started only if it is not running yet, so every live notebook can call this; a generator that sends
+    elsewhere (the SQL application's writes the folder) is replaced. On topics the
     generator may run before any job: the jobs read tickerstream from the earliest offset, as the lab's
     paragraphs read their Kinesis stream from ``TRIM_HORIZON``.
     """
@@ -108,7 +109,15 @@ def start_live(build: Path, scenario: str = "lab", backend: str | None = None) -
     if address is None:
         for name in streams.STREAM_NAMES:
             streams.stream_path(build, name).mkdir(parents=True, exist_ok=True)
-    if process.status(build) is None:
+    info = process.status(build)
+    if info is not None and info.running and info.options.get("bootstrap") != address:
+        # e.g. the SQL application's generator, which writes the folder: these jobs would read nothing
+        process.stop(build)
+        print(f"stopped the live generator that sent to {info.options.get('bootstrap') or 'the tickerstream folder'}"
+              f": this lab reads tickerstream from {f'the topic at {address}' if address else 'the folder'}",
+              flush=True)
+        info = None
+    if info is None:
         process.start_background(build, scenario=scenario, bootstrap=address)
     return address
 

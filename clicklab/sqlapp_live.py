@@ -161,14 +161,17 @@ def start_live(build: Path) -> list[str]:
     cluster.up(build)
     info = process.status(build)
     wanted = load_scenario(SCENARIO).source
-    if info is not None and (not info.running or info.scenario != wanted):
+    to_topic = info.options.get("bootstrap") if info is not None else None  # the source watches the folder
+    if info is not None and (not info.running or info.scenario != wanted or to_topic):
         if info.running:
             studio = {notebook.job_name(s) for s in streams.STREAM_NAMES}
             cancelled = [j.name for j in cluster.jobs(build)
                          if j.name in studio and j.state not in cluster.TERMINAL_STATES]
             for name in cancelled:
                 cluster.cancel_named(build, name)
-            done.append(f"stopped the live generator of scenario {info.scenario} (the SQL lab plays {wanted})"
+            why = (f"it sent to the tickerstream topic at {to_topic}; the SQL application's source watches the "
+                   f"folder" if info.scenario == wanted else f"the SQL lab plays {wanted}")
+            done.append(f"stopped the live generator of scenario {info.scenario} ({why})"
                         + (f" and cancelled the Studio lab's jobs: {', '.join(cancelled)}" if cancelled else ""))
         process.stop(build)
     # the cluster is up; starts the generator if none runs, into the folder the SQL application's source watches

@@ -249,3 +249,28 @@ def test_after_08_runs_again_the_burst_waits_for_the_new_forests_scores(monkeypa
     assert lab.job_started("destinationstream") == started
     assert lab.job_started("anomalydetectionstream") is None  # no such job runs
     assert Lab(tmp_path / "replay.jsonl", tmp_path, t_env=None).job_started("destinationstream") is None  # a replay
+
+
+def test_the_studio_lab_replaces_a_generator_that_sends_elsewhere(tmp_path: Path, monkeypatch, capsys):
+    """After the SQL application's live run (its generator writes the folder), the Studio lab on topics would
+    read nothing from tickerstream: its start replaces that generator, and keeps one that sends to its topic."""
+    from types import SimpleNamespace
+
+    from clicklab import cluster, notebook
+    from clicklab.kafka import lab as kafka_lab
+    from clicklab.live import process
+
+    calls: list[object] = []
+    running = SimpleNamespace(running=True, options={"bootstrap": None})
+    monkeypatch.setattr(kafka_lab, "open_live", lambda build: "127.0.0.1:1")
+    monkeypatch.setattr(cluster, "up", lambda build: None)
+    monkeypatch.setattr(process, "status", lambda build: running)
+    monkeypatch.setattr(process, "stop", lambda build: calls.append("stop") or True)
+    monkeypatch.setattr(process, "start_background", lambda build, scenario, bootstrap: calls.append(bootstrap))
+    assert notebook.start_live(tmp_path, backend="kafka") == "127.0.0.1:1"
+    assert calls == ["stop", "127.0.0.1:1"]
+    assert "stopped the live generator that sent to the tickerstream folder" in capsys.readouterr().out
+    calls.clear()
+    running.options["bootstrap"] = "127.0.0.1:1"
+    notebook.start_live(tmp_path, backend="kafka")
+    assert calls == [], "a generator already sending to the lab's topic is kept"

@@ -80,8 +80,9 @@ def test_the_live_run_counts_the_extra_clicks_sent_since_it_began(tmp_path: Path
 class FakeCluster:
     """What :func:`sqlapp_live.start_live` asks of the cluster and the generator, recorded."""
 
-    def __init__(self, scenario: str, running: bool = True, pid: int = 7) -> None:
-        self.info = SimpleNamespace(running=running, scenario=scenario, pid=pid, started="t0")
+    def __init__(self, scenario: str, running: bool = True, pid: int = 7, bootstrap: str | None = None) -> None:
+        self.info = SimpleNamespace(running=running, scenario=scenario, pid=pid, started="t0",
+                                    options={"bootstrap": bootstrap})
         self.cancelled: list[str] = []
         self.started: list[str] = []
         self.jobs = [SimpleNamespace(name="#5: Generate the Click Stream", state="RUNNING"),
@@ -101,7 +102,8 @@ class FakeCluster:
             assert backend == "files", "the SQL application's source watches the generator's folder"
             if self.info is None:
                 self.started.append(scenario)
-                self.info = SimpleNamespace(running=True, scenario=scenario_source(), pid=8, started="t1")
+                self.info = SimpleNamespace(running=True, scenario=scenario_source(), pid=8, started="t1",
+                                            options={"bootstrap": None})
 
         monkeypatch.setattr(notebook, "start_live", start_live)
 
@@ -129,6 +131,16 @@ def test_starting_live_replaces_the_studio_generator_and_starts_with_empty_strea
     fake.cancelled.clear()
     assert sqlapp_live.start_live(tmp_path) == [] and fake.cancelled == []
     assert [p.name for p in stale.iterdir()] == ["part-live"]
+
+
+def test_a_generator_of_the_sql_lab_sending_to_the_topic_is_replaced_by_one_writing_the_folder(tmp_path, monkeypatch):
+    """`clicklab generate --live --scenario sql_lab` sends to the lab's broker by default; the SQL application's
+    source watches the folder, so it would see nothing: 20 replaces that generator, saying why."""
+    fake = FakeCluster(scenario_source(), bootstrap="127.0.0.1:9092")
+    fake.install(monkeypatch)
+    done = sqlapp_live.start_live(tmp_path)
+    assert fake.started == [sqlapp.SCENARIO] and fake.info.options["bootstrap"] is None
+    assert "it sent to the tickerstream topic at 127.0.0.1:9092" in done[0], done
 
 
 def test_a_live_stream_is_missing_while_the_job_that_fills_it_is_not_running(tmp_path, monkeypatch):
